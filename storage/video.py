@@ -1,0 +1,76 @@
+"""Video codec: uint8 clips (T, H, W, 3) to and from H.264 MP4 (PyAV, for storage) and GIF (for previews).
+
+GIFs are written with Pillow's adaptive palette: PyAV's gif encoder takes a fixed 3-3-2 bit palette, which
+shifts colours by ~14/255 on average and can turn a saturated triangle's edge grey.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+FORMATS = {".mp4": "mp4", ".gif": "gif"}
+
+
+def _check_clip(clip: np.ndarray) -> np.ndarray:
+    clip = np.asarray(clip)
+    if clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != np.uint8:
+        raise ValueError(f"a clip must be uint8 (T, H, W, 3), got {clip.dtype} {clip.shape}")
+    return clip
+
+
+def encode(clip: np.ndarray, fmt: str = "mp4", fps: int = 8, crf: int = 12) -> bytes:
+    """Encode a uint8 clip (T, H, W, 3) to MP4 (H.264, yuv420p) or GIF bytes."""
+    clip = _check_clip(clip)
+    t, h, w, _ = clip.shape
+    if fmt == "gif":
+        return _encode_gif(clip, fps)
+    if fmt == "mp4" and (h % 2 or w % 2):
+        raise ValueError(f"H.264 with yuv420p needs even height and width, got {h}x{w}")
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=fmt) as container:
+        if fmt != "mp4":
+            raise ValueError(f"unknown video format {fmt!r}; choose mp4 or gif")
+        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "medium"})
+        stream.pix_fmt = "yuv420p"
+        stream.width, stream.height = w, h
+        for frame in clip:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def _encode_gif(clip: np.ndarray, fps: int) -> bytes:
+    frames = [Image.fromarray(frame).quantize(colors=256, method=Image.Quantize.MEDIANCUT) for frame in clip]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    """Decode MP4 or GIF bytes to a uint8 clip (T, H, W, 3)."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    if not frames:
+        raise ValueError("the video holds no frames")
+    return np.stack(frames)
+
+
+def write(clip: np.ndarray, path: str | Path, fps: int = 8) -> Path:
+    """Write a clip to `path`, choosing the format from its suffix (.mp4 or .gif)."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot tell the video format of {path.name!r}: use a .mp4 or .gif file name")
+    data = encode(clip, fmt, fps)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path

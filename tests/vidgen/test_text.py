@@ -1,0 +1,30 @@
+import pytest
+import torch
+
+from vidgen.text import EMBED_DIM, MAX_TOKENS
+
+
+def test_encodes_tokens_mask_and_pooled_and_caches(encoder):
+    prompts = ["a red circle moving left", "a blue square moving up", "a red circle moving left"]
+    emb = encoder.encode(prompts)
+    assert emb.tokens.shape == (3, MAX_TOKENS, EMBED_DIM)
+    assert emb.pooled.shape == (3, EMBED_DIM)
+    lengths = emb.mask.sum(1)
+    assert 6 <= lengths[0] <= 10 and bool((emb.tokens[0, lengths[0]:] == 0).all())
+    assert torch.allclose(emb.pooled.norm(dim=-1), torch.ones(3), atol=1e-4)
+    assert torch.equal(emb.tokens[0], emb.tokens[2])
+    size = encoder.cache_size
+    encoder.encode(prompts)
+    assert encoder.cache_size == size
+
+
+def test_similar_prompts_are_closer_than_different_ones(encoder):
+    p = encoder.encode(["a red circle moving left", "red ball drifting to the left", "a cyan square moving up"]).pooled
+    assert float(p[0] @ p[1]) > float(p[0] @ p[2])
+
+
+def test_bad_prompts_are_refused(encoder):
+    with pytest.raises(ValueError, match="empty"):
+        encoder.encode(["  "])
+    with pytest.raises(ValueError, match="tokens long"):
+        encoder.encode(["a very long prompt " * 10])

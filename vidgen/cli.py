@@ -1,0 +1,207 @@
+"""`vidgen`: the command line front door. Heavy libraries are imported inside commands so --help is instant.
+
+Each command is a thin wrapper over a function in `vidgen.pipelines`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="vidgen: train, evaluate and generate short text-to-video clips with a small diffusion transformer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("vidgen")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
+    for noisy in ("sentence_transformers", "transformers", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(1)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[status]}"), transient=False)
+
+
+@app.command()
+def train(
+    preset: Annotated[str, typer.Option(help="training preset from configs/ (tiny, small, base)")] = "tiny",
+    config: Annotated[Path | None, typer.Option(help="a YAML TrainConfig file; overrides --preset")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override a config key, e.g. --set lr=5e-4 "
+                                                          "--set flow.t_mean=0.5 (repeatable)")] = [],
+    minutes: Annotated[float | None, typer.Option(help="training time budget in minutes")] = None,
+    steps: Annotated[int | None, typer.Option(help="stop after this many optimizer steps")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed for data, noise and initial weights")] = None,
+    out: Annotated[Path, typer.Option(help="folder for the trained model, its card, metrics and pictures")] =
+        Path("runs/tiny"),
+    eval_clips: Annotated[int | None, typer.Option(help="clips per split in the final evaluation")] = None,
+    dry_run: Annotated[bool, typer.Option(help="validate the config, print it and exit")] = False,
+) -> None:
+    """Train a model on the built-in world in this process (the Ray Train + DeepSpeed job reuses its step).
+
+    Writes OUT/{config.json, model.safetensors, card.md, SHA256SUMS, metrics.csv, evals.json,
+    loss_curve.png, samples.png}. Example: vidgen train --preset tiny --minutes 10 --out runs/try1
+    """
+    _setup_logging()
+    from vidgen.config import ConfigError, load_config
+    from vidgen.training import TrainConfig
+
+    overrides = list(set_)
+    for key, value in (("max_minutes", minutes), ("max_steps", steps), ("seed", seed)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    try:
+        cfg = load_config(TrainConfig, str(config) if config else preset, overrides)
+    except ConfigError as err:
+        _fail(str(err))
+    if dry_run:
+        typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        return
+
+    from vidgen.pipelines import train_to_folder
+
+    bar = _progress()
+    by_time = cfg.max_minutes is not None
+    total = int(cfg.max_minutes * 60) if by_time else cfg.max_steps
+    with bar:
+        task = bar.add_task("training", total=total, status="")
+
+        def on_step(stats: dict) -> None:
+            done = int(stats["minutes"] * 60) if by_time else stats["step"]
+            bar.update(task, completed=min(done, total),
+                       status=f"step {stats['step']} loss {stats['loss']:.4f} {stats['samples_per_s']:.0f} clips/s")
+
+        summary = train_to_folder(cfg, out, final_eval_clips=eval_clips, on_step=on_step)
+    final = summary["final"]
+    typer.echo(
+        f"trained {summary['steps']} steps in {summary['minutes']:.1f} min; loss {summary['first_loss']:.3f} -> "
+        f"{summary['last_loss']:.3f}\nprompt accuracy (all three): seen {final['seen']['all_three']:.2f}, "
+        f"held-out {final['heldout']['all_three']:.2f}, paraphrased {final['paraphrase']['all_three']:.2f}\n"
+        f"model, card, loss_curve.png and samples.png are in {out}/"
+    )
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="what to show, e.g. 'a blue square moving up'")],
+    out: Annotated[Path, typer.Option(help="output video file: .mp4 or .gif")] = Path("clip.mp4"),
+    model: Annotated[str | None, typer.Option(help="model folder or shipped model name (default: the demo)")] =
+        None,
+    seed: Annotated[int, typer.Option(help="noise seed; the same seed gives the same clip")] = 0,
+    steps: Annotated[int | None, typer.Option(help="sampler steps (default: the model's)")] = None,
+    guidance: Annotated[float | None, typer.Option(help="classifier-free guidance scale (default: the model's)")]
+        = None,
+    frames: Annotated[int | None, typer.Option(help="frames (must match the model)")] = None,
+    height: Annotated[int | None, typer.Option(help="height in pixels (must match the model)")] = None,
+    width: Annotated[int | None, typer.Option(help="width in pixels (must match the model)")] = None,
+) -> None:
+    """Generate one clip from a text prompt and write it as MP4 or GIF."""
+    _setup_logging()
+    if not prompt.strip():
+        _fail("prompt is empty: give a caption such as 'a blue square moving up'")
+    if out.suffix.lower() not in (".mp4", ".gif"):
+        _fail(f"--out {out} must end in .mp4 or .gif")
+    from storage.video import write
+    from vidgen.checkpoint import ModelFileError
+    from vidgen.pipelines import generate as generate_clips
+
+    bar = _progress()
+    try:
+        with bar:
+            task = bar.add_task("sampling", total=steps, status="")
+            result = generate_clips(model, [prompt], [seed], steps, guidance, frames, height, width,
+                                    progress=lambda i: bar.update(task, completed=i))
+    except (ModelFileError, ValueError) as err:
+        _fail(str(err))
+    write(result.frames[0], out)
+    d = result.detections[0]
+    typer.echo(f"wrote {out} ({result.timings['sample_s']:.1f} s); detector reads: "
+               f"{d.colour} {d.shape} moving {d.direction}")
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[str | None, typer.Option(help="model folder or shipped model name (default: the demo)")] =
+        None,
+    clips: Annotated[int, typer.Option(help="clips per split")] = 96,
+    seed: Annotated[int, typer.Option(help="evaluation seed")] = 0,
+    steps: Annotated[int | None, typer.Option(help="sampler steps (default: the model's)")] = None,
+    guidance: Annotated[float | None, typer.Option(help="guidance scale (default: the model's)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Prompt accuracy (colour, shape, direction, all three) on seen, held-out and paraphrased prompts."""
+    _setup_logging()
+    from vidgen.checkpoint import ModelFileError
+    from vidgen.pipelines import evaluate_model
+
+    try:
+        result = evaluate_model(model, clips, seed, steps, guidance)
+    except (ModelFileError, ValueError) as err:
+        _fail(str(err))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"{result['model']}: {clips} clips per split")
+    for split in ("seen", "heldout", "paraphrase"):
+        m = result[split]
+        typer.echo(f"  {split:<10} colour {m['colour']:.2f}  shape {m['shape']:.2f}  "
+                   f"direction {m['direction']:.2f}  all three {m['all_three']:.2f}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="folder for the demo clips")] = Path("out"),
+    model: Annotated[str | None, typer.Option(help="model folder or shipped model name")] = None,
+) -> None:
+    """Generate a handful of clips with the shipped demo model into OUT and report their prompt accuracy."""
+    _setup_logging()
+    from storage.video import write
+    from vidgen.pipelines import SAMPLE_PROMPTS, accuracy_of
+    from vidgen.pipelines import generate as generate_clips
+    from vidgen.report import contact_sheet_png
+
+    prompts = list(SAMPLE_PROMPTS)
+    bar = _progress()
+    with bar:
+        task = bar.add_task("sampling", total=None, status=f"{len(prompts)} clips")
+        result = generate_clips(model, prompts, list(range(len(prompts))),
+                                progress=lambda i: bar.update(task, completed=i))
+    out.mkdir(parents=True, exist_ok=True)
+    for i, (prompt, clip, d) in enumerate(zip(prompts, result.frames, result.detections, strict=True)):
+        name = f"{i:02d}-" + prompt.replace(" ", "-")
+        write(clip, out / f"{name}.mp4")
+        write(clip, out / f"{name}.gif")
+        typer.echo(f"  {prompt:<32} -> detector reads {d.colour} {d.shape} moving {d.direction}")
+    sheet = contact_sheet_png(result.frames, prompts, out / "contact_sheet.png")
+    acc = accuracy_of(result, prompts)
+    typer.echo(f"prompt accuracy on these {len(prompts)} clips: all three {acc.all_three:.2f} "
+               f"(colour {acc.colour:.2f}, shape {acc.shape:.2f}, direction {acc.direction:.2f})")
+    typer.echo(f"clips (.mp4 and .gif) and {sheet.name} are in {out.resolve()}/")
+
+
+def main() -> None:
+    app(prog_name="vidgen")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Training pieces every trainer shares: the config, synthetic batches, the train step, EMA and evaluation.
+
+`train_step` is the one step: the local trainer below calls it, and the Ray Train + DeepSpeed job reuses
+`compute_loss` with DeepSpeed's own backward and step.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vidgen import synth
+from vidgen.diffusion import FlowConfig, flow_loss, sample
+from vidgen.metrics import PromptAccuracy, prompt_accuracy
+from vidgen.model import PRESETS, ModelConfig, VideoDiT
+from vidgen.text import TextEmbedding, TextEncoder
+
+log = logging.getLogger(__name__)
+
+
+class SamplerConfig(BaseModel):
+    """How clips are sampled for evaluation and generation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(24, ge=1, le=1000, description="Euler steps (model evaluations) per clip")
+    guidance: float = Field(3.0, ge=1.0, le=20.0, description="classifier-free guidance scale; 1 turns it off")
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs; loaded from a YAML preset in configs/ and overridable from the CLI."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str = Field("tiny", description="model preset name from vidgen.model.PRESETS")
+    model: dict = Field(default_factory=dict, description="overrides of the preset's ModelConfig fields")
+    flow: FlowConfig = Field(default_factory=FlowConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    batch_size: int = Field(32, ge=1, description="clips per optimizer step (per worker when distributed)")
+    lr: float = Field(1e-3, gt=0, description="peak AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(200, ge=0, description="linear learning-rate warm-up")
+    grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA of weights used for sampling; 0 disables")
+    autoencoder_steps: int = Field(600, ge=1, description="steps of stage 1: training the frame autoencoder")
+    autoencoder_lr: float = Field(2e-3, gt=0, description="AdamW learning rate of the autoencoder")
+    autoencoder_latent_noise: float = Field(0.1, ge=0, description="noise on latents while training the decoder")
+    max_steps: int = Field(1000, ge=1, description="stop after this many optimizer steps")
+    max_minutes: float | None = Field(None, gt=0, description="or after this much wall-clock training time")
+    eval_every_minutes: float | None = Field(None, gt=0, description="evaluate prompt accuracy this often")
+    eval_clips: int = Field(96, ge=1, description="clips per split for each evaluation")
+    seed: int = Field(0, description="seeds data, noise and initial weights")
+    precision: str = Field("auto", pattern="^(auto|bf16|fp32)$", description="bf16 autocast where the CPU has it")
+    threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
+    save_dtype: str = Field("float32", pattern="^(float32|float16|bfloat16)$",
+                            description="dtype of the saved weights; float16 halves the file")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str) -> str:
+        if name not in PRESETS:
+            raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+        return name
+
+    @model_validator(mode="after")
+    def _valid_model(self) -> TrainConfig:
+        try:
+            self.model_config_resolved()
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            raise ValueError(f"model overrides: {problems}") from None
+        return self
+
+    def model_config_resolved(self) -> ModelConfig:
+        return ModelConfig(**{**PRESETS[self.preset].model_dump(), **self.model})
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """bf16 where asked for, or for 'auto' where the CPU has native bf16 matmuls; None means fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if _cpu_has_bf16() else None
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any("avx512_bf16" in line or "amx_bf16" in line for line in f if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+# --- data ---
+
+
+@dataclass
+class Batch:
+    """A training batch: clean clips x0 (B, 3, T, H, W) in [-1, 1] and their captions."""
+
+    x0: torch.Tensor
+    captions: list[str]
+
+
+def clips_to_tensor(clips: np.ndarray) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) -> float (B, 3, T, H, W) in [-1, 1]."""
+    return torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
+def synth_batches(cfg: ModelConfig, batch_size: int, seed: int) -> Iterator[Batch]:
+    """An endless stream of freshly rendered training clips (training compositions and templates only)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        specs = synth.sample_specs(batch_size, int(rng.integers(2**31)), "train", cfg.frames, cfg.height, cfg.width)
+        yield Batch(clips_to_tensor(synth.render_batch(specs)), [s.caption for s in specs])
+
+
+# --- the train step ---
+
+
+def compute_loss(model, batch: Batch, text: TextEmbedding, flow: FlowConfig, dtype: torch.dtype | None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """The diffusion loss of one batch of clips, under bf16 autocast when `dtype` is set; shared by every trainer.
+
+    Clips are encoded by the model's frozen autoencoder first; the loss trains the transformer only.
+    """
+    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with torch.no_grad():
+            latents = model.autoencoder.encode(batch.x0).float()
+        return flow_loss(model, latents, text, flow, generator)
+
+
+def train_step(model, optimizer, scheduler, batch: Batch, text: TextEmbedding, cfg: TrainConfig,
+               dtype: torch.dtype | None, generator: torch.Generator | None = None) -> dict[str, float]:
+    """One optimizer step: loss, backward, clip, step. Returns the numbers worth logging."""
+    model.train()
+    loss = compute_loss(model, batch, text, cfg.flow, dtype, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.diffusion_parameters(), cfg.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0]}
+
+
+def make_optimizer(model, cfg: TrainConfig):
+    """AdamW over the transformer with linear warm-up, then constant (runs are time-boxed: no decay horizon)."""
+    optimizer = torch.optim.AdamW(model.diffusion_parameters(), lr=cfg.lr, betas=(0.9, 0.99),
+                                  weight_decay=cfg.weight_decay)
+    warmup = max(cfg.warmup_steps, 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    return optimizer, scheduler
+
+
+def train_autoencoder(model: VideoDiT, batches: Iterator[Batch], cfg: TrainConfig,
+                      dtype: torch.dtype | None) -> list[float]:
+    """Stage 1: fit the model's frame autoencoder to clips, set its latent scale, then freeze it."""
+    ae = model.autoencoder.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(ae.parameters(), lr=cfg.autoencoder_lr)
+    losses = []
+    for _ in range(cfg.autoencoder_steps):
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            loss = ae.reconstruction_loss(next(batches).x0, cfg.autoencoder_latent_noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    ae.eval().requires_grad_(False)
+    ae.calibrate(torch.cat([next(batches).x0 for _ in range(2)]))
+    return losses
+
+
+class EMA:
+    """Exponential moving average of a model's weights; sampling from it gives cleaner clips."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))  # short warm-up so early EMA is not all init
+        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            ema_p.lerp_(p.detach(), 1 - decay)
+
+
+# --- evaluation ---
+
+
+def eval_specs(cfg: ModelConfig, split: str, n: int, seed: int, paraphrase: bool = False) -> list[synth.ClipSpec]:
+    """Evaluation prompts: seeds far from any training seed, so the clips are new."""
+    return synth.sample_specs(n, 10_000_000 + seed, split, cfg.frames, cfg.height, cfg.width, paraphrase)
+
+
+def evaluate(model, encoder: TextEncoder, specs: list[synth.ClipSpec], sampler: SamplerConfig,
+             dtype: torch.dtype | None = None, batch_size: int = 48) -> PromptAccuracy:
+    """Generate one clip per spec's caption and score it against the spec's ground truth."""
+    model.eval()
+    clips = []
+    for i in range(0, len(specs), batch_size):
+        chunk = specs[i: i + batch_size]
+        text = encoder.encode([s.caption for s in chunk])
+        seeds = [int(s.background_seed) for s in chunk]
+        clips.extend(sample(model, text, seeds, sampler.steps, sampler.guidance, dtype).frames)
+    return prompt_accuracy(clips, [s.composition for s in specs])
+
+
+# --- the local trainer ---
+
+
+@dataclass
+class TrainResult:
+    """What a finished local run leaves: the EMA model, per-step history and the evaluation curve."""
+
+    model: VideoDiT
+    history: list[dict]
+    evals: list[dict]
+    minutes: float
+    steps: int
+    autoencoder_losses: list[float]
+
+
+def train_local(cfg: TrainConfig, encoder: TextEncoder,
+                on_step: Callable[[dict], None] | None = None) -> TrainResult:
+    """Single-process training on the built-in world until max_steps or max_minutes."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    mcfg = cfg.model_config_resolved()
+    model = VideoDiT(mcfg)
+    dtype = autocast_dtype(cfg.precision)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    log.info("model %s: %.2fM params, %d tokens, dtype %s", cfg.preset, model.num_params() / 1e6,
+             mcfg.num_tokens, dtype or torch.float32)
+    batches = synth_batches(mcfg, cfg.batch_size, cfg.seed)
+
+    started = time.perf_counter()
+    ae_losses = train_autoencoder(model, batches, cfg, dtype)
+    train_seconds = time.perf_counter() - started
+    log.info("autoencoder: %d steps in %.1f min, reconstruction MSE %.4f -> %.4f", cfg.autoencoder_steps,
+             train_seconds / 60, ae_losses[0], float(np.mean(ae_losses[-20:])))
+
+    optimizer, scheduler = make_optimizer(model, cfg)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    history, evals = [], []
+    next_eval = cfg.eval_every_minutes
+    step = 0
+    while step < cfg.max_steps and (cfg.max_minutes is None or train_seconds < cfg.max_minutes * 60):
+        t0 = time.perf_counter()
+        batch = next(batches)
+        text = encoder.encode(batch.captions)
+        t1 = time.perf_counter()
+        stats = train_step(model, optimizer, scheduler, batch, text, cfg, dtype, generator)
+        if ema is not None:
+            ema.update(model, step)
+        t2 = time.perf_counter()
+        step += 1
+        train_seconds += t2 - t0
+        stats.update(step=step, minutes=train_seconds / 60, data_s=t1 - t0, step_s=t2 - t1,
+                     samples_per_s=cfg.batch_size / (t2 - t0))
+        history.append(stats)
+        if on_step is not None:
+            on_step(stats)
+        if next_eval is not None and train_seconds >= next_eval * 60:
+            evals.append(_evaluate_during_training(ema.model if ema else model, encoder, cfg, dtype, step,
+                                                   train_seconds))
+            next_eval += cfg.eval_every_minutes
+    final = ema.model if ema is not None else model
+    return TrainResult(final.eval(), history, evals, train_seconds / 60, step, ae_losses)
+
+
+def _evaluate_during_training(model, encoder, cfg: TrainConfig, dtype, step: int, train_seconds: float) -> dict:
+    """Accuracy on seen and held-out compositions; evaluation time is not counted as training time."""
+    mcfg = model.config
+    row = {"step": step, "minutes": round(train_seconds / 60, 2)}
+    for split in ("train", "heldout"):
+        acc = evaluate(model, encoder, eval_specs(mcfg, split, cfg.eval_clips, seed=step), cfg.sampler, dtype)
+        row[split] = acc.to_dict()
+    log.info("eval at %.1f min (step %d): seen all-three %.2f, held-out %.2f", row["minutes"], step,
+             row["train"]["all_three"], row["heldout"]["all_three"])
+    return row
