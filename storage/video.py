@@ -26,15 +26,15 @@ def _check_clip(clip: np.ndarray) -> np.ndarray:
 def encode(clip: np.ndarray, fmt: str = "mp4", fps: int = 8, crf: int = 12) -> bytes:
     """Encode a uint8 clip (T, H, W, 3) to MP4 (H.264, yuv420p) or GIF bytes."""
     clip = _check_clip(clip)
-    t, h, w, _ = clip.shape
+    _, h, w, _ = clip.shape
     if fmt == "gif":
         return _encode_gif(clip, fps)
-    if fmt == "mp4" and (h % 2 or w % 2):
+    if fmt != "mp4":
+        raise ValueError(f"unknown video format {fmt!r}; choose mp4 or gif")
+    if h % 2 or w % 2:
         raise ValueError(f"H.264 with yuv420p needs even height and width, got {h}x{w}")
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=fmt) as container:
-        if fmt != "mp4":
-            raise ValueError(f"unknown video format {fmt!r}; choose mp4 or gif")
         stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "medium"})
         stream.pix_fmt = "yuv420p"
         stream.width, stream.height = w, h

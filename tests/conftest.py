@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(2)
 
 # A model far smaller than `tiny` (same world, same code paths) so unit tests stay fast.
 MICRO = {"dim": 48, "depth": 2, "heads": 2, "ae_channels": 8}

@@ -86,6 +86,9 @@ def load_model(folder: str | Path) -> VideoDiT:
     if not folder.is_dir():
         raise ModelFileError(f"model path {folder} does not exist or is not a folder")
     verify(folder)
-    model = VideoDiT(ModelConfig(**read_config(folder)["model"]))
+    config = read_config(folder)
+    if not isinstance(config.get("model"), dict):
+        raise ModelFileError(f"{folder / CONFIG_FILE} has no 'model' section; it was not written by vidgen")
+    model = VideoDiT(ModelConfig(**config["model"]))
     model.load_state_dict({k: v.float() for k, v in load_file(folder / WEIGHTS_FILE).items()})
     return model.eval()

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from vidgen.config import preset_names
+
 app = typer.Typer(
     help="vidgen: train, evaluate and generate short text-to-video clips with a small diffusion transformer.",
     no_args_is_help=True,
@@ -45,10 +47,11 @@ def _progress():
 
 @app.command()
 def train(
-    preset: Annotated[str, typer.Option(help="training preset from configs/ (tiny, small, base)")] = "tiny",
+    preset: Annotated[str, typer.Option(help=f"training preset from configs/: {', '.join(preset_names())}")] =
+        "tiny",
     config: Annotated[Path | None, typer.Option(help="a YAML TrainConfig file; overrides --preset")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="override a config key, e.g. --set lr=5e-4 "
-                                                          "--set flow.t_mean=0.5 (repeatable)")] = [],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config key, e.g. --set lr=5e-4 "
+                                                                 "--set flow.t_mean=0.5 (repeatable)")] = None,
     minutes: Annotated[float | None, typer.Option(help="training time budget in minutes")] = None,
     steps: Annotated[int | None, typer.Option(help="stop after this many optimizer steps")] = None,
     seed: Annotated[int | None, typer.Option(help="seed for data, noise and initial weights")] = None,
@@ -66,7 +69,7 @@ def train(
     from vidgen.config import ConfigError, load_config
     from vidgen.training import TrainConfig
 
-    overrides = list(set_)
+    overrides = list(set_ or [])
     for key, value in (("max_minutes", minutes), ("max_steps", steps), ("seed", seed)):
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -117,8 +120,6 @@ def generate(
 ) -> None:
     """Generate one clip from a text prompt and write it as MP4 or GIF."""
     _setup_logging()
-    if not prompt.strip():
-        _fail("prompt is empty: give a caption such as 'a blue square moving up'")
     if out.suffix.lower() not in (".mp4", ".gif"):
         _fail(f"--out {out} must end in .mp4 or .gif")
     from storage.video import write
@@ -176,16 +177,20 @@ def demo(
     """Generate a handful of clips with the shipped demo model into OUT and report their prompt accuracy."""
     _setup_logging()
     from storage.video import write
+    from vidgen.checkpoint import ModelFileError
     from vidgen.pipelines import SAMPLE_PROMPTS, accuracy_of
     from vidgen.pipelines import generate as generate_clips
     from vidgen.report import contact_sheet_png
 
     prompts = list(SAMPLE_PROMPTS)
     bar = _progress()
-    with bar:
-        task = bar.add_task("sampling", total=None, status=f"{len(prompts)} clips")
-        result = generate_clips(model, prompts, list(range(len(prompts))),
-                                progress=lambda i: bar.update(task, completed=i))
+    try:
+        with bar:
+            task = bar.add_task("sampling", total=None, status=f"{len(prompts)} clips")
+            result = generate_clips(model, prompts, list(range(len(prompts))),
+                                    progress=lambda i: bar.update(task, completed=i))
+    except (ModelFileError, ValueError) as err:
+        _fail(str(err))
     out.mkdir(parents=True, exist_ok=True)
     for i, (prompt, clip, d) in enumerate(zip(prompts, result.frames, result.detections, strict=True)):
         name = f"{i:02d}-" + prompt.replace(" ", "-")

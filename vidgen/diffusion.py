@@ -35,12 +35,13 @@ class FlowConfig(BaseModel):
 
 def flow_loss(model, x0: torch.Tensor, text: TextEmbedding, cfg: FlowConfig, generator: torch.Generator | None = None):
     """Rectified-flow loss for clean latents x0 (B, C, T, h, w); returns a scalar tensor."""
-    b = x0.shape[0]
-    t = torch.sigmoid(cfg.t_mean + cfg.t_std * torch.randn(b, generator=generator, device=x0.device))
-    eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    b, device = x0.shape[0], x0.device
+    where = generator.device if generator is not None else device  # draw where the generator lives, then move
+    t = torch.sigmoid(cfg.t_mean + cfg.t_std * torch.randn(b, generator=generator, device=where)).to(device)
+    eps = torch.randn(x0.shape, generator=generator, device=where).to(device, x0.dtype)
     tb = t[:, None, None, None, None]
     xt = (1 - tb) * x0 + tb * eps
-    drop = torch.rand(b, generator=generator, device=x0.device) < cfg.text_dropout
+    drop = (torch.rand(b, generator=generator, device=where) < cfg.text_dropout).to(device)
     x0_hat = model(xt, t, text.tokens, text.mask, text.pooled, drop_text=drop).float()
     err = (x0_hat - x0) ** 2
     if cfg.loss == "velocity":
@@ -81,21 +82,23 @@ def sample(model, text: TextEmbedding, seeds: list[int], steps: int = 24, guidan
     if len(seeds) != text.pooled.shape[0]:
         raise ValueError(f"got {len(seeds)} seeds for {text.pooled.shape[0]} prompts")
     cfg = model.config
+    device = next(model.parameters()).device
     started = time.perf_counter()
-    x = initial_noise(seeds, cfg.latent_shape)
+    x = initial_noise(seeds, cfg.latent_shape).to(device)
     b = x.shape[0]
     guided = guidance != 1.0
-    tokens, mask, pooled = text.tokens, text.mask, text.pooled
-    drop = torch.zeros(b, dtype=torch.bool)
+    tokens, mask, pooled = text.tokens.to(device), text.mask.to(device), text.pooled.to(device)
+    drop = torch.zeros(b, dtype=torch.bool, device=device)
     if guided:
         tokens, mask, pooled = tokens.repeat(2, 1, 1), mask.repeat(2, 1), pooled.repeat(2, 1)
-        drop = torch.cat([drop, torch.ones(b, dtype=torch.bool)])
+        drop = torch.cat([drop, torch.ones_like(drop)])
     ts = torch.linspace(1.0, 0.0, steps + 1)
     for i in range(steps):
         t, t_next = float(ts[i]), float(ts[i + 1])
         x_in = torch.cat([x, x]) if guided else x
-        with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-            x0_hat = model(x_in, torch.full((x_in.shape[0],), t), tokens, mask, pooled, drop_text=drop).float()
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+            x0_hat = model(x_in, torch.full((x_in.shape[0],), t, device=device), tokens, mask, pooled,
+                           drop_text=drop).float()
         if guided:
             cond, uncond = x0_hat.chunk(2)
             x0_hat = uncond + guidance * (cond - uncond)

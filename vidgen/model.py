@@ -4,7 +4,7 @@ The transformer denoises latents of a per-frame autoencoder (`vidgen.autoencoder
 frozen inside the model) and predicts clean latents x0 (see `vidgen.diffusion`). Text enters twice: the
 pooled sentence vector joins the timestep in adaLN (global: colour, shape), and every block cross-attends to
 the per-token embeddings (the motion word's own token carries direction far better than the pooled vector).
-Tokens span all frames of a patch column ("tubes"), so a token sees its whole trajectory at once.
+In `tiny`, tokens span all frames of a patch column ("tubes"), so a token sees its whole trajectory at once.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import nn
 
 from vidgen.autoencoder import DOWNSAMPLE, FrameAutoencoder
@@ -28,13 +28,13 @@ class ModelConfig(BaseModel):
     frames: int = Field(8, gt=0, description="frames per clip")
     height: int = Field(32, gt=0, description="clip height in pixels")
     width: int = Field(32, gt=0, description="clip width in pixels")
-    patch: tuple[int, int, int] = Field((8, 1, 1), description="patch size (t, h, w) in latent cells; "
-                                        "t = frames makes tube tokens")
+    patch: tuple[PositiveInt, PositiveInt, PositiveInt] = Field(
+        (8, 1, 1), description="patch size (t, h, w) in latent cells; t = frames makes tube tokens")
     dim: int = Field(192, gt=0, description="transformer width, divisible by heads")
     depth: int = Field(6, gt=0, description="transformer blocks")
     heads: int = Field(6, gt=0, description="attention heads")
     mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width / dim")
-    text_dim: int = Field(384, description="width of the text encoder's embeddings (MiniLM: 384)")
+    text_dim: int = Field(384, ge=384, le=384, description="width of the text encoder's embeddings (MiniLM: 384)")
     latent_channels: int = Field(4, gt=0, description="autoencoder latent channels per 4x4 pixel cell")
     ae_channels: int = Field(32, gt=0, description="autoencoder width")
 
@@ -70,7 +70,7 @@ PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(),
     # 16x64x64 clips -> 16x16x16 latents, 4x2x2 patches -> 256 tokens; one GPU
     "small": ModelConfig(frames=16, height=64, width=64, patch=(4, 2, 2), dim=384, depth=8, heads=6),
-    # GPU-sized: 16x128x128 clips -> 16x32x32 latents, 2x2x2 patches -> 2048 tokens, ~130M params
+    # GPU-sized: 16x128x128 clips -> 16x32x32 latents, 2x2x2 patches -> 2048 tokens, ~150M params
     "base": ModelConfig(frames=16, height=128, width=128, patch=(2, 2, 2), dim=768, depth=12, heads=12,
                         ae_channels=64),
 }
@@ -223,13 +223,13 @@ class VideoDiT(nn.Module):
         """Transformer forward FLOPs for one clip (2 per multiply-add, matmuls only); training is ~3x this.
 
         The frozen autoencoder is left out: it costs under 2% of the transformer per clip."""
-        cfg, n, d, l = self.config, self.config.num_tokens, self.config.dim, text_tokens
+        cfg, n, d, n_text = self.config, self.config.num_tokens, self.config.dim, text_tokens
         hidden = int(d * cfg.mlp_ratio)
         per_block = (
             n * (d * 3 * d + d * d)  # self-attention q, kv, out
             + 2 * n * n * d  # attention scores and weighted sum
-            + n * 2 * d * d + l * cfg.text_dim * 2 * d  # cross-attention q, out; kv over text tokens
-            + 2 * n * l * d
+            + n * 2 * d * d + n_text * cfg.text_dim * 2 * d  # cross-attention q, out; kv over text tokens
+            + 2 * n * n_text * d
             + n * 2 * d * hidden  # MLP
             + d * 6 * d  # adaLN
         )

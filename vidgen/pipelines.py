@@ -75,7 +75,7 @@ def _git_commit() -> str:
 
 
 def _model_card(cfg: TrainConfig, result: TrainResult, final: dict, command: str, mfu: float) -> str:
-    mcfg = result.model.config
+    mcfg, commit = result.model.config, _git_commit()
     curve = "\n".join(
         f"| {e['minutes']:.1f} | {e['step']} | {e['train']['all_three']:.2f} | {e['heldout']['all_three']:.2f} |"
         for e in result.evals
@@ -92,7 +92,7 @@ training_steps: {result.steps}
 autoencoder_steps: {cfg.autoencoder_steps}
 mfu: {mfu:.3f}
 seed: {cfg.seed}
-git_commit: {_git_commit()}
+git_commit: {commit}
 metrics:
   prompt_accuracy_seen: {final['seen']['all_three']:.3f}
   prompt_accuracy_heldout: {final['heldout']['all_three']:.3f}
@@ -110,7 +110,8 @@ one of 6 colours x 3 shapes x 4 directions. The compositions in `vidgen.synth.HE
 ```
 {cfg.autoencoder_steps} autoencoder steps, then {result.steps} transformer steps, in {result.minutes:.1f} training
 minutes (evaluation excluded) on {platform.machine()} with {torch.get_num_threads()} torch threads; seed {cfg.seed};
-git commit {_git_commit()}. Model FLOP utilisation of the transformer steps: {mfu:.3f} (against a 2048x2048 matmul
+git commit {commit}. Autoencoder reconstruction MSE after its stage: {np.mean(result.autoencoder_losses[-20:]):.4f}.
+Model FLOP utilisation of the transformer steps: {mfu:.3f} (against a 2048x2048 matmul
 in the same dtype, measured in the same run).
 
 ## Prompt accuracy (all three of colour, shape and direction read back by `vidgen.metrics.detect`)
@@ -155,7 +156,7 @@ def train_to_folder(cfg: TrainConfig, out: str | Path, encoder: TextEncoder | No
     dtype = autocast_dtype(cfg.precision)
     peak = matmul_flops_per_s(dtype)
     result = train_local(cfg, encoder, on_step)
-    step_seconds = sum(h["data_s"] + h["step_s"] for h in result.history)
+    step_seconds = sum(h["step_s"] for h in result.history)  # transformer steps only; data time is in metrics.csv
     mfu = model_flops_utilisation(3 * result.model.flops_per_sample(), result.steps * cfg.batch_size,
                                   step_seconds, peak)
     final = evaluate_all(result.model, encoder, cfg.sampler, final_eval_clips or cfg.eval_clips, dtype=dtype)
@@ -172,11 +173,19 @@ def train_to_folder(cfg: TrainConfig, out: str | Path, encoder: TextEncoder | No
     samples = generate(out, list(SAMPLE_PROMPTS), seeds=list(range(len(SAMPLE_PROMPTS))), encoder=encoder)
     contact_sheet_png(samples.frames, list(SAMPLE_PROMPTS), out / "samples.png")
     write_sums(out)
+    last_loss = float(np.mean([h["loss"] for h in result.history[-20:]]))
     return {"out": str(out), "steps": result.steps, "minutes": result.minutes, "final": final, "mfu": mfu,
-            "first_loss": result.history[0]["loss"], "last_loss": float(np.mean([h["loss"] for h in result.history[-20:]]))}
+            "first_loss": result.history[0]["loss"], "last_loss": last_loss}
 
 
 # --- generate and evaluate ---
+
+
+def _sampler_for(folder: Path, steps: int | None, guidance: float | None) -> SamplerConfig:
+    """The model's saved sampler settings, with the caller's steps and guidance where given (validated)."""
+    saved = SamplerConfig(**read_config(folder).get("sampler", {}))
+    return SamplerConfig(steps=saved.steps if steps is None else steps,
+                         guidance=saved.guidance if guidance is None else guidance)
 
 
 @dataclass
@@ -191,14 +200,12 @@ class Generated:
 
 def generate(model_ref: str | Path | None, prompts: list[str], seeds: list[int], steps: int | None = None,
              guidance: float | None = None, frames: int | None = None, height: int | None = None,
-             width: int | None = None, encoder: TextEncoder | None = None, progress=None,
-             model: VideoDiT | None = None) -> Generated:
+             width: int | None = None, encoder: TextEncoder | None = None, progress=None) -> Generated:
     """Generate one clip per prompt; sampler settings default to those saved with the model."""
     folder = resolve_model(str(model_ref) if model_ref is not None else None)
-    model = model or load_model(folder)
+    model = load_model(folder)
     check_clip_shape(model.config, frames, height, width)
-    saved = SamplerConfig(**read_config(folder).get("sampler", {}))
-    sampler = SamplerConfig(steps=steps or saved.steps, guidance=guidance if guidance is not None else saved.guidance)
+    sampler = _sampler_for(folder, steps, guidance)
     encoder = encoder or TextEncoder()
     text = encoder.encode(prompts)
     out: GenerationOutput = sample(model, text, seeds, sampler.steps, sampler.guidance,
@@ -211,8 +218,7 @@ def evaluate_model(model_ref: str | None, clips: int = 96, seed: int = 0, steps:
     """Prompt accuracy of a saved model on seen, held-out and paraphrased prompts."""
     folder = resolve_model(model_ref)
     model = load_model(folder)
-    saved = SamplerConfig(**read_config(folder).get("sampler", {}))
-    sampler = SamplerConfig(steps=steps or saved.steps, guidance=guidance if guidance is not None else saved.guidance)
+    sampler = _sampler_for(folder, steps, guidance)
     result = evaluate_all(model, TextEncoder(), sampler, clips, seed, autocast_dtype("auto"))
     return {"model": str(folder), "clips_per_split": clips, "sampler": sampler.model_dump(), **result}
 

@@ -6,14 +6,14 @@ synonyms; some templates are kept out of training (`PARAPHRASE_TEMPLATES`) to te
 fixed list of colour x shape x direction compositions (`HELD_OUT`) never appears in training.
 
 Geometry is chosen so the detector in `vidgen.metrics` can read every attribute back: shapes are large
-(10-16 px at 32x32), stay wholly inside the frame for the whole clip, and are strongly saturated over a
+(10-15 px at 32x32), stay wholly inside the frame for the whole clip, and are strongly saturated over a
 near-grey background.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -88,9 +88,6 @@ class ClipSpec:
     @property
     def composition(self) -> tuple[str, str, str]:
         return (self.colour, self.shape, self.direction)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def caption_for(colour: str, shape: str, direction: str, rng: np.random.Generator, paraphrase: bool = False) -> str:

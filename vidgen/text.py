@@ -24,9 +24,6 @@ class TextEmbedding:
     mask: torch.Tensor
     pooled: torch.Tensor
 
-    def to(self, device: torch.device | str) -> TextEmbedding:
-        return TextEmbedding(self.tokens.to(device), self.mask.to(device), self.pooled.to(device))
-
 
 class TextEncoder:
     """Caption -> TextEmbedding, with an in-memory cache; the underlying model is frozen and never trained."""
@@ -47,7 +44,8 @@ class TextEncoder:
 
     def _encode_new(self, captions: list[str]) -> None:
         with torch.inference_mode():
-            out = self._model.encode(captions, output_value=None, convert_to_numpy=False, batch_size=64, show_progress_bar=False)
+            out = self._model.encode(captions, output_value=None, convert_to_numpy=False, batch_size=64,
+                                     show_progress_bar=False)
         for caption, item in zip(captions, out, strict=True):
             tokens = item["token_embeddings"][item["attention_mask"].bool()]  # (L_real, 384)
             if len(tokens) > self.max_tokens:

@@ -1,7 +1,7 @@
 """Training pieces every trainer shares: the config, synthetic batches, the train step, EMA and evaluation.
 
-`train_step` is the one step: the local trainer below calls it, and the Ray Train + DeepSpeed job reuses
-`compute_loss` with DeepSpeed's own backward and step.
+`train_step` is the one step: the local trainer below calls it, and a distributed trainer (DeepSpeed does its
+own backward and step) reuses `compute_loss`, which holds everything up to the loss.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class TrainConfig(BaseModel):
     autoencoder_lr: float = Field(2e-3, gt=0, description="AdamW learning rate of the autoencoder")
     autoencoder_latent_noise: float = Field(0.1, ge=0, description="noise on latents while training the decoder")
     max_steps: int = Field(1000, ge=1, description="stop after this many optimizer steps")
-    max_minutes: float | None = Field(None, gt=0, description="or after this much wall-clock training time")
+    max_minutes: float | None = Field(None, gt=0, description="or after this much wall-clock training time, "
+                                      "autoencoder stage included (at least one transformer step always runs)")
     eval_every_minutes: float | None = Field(None, gt=0, description="evaluate prompt accuracy this often")
     eval_clips: int = Field(96, ge=1, description="clips per split for each evaluation")
     seed: int = Field(0, description="seeds data, noise and initial weights")
@@ -132,7 +133,7 @@ def compute_loss(model, batch: Batch, text: TextEmbedding, flow: FlowConfig, dty
 
     Clips are encoded by the model's frozen autoencoder first; the loss trains the transformer only.
     """
-    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+    with torch.autocast(batch.x0.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         with torch.no_grad():
             latents = model.autoencoder.encode(batch.x0).float()
         return flow_loss(model, latents, text, flow, generator)
@@ -196,7 +197,7 @@ class EMA:
 
 
 def eval_specs(cfg: ModelConfig, split: str, n: int, seed: int, paraphrase: bool = False) -> list[synth.ClipSpec]:
-    """Evaluation prompts: seeds far from any training seed, so the clips are new."""
+    """Evaluation prompts from their own seed stream, apart from the training stream, so the clips are new."""
     return synth.sample_specs(n, 10_000_000 + seed, split, cfg.frames, cfg.height, cfg.width, paraphrase)
 
 
@@ -253,7 +254,7 @@ def train_local(cfg: TrainConfig, encoder: TextEncoder,
     history, evals = [], []
     next_eval = cfg.eval_every_minutes
     step = 0
-    while step < cfg.max_steps and (cfg.max_minutes is None or train_seconds < cfg.max_minutes * 60):
+    while step == 0 or (step < cfg.max_steps and (cfg.max_minutes is None or train_seconds < cfg.max_minutes * 60)):
         t0 = time.perf_counter()
         batch = next(batches)
         text = encoder.encode(batch.captions)
@@ -278,11 +279,12 @@ def train_local(cfg: TrainConfig, encoder: TextEncoder,
 
 
 def _evaluate_during_training(model, encoder, cfg: TrainConfig, dtype, step: int, train_seconds: float) -> dict:
-    """Accuracy on seen and held-out compositions; evaluation time is not counted as training time."""
+    """Accuracy on seen and held-out compositions (the same prompts and seeds at every evaluation, so the curve
+    compares like with like); evaluation time is not counted as training time."""
     mcfg = model.config
     row = {"step": step, "minutes": round(train_seconds / 60, 2)}
     for split in ("train", "heldout"):
-        acc = evaluate(model, encoder, eval_specs(mcfg, split, cfg.eval_clips, seed=step), cfg.sampler, dtype)
+        acc = evaluate(model, encoder, eval_specs(mcfg, split, cfg.eval_clips, seed=0), cfg.sampler, dtype)
         row[split] = acc.to_dict()
     log.info("eval at %.1f min (step %d): seen all-three %.2f, held-out %.2f", row["minutes"], step,
              row["train"]["all_three"], row["heldout"]["all_three"])

@@ -44,3 +44,13 @@ def test_tampered_card_is_refused_too_and_missing_folder_is_named(tmp_path, micr
         load_model(folder)
     with pytest.raises(ModelFileError, match="does not exist"):
         load_model(tmp_path / "nowhere")
+
+
+def test_float16_weights_halve_the_file_and_load_back_close(tmp_path, micro_config):
+    model, full = _saved(tmp_path, micro_config)
+    half = save_model(model, tmp_path / "half", weights_dtype=torch.float16)
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (full / "model.safetensors").stat().st_size
+    loaded = load_model(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    for a, b in zip(model.parameters(), loaded.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)

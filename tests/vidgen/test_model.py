@@ -57,9 +57,11 @@ def test_padding_tokens_are_ignored(micro_config):
 
 def test_presets_sizes_and_flops():
     assert set(PRESETS) == {"tiny", "small", "base"}
-    tiny, base = VideoDiT(PRESETS["tiny"]), VideoDiT(PRESETS["base"])
+    tiny, small = VideoDiT(PRESETS["tiny"]), VideoDiT(PRESETS["small"])
     assert 3e6 < tiny.num_params() < 10e6
-    assert base.num_params() > 20 * tiny.num_params()
+    assert small.num_params() > 3 * tiny.num_params()
+    assert small.flops_per_sample() > 10 * tiny.flops_per_sample()
+    assert PRESETS["base"].num_tokens == 2048
     assert PRESETS["tiny"].num_tokens == 64
     # 2 FLOPs per MAC: the MLP alone is 2 * 2 * N * D * 4D per block
     mlp_flops = 2 * 2 * 64 * 192 * 768 * 6
