@@ -1,0 +1,46 @@
+"""The shipped demo model (models/shapes-tiny): it loads verified, meets its accuracy bar and `vidgen demo` runs."""
+
+import pytest
+from typer.testing import CliRunner
+
+from vidgen.checkpoint import load_model, verify
+from vidgen.cli import app
+from vidgen.pipelines import DEFAULT_MODEL, evaluate_model, resolve_model
+
+pytestmark = pytest.mark.slow
+
+SEEN_BAR = 0.80  # the foundation issue's bar; the shipped model measured 0.97 on 192 clips (card.md)
+HELDOUT_BAR = 0.80  # compositions never seen in training; measured 0.98
+
+
+def test_shipped_model_is_small_verified_and_documented():
+    folder = resolve_model(DEFAULT_MODEL)
+    verify(folder)
+    assert (folder / "model.safetensors").stat().st_size < 20 * 2**20
+    card = (folder / "card.md").read_text()
+    for field in ("pipeline_tag: text-to-video", "training_minutes:", "seed:", "prompt_accuracy_seen:",
+                  "prompt_accuracy_heldout:", "vidgen train --preset tiny"):
+        assert field in card
+    assert load_model(folder).num_params() > 1e6
+
+
+@pytest.fixture(scope="module")
+def demo_eval():
+    return evaluate_model(DEFAULT_MODEL, clips=144, seed=1)
+
+
+def test_demo_model_meets_the_accuracy_bar_on_new_seeds(demo_eval):
+    assert demo_eval["seen"]["all_three"] >= SEEN_BAR, demo_eval
+    assert demo_eval["heldout"]["all_three"] >= HELDOUT_BAR, demo_eval
+
+
+def test_paraphrased_prompts_score_within_ten_points(demo_eval):
+    assert demo_eval["paraphrase"]["all_three"] >= demo_eval["seen"]["all_three"] - 0.10, demo_eval
+
+
+def test_make_demo_command_writes_clips_and_reports(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert len(list(tmp_path.glob("*.mp4"))) == 8 and len(list(tmp_path.glob("*.gif"))) == 8
+    assert (tmp_path / "contact_sheet.png").stat().st_size > 1000
+    assert "prompt accuracy on these 8 clips" in result.output
