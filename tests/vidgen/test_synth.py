@@ -55,6 +55,6 @@ def test_bigger_worlds_scale_and_tiny_frames_are_refused():
     spec = synth.sample_specs(1, seed=0, frames=16, height=64, width=64)[0]
     assert synth.render(spec).shape == (16, 64, 64, 3)
     with pytest.raises(ValueError, match="too small"):
-        synth.sample_specs(1, seed=0, height=12, width=12)
+        synth.sample_specs(1, seed=0, height=6, width=6)
     with pytest.raises(ValueError, match="split"):
         synth.sample_specs(1, seed=0, split="test")
