@@ -60,7 +60,7 @@ def train(
     eval_clips: Annotated[int | None, typer.Option(help="clips per split in the final evaluation")] = None,
     dry_run: Annotated[bool, typer.Option(help="validate the config, print it and exit")] = False,
 ) -> None:
-    """Train a model on the built-in world in this process (the Ray Train + DeepSpeed job reuses its step).
+    """Train a model on the built-in world in this process (single process; its train step is the shared one).
 
     Writes OUT/{config.json, model.safetensors, card.md, SHA256SUMS, metrics.csv, evals.json,
     loss_curve.png, samples.png}. Example: vidgen train --preset tiny --minutes 10 --out runs/try1
