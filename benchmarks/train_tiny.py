@@ -18,7 +18,7 @@ import logging
 import torch
 
 from vidgen.config import load_config
-from vidgen.perf import matmul_flops_per_s, model_flops_utilisation
+from vidgen.perf import matmul_flops_per_s
 from vidgen.text import TextEncoder
 from vidgen.training import TrainConfig, autocast_dtype, train_local
 
@@ -42,7 +42,7 @@ def main() -> None:
     seconds = sum(h["data_s"] + h["step_s"] for h in result.history)
     step_seconds = sum(h["step_s"] for h in result.history)
     clips = result.steps * cfg.batch_size
-    mfu = model_flops_utilisation(3 * result.model.flops_per_sample(), clips, step_seconds, peak)
+    mfu = result.mfu(cfg.batch_size, peak)
     reached = next((e["minutes"] for e in result.evals if e["train"]["all_three"] >= args.target), None)
     report = {
         "preset": cfg.preset,

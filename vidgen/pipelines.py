@@ -20,7 +20,7 @@ from vidgen.checkpoint import ModelFileError, load_model, read_config, save_mode
 from vidgen.diffusion import GenerationOutput, sample
 from vidgen.metrics import Detection, PromptAccuracy, detect, prompt_accuracy
 from vidgen.model import ModelConfig, VideoDiT
-from vidgen.perf import matmul_flops_per_s, model_flops_utilisation
+from vidgen.perf import matmul_flops_per_s
 from vidgen.report import contact_sheet_png, loss_curve_png
 from vidgen.text import TextEncoder
 from vidgen.training import SamplerConfig, TrainConfig, TrainResult, autocast_dtype, eval_specs, evaluate, train_local
@@ -156,9 +156,7 @@ def train_to_folder(cfg: TrainConfig, out: str | Path, encoder: TextEncoder | No
     dtype = autocast_dtype(cfg.precision)
     peak = matmul_flops_per_s(dtype)
     result = train_local(cfg, encoder, on_step)
-    step_seconds = sum(h["step_s"] for h in result.history)  # transformer steps only; data time is in metrics.csv
-    mfu = model_flops_utilisation(3 * result.model.flops_per_sample(), result.steps * cfg.batch_size,
-                                  step_seconds, peak)
+    mfu = result.mfu(cfg.batch_size, peak)
     final = evaluate_all(result.model, encoder, cfg.sampler, final_eval_clips or cfg.eval_clips, dtype=dtype)
     command = "vidgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "train_to_folder()"
     save_model(result.model, out, card=_model_card(cfg, result, final, command, mfu),
@@ -172,7 +170,7 @@ def train_to_folder(cfg: TrainConfig, out: str | Path, encoder: TextEncoder | No
     loss_curve_png(result.history, out / "loss_curve.png", result.evals)
     samples = generate(out, list(SAMPLE_PROMPTS), seeds=list(range(len(SAMPLE_PROMPTS))), encoder=encoder)
     contact_sheet_png(samples.frames, list(SAMPLE_PROMPTS), out / "samples.png")
-    write_sums(out)
+    write_sums(out)  # again: the files above were added after save_model, whose folder `generate` had to verify
     last_loss = float(np.mean([h["loss"] for h in result.history[-20:]]))
     return {"out": str(out), "steps": result.steps, "minutes": result.minutes, "final": final, "mfu": mfu,
             "first_loss": result.history[0]["loss"], "last_loss": last_loss}

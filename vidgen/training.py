@@ -20,6 +20,7 @@ from vidgen import synth
 from vidgen.diffusion import FlowConfig, flow_loss, sample
 from vidgen.metrics import PromptAccuracy, prompt_accuracy
 from vidgen.model import PRESETS, ModelConfig, VideoDiT
+from vidgen.perf import model_flops_utilisation
 from vidgen.text import TextEmbedding, TextEncoder
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,12 @@ class TrainResult:
     minutes: float
     steps: int
     autoencoder_losses: list[float]
+
+    def mfu(self, batch_size: int, peak_flops_per_s: float) -> float:
+        """Model FLOP utilisation over the transformer steps (data time excluded; it is in `history`)."""
+        step_seconds = sum(h["step_s"] for h in self.history)
+        return model_flops_utilisation(3 * self.model.flops_per_sample(), self.steps * batch_size, step_seconds,
+                                       peak_flops_per_s)
 
 
 def train_local(cfg: TrainConfig, encoder: TextEncoder,
