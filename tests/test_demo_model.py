@@ -3,7 +3,8 @@
 import pytest
 from typer.testing import CliRunner
 
-from vidgen.checkpoint import load_model, verify
+from storage.package import verify_package
+from vidgen.checkpoint import load_model
 from vidgen.cli import app
 from vidgen.pipelines import DEFAULT_MODEL, evaluate_model, resolve_model
 
@@ -15,7 +16,7 @@ HELDOUT_BAR = 0.80  # compositions never seen in training; measured 0.98
 
 def test_shipped_model_is_small_verified_and_documented():
     folder = resolve_model(DEFAULT_MODEL)
-    verify(folder)
+    verify_package(folder)
     assert (folder / "model.safetensors").stat().st_size < 20 * 2**20
     card = (folder / "card.md").read_text()
     for field in ("pipeline_tag: text-to-video", "training_minutes:", "seed:", "prompt_accuracy_seen:",

@@ -1,4 +1,4 @@
-"""Model folders: `config.json` + `model.safetensors` + `SHA256SUMS` (+ `card.md`), never pickle.
+"""A VideoDiT to and from a model package folder (format and verification: `storage.package`); never pickle.
 
 Every file listed in SHA256SUMS is verified before the weights are read, so a truncated or tampered
 model is refused with the name of the file that does not match.
@@ -6,56 +6,16 @@ model is refused with the name of the file that does not match.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from storage.package import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, ModelFileError, verify_package, write_sums
 from vidgen.model import ModelConfig, VideoDiT
 
-CONFIG_FILE, WEIGHTS_FILE, SUMS_FILE, CARD_FILE = "config.json", "model.safetensors", "SHA256SUMS", "card.md"
-
-
-class ModelFileError(ValueError):
-    """A model folder that is missing a file or whose contents do not match their recorded hashes."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_sums(folder: Path) -> None:
-    """(Re)write SHA256SUMS over every other file in the folder, in `sha256sum -c` format."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != SUMS_FILE)
-    (folder / SUMS_FILE).write_text("".join(f"{sha256_file(p)}  {p.name}\n" for p in files))
-
-
-def verify(folder: Path) -> None:
-    """Raise ModelFileError unless the weights, config and every file in SHA256SUMS match their hashes."""
-    for required in (CONFIG_FILE, WEIGHTS_FILE, SUMS_FILE):
-        if not (folder / required).is_file():
-            raise ModelFileError(f"{folder} has no {required}: it is not a vidgen model folder "
-                                 "(expected config.json, model.safetensors and SHA256SUMS)")
-    listed = {}
-    for line in (folder / SUMS_FILE).read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        listed[name] = digest
-    for required in (CONFIG_FILE, WEIGHTS_FILE):
-        if required not in listed:
-            raise ModelFileError(f"{folder / SUMS_FILE} does not list {required}; the model cannot be verified")
-    for name, digest in listed.items():
-        path = folder / name
-        if not path.is_file():
-            raise ModelFileError(f"{path} is listed in SHA256SUMS but missing")
-        if sha256_file(path) != digest:
-            raise ModelFileError(f"{path} does not match its SHA256SUMS hash: the file was changed or damaged; "
-                                 "re-download or re-export the model")
+__all__ = ["ModelFileError", "load_model", "read_config", "save_model", "write_sums"]
 
 
 def save_model(model: VideoDiT, folder: str | Path, card: str | None = None, extra: dict | None = None,
@@ -83,9 +43,7 @@ def read_config(folder: str | Path) -> dict:
 def load_model(folder: str | Path) -> VideoDiT:
     """Verify and load a model folder into a VideoDiT in eval mode."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelFileError(f"model path {folder} does not exist or is not a folder")
-    verify(folder)
+    verify_package(folder)
     config = read_config(folder)
     if not isinstance(config.get("model"), dict):
         raise ModelFileError(f"{folder / CONFIG_FILE} has no 'model' section; it was not written by vidgen")

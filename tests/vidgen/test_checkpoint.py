@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from vidgen.checkpoint import ModelFileError, load_model, save_model, verify
+from storage.package import verify_package
+from vidgen.checkpoint import ModelFileError, load_model, save_model
 from vidgen.model import VideoDiT
 
 
@@ -34,7 +35,7 @@ def test_tampered_weights_are_refused_before_loading(tmp_path, micro_config):
     data[-1] ^= 0xFF
     (folder / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(ModelFileError, match="model.safetensors does not match its SHA256SUMS"):
-        verify(folder)
+        verify_package(folder)
 
 
 def test_tampered_card_is_refused_too_and_missing_folder_is_named(tmp_path, micro_config):

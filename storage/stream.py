@@ -1,0 +1,105 @@
+"""Stream a data set with Ray Data: read shards, verify every sample against the index, decode in the workers.
+
+    ds = read_dataset("s3://bucket/shapes", ReaderConfig(splits=["train"]))
+    for batch in ds.iter_batches(batch_size=32):   # {"key", "shard", "caption", "video": (B, T, H, W, 3)}
+        ...
+    # in a Ray Train worker: ray.train.get_dataset_shard("train"), or ds.streaming_split(num_workers)
+
+A sample whose bytes do not match the index never reaches the caller: it is logged with its shard and key
+and skipped (`on_corrupt="skip"`), or it fails the run with that message (`on_corrupt="fail"`).
+Clips decode to float32 in [-1, 1] (the model's input range), or uint8 with `video_dtype="uint8"`.
+
+This module imports Ray (the one place in `storage/` that does): it moves bytes and nothing that knows a model.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Literal
+
+import av
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage.datasets import open_dataset
+from storage.objectstore import ObjectStore, S3Config
+from storage.shards import ShardEntry, ShardError, verified_samples
+
+log = logging.getLogger(__name__)
+
+
+class ReaderConfig(BaseModel):
+    """How a data set is streamed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    splits: list[str] | None = Field(default_factory=lambda: ["train"], description="None reads every split")
+    on_corrupt: Literal["skip", "fail"] = Field("skip", description="a sample failing its checksum: skip or stop")
+    video_dtype: Literal["float32", "uint8"] = "float32"
+    s3: S3Config = Field(default_factory=S3Config)
+
+
+class CorruptSampleError(RuntimeError):
+    """A sample whose bytes do not match the data set index (raised with `on_corrupt="fail"`)."""
+
+
+@functools.cache
+def _reformatter() -> av.video.reformatter.VideoReformatter:
+    """One per worker process: reusing it is 5-8x faster than `frame.to_ndarray(format="rgb24")` (not picklable)."""
+    return av.video.reformatter.VideoReformatter()
+
+
+def decode_mp4(data: bytes) -> np.ndarray:
+    """MP4 bytes -> uint8 (T, H, W, 3), reusing this process's pixel-format converter."""
+    import io
+
+    reformatter = _reformatter()
+    with av.open(io.BytesIO(data)) as container:
+        frames = [reformatter.reformat(f, format="rgb24").to_ndarray() for f in container.decode(video=0)]
+    return np.stack(frames)
+
+
+def _explode_shard(row: dict, entries: dict[str, ShardEntry], on_corrupt: str) -> list[dict]:
+    """One shard's bytes -> its verified samples (mp4 bytes + caption), per the index."""
+    shard_name = row["path"].rpartition("/")[2]
+    entry = entries[shard_name]
+    samples = []
+    for result in verified_samples(row["bytes"], entry):
+        if isinstance(result, ShardError):
+            if on_corrupt == "fail":
+                raise CorruptSampleError(f"{result}; the run stops (on_corrupt='fail')")
+            log.warning("skipped: %s", result)
+            continue
+        samples.append({"key": result.key, "shard": result.shard, "split": entry.split,
+                        "caption": result.meta["caption"], "mp4": result.mp4,
+                        "meta": json.dumps(result.meta)})
+    return samples
+
+
+def _decode_batch(batch: dict[str, np.ndarray], video_dtype: str) -> dict[str, np.ndarray]:
+    clips = np.stack([decode_mp4(bytes(b)) for b in batch["mp4"]])  # (B, T, H, W, 3) uint8
+    video = clips if video_dtype == "uint8" else clips.astype(np.float32) / 127.5 - 1.0
+    return {"key": batch["key"], "shard": batch["shard"], "split": batch["split"], "caption": batch["caption"],
+            "meta": batch["meta"], "video": video}
+
+
+def read_dataset(uri: str, cfg: ReaderConfig | None = None):
+    """A `ray.data.Dataset` of verified, decoded samples from the data set at `uri` (local folder or s3://)."""
+    import ray
+
+    cfg = cfg or ReaderConfig()
+    store = ObjectStore(cfg.s3)
+    dataset = open_dataset(store, uri)
+    shards = dataset.shards(tuple(cfg.splits) if cfg.splits is not None else None)
+    if not shards:
+        raise ValueError(f"{uri} has no shards of splits {cfg.splits}; it holds {sorted(dataset.index.counts())}")
+    fs, _ = store.filesystem(dataset.location)
+    paths = [store.filesystem(dataset.shard_uri(s))[1] for s in shards]
+    entries = {s.name: s for s in shards}
+    return (ray.data.read_binary_files(paths, filesystem=fs, include_paths=True,
+                                       override_num_blocks=len(paths))
+            .flat_map(_explode_shard, fn_kwargs={"entries": entries, "on_corrupt": cfg.on_corrupt})
+            .map_batches(_decode_batch, fn_kwargs={"video_dtype": cfg.video_dtype}, batch_format="numpy",
+                         batch_size=64))
