@@ -24,7 +24,7 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check vidgen storage tests benchmarks
+	$(BIN)/ruff check vidgen storage jobs cluster tests benchmarks
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

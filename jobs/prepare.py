@@ -153,7 +153,9 @@ def prepare(cfg: PrepareConfig, address: str | None = None,
         if on_shard:
             on_shard(entries[-1], len(plans))
     index = finish_dataset(store, out.uri, entries, *card_meta(cfg))
-    return {"out": out.uri, "samples": index.num_samples, "shards": len(index.shards), "splits": index.counts(),
+    counts = index.counts()
+    return {"out": out.uri, "samples": index.num_samples, "shards": len(index.shards),
+            "splits": {split: counts[split] for split in SPLITS if split in counts},
             "bytes": sum(s.bytes for s in index.shards)}
 
 

@@ -27,6 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMES = ("file", "s3")
 CHUNK = 8 << 20
+# how boto3 (error codes) and pyarrow (message text) say "these credentials are not let in"
+DENIED_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken")
+DENIED_MARKERS = ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "EXPIRED_TOKEN",
+                  *DENIED_CODES[:3])
 
 
 class StorageError(RuntimeError):
@@ -193,8 +197,7 @@ class ObjectStore:
         """A StorageError for the failures a user can fix; the error itself otherwise."""
         text = str(error)
         code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken") or \
-                "ACCESS_DENIED" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
+        if code in DENIED_CODES or any(marker in text for marker in DENIED_MARKERS):
             reason = code or "access denied"
             return StorageError(f"S3 refused the credentials while trying to {verb} {loc.uri} ({reason}): set "
                                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or S3Config) to a key allowed to use "

@@ -98,7 +98,8 @@ def read_members(data: bytes, shard: str) -> dict[str, dict[str, bytes]]:
                 key, _, ext = info.name.rpartition(".")
                 members.setdefault(key, {})[ext] = tar.extractfile(info).read()
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise ShardError(f"shard {shard} is not a readable tar ({e}): re-create the data set or restore the shard")
+        raise ShardError(f"shard {shard} is not a readable tar ({e}): restore the shard or prepare the data set "
+                         "again") from e
     return members
 
 
@@ -125,6 +126,7 @@ def verified_samples(data: bytes, entry: ShardEntry) -> Iterator[VerifiedSample 
     unexpected = sorted(set(members) - {s.key for s in entry.samples})
     for key in unexpected:
         yield ShardError(f"shard {entry.name} holds sample {key!r}, which the index does not list")
+    every_sample_ok = not unexpected
     for expected in entry.samples:
         files = members.get(expected.key, {})
         problem = None
@@ -136,15 +138,17 @@ def verified_samples(data: bytes, entry: ShardEntry) -> Iterator[VerifiedSample 
         elif sha256_bytes(files["json"]) != expected.json_sha256:
             problem = "has a .json whose sha256 does not match the index (changed or damaged)"
         if problem:
+            every_sample_ok = False
             yield ShardError(f"shard {entry.name} sample {expected.key!r} {problem}")
             continue
         meta = json.loads(files["json"])
         if meta.get("sha256") != expected.mp4_sha256:
+            every_sample_ok = False
             yield ShardError(f"shard {entry.name} sample {expected.key!r} has a .json whose sha256 field does not "
                              "match its .mp4")
             continue
         yield VerifiedSample(expected.key, entry.name, files["mp4"], meta)
-    if not whole_shard_ok and not unexpected:
+    if not whole_shard_ok and every_sample_ok:
         # every sample matched, so the damage is in tar padding or headers: harmless to samples, still reported
         yield ShardError(f"shard {entry.name} does not match its sha256 in the index, though every sample does "
                          "(tar headers or padding changed)")

@@ -6,6 +6,7 @@ shifts colours by ~14/255 on average and can turn a saturated triangle's edge gr
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -53,10 +54,17 @@ def _encode_gif(clip: np.ndarray, fps: int) -> bytes:
     return buffer.getvalue()
 
 
+@functools.cache
+def _reformatter() -> av.video.reformatter.VideoReformatter:
+    """One per process: reusing it is 5-8x faster than `frame.to_ndarray(format="rgb24")` (it cannot be pickled)."""
+    return av.video.reformatter.VideoReformatter()
+
+
 def decode(data: bytes) -> np.ndarray:
     """Decode MP4 or GIF bytes to a uint8 clip (T, H, W, 3)."""
+    reformatter = _reformatter()
     with av.open(io.BytesIO(data), mode="r") as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        frames = [reformatter.reformat(frame, format="rgb24").to_ndarray() for frame in container.decode(video=0)]
     if not frames:
         raise ValueError("the video holds no frames")
     return np.stack(frames)

@@ -43,15 +43,24 @@ SAMPLE_PROMPTS = (
 
 
 def resolve_model(ref: str | None) -> Path:
-    """A model reference -> its folder: a path, or the name of a model shipped under models/ (default: the demo)."""
+    """A model reference -> a verified local folder.
+
+    A folder path; the name of a model shipped under models/ (default: the demo); or a registry reference
+    (`NAME@v2`, `NAME@latest`, `s3://bucket/models/NAME@latest`), pulled into the local cache.
+    """
     ref = ref or DEFAULT_MODEL
     path = Path(ref)
     if path.is_dir():
         return path
     if (SHIPPED_MODELS / ref).is_dir():
         return SHIPPED_MODELS / ref
+    if "@" in ref or "://" in ref:
+        from storage.registry import pull
+
+        return pull(ref)
     shipped = sorted(p.name for p in SHIPPED_MODELS.glob("*") if p.is_dir())
-    raise ModelFileError(f"model {ref!r} is neither a folder nor a shipped model; shipped models: {shipped}")
+    raise ModelFileError(f"model {ref!r} is neither a folder, a shipped model ({', '.join(shipped)}) nor a registry "
+                         "reference such as NAME@latest")
 
 
 def check_clip_shape(cfg: ModelConfig, frames: int | None, height: int | None, width: int | None) -> None:

@@ -1,22 +1,24 @@
 """`vidgen`: the command line front door. Heavy libraries are imported inside commands so --help is instant.
 
-Each command is a thin wrapper over a function in `vidgen.pipelines`.
+Each command is a thin wrapper over a plain function (`vidgen.pipelines`, `jobs.*`, `storage.*`);
+`vidgen data …` and `vidgen models …` live in `vidgen/cli/data.py` and `vidgen/cli/models.py`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from vidgen.cli._common import fail, progress, setup_logging
 from vidgen.config import preset_names
 
 app = typer.Typer(
-    help="vidgen: train, evaluate and generate short text-to-video clips with a small diffusion transformer.",
+    help="vidgen: train, evaluate and generate short text-to-video clips with a small diffusion transformer; "
+         "prepare data sets in object storage and keep versioned models in a registry.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -24,25 +26,11 @@ app = typer.Typer(
 log = logging.getLogger("vidgen")
 
 
-def _setup_logging(verbose: bool = False) -> None:
-    from rich.logging import RichHandler
+def _add_subcommands() -> None:
+    from vidgen.cli import data, models
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
-    for noisy in ("sentence_transformers", "transformers", "httpx", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(1)
-
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[status]}"), transient=False)
+    app.add_typer(data.app, name="data")
+    app.add_typer(models.app, name="models")
 
 
 @app.command()
@@ -65,7 +53,7 @@ def train(
     Writes OUT/{config.json, model.safetensors, card.md, SHA256SUMS, metrics.csv, evals.json,
     loss_curve.png, samples.png}. Example: vidgen train --preset tiny --minutes 10 --out runs/try1
     """
-    _setup_logging()
+    setup_logging()
     from vidgen.config import ConfigError, load_config
     from vidgen.training import TrainConfig
 
@@ -76,14 +64,14 @@ def train(
     try:
         cfg = load_config(TrainConfig, str(config) if config else preset, overrides)
     except ConfigError as err:
-        _fail(str(err))
+        fail(str(err))
     if dry_run:
         typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
         return
 
     from vidgen.pipelines import train_to_folder
 
-    bar = _progress()
+    bar = progress()
     by_time = cfg.max_minutes is not None
     total = int(cfg.max_minutes * 60) if by_time else cfg.max_steps
     with bar:
@@ -119,21 +107,22 @@ def generate(
     width: Annotated[int | None, typer.Option(help="width in pixels (must match the model)")] = None,
 ) -> None:
     """Generate one clip from a text prompt and write it as MP4 or GIF."""
-    _setup_logging()
+    setup_logging()
     if out.suffix.lower() not in (".mp4", ".gif"):
-        _fail(f"--out {out} must end in .mp4 or .gif")
+        fail(f"--out {out} must end in .mp4 or .gif")
+    from storage.objectstore import StorageError
     from storage.video import write
     from vidgen.checkpoint import ModelFileError
     from vidgen.pipelines import generate as generate_clips
 
-    bar = _progress()
+    bar = progress()
     try:
         with bar:
             task = bar.add_task("sampling", total=steps, status="")
             result = generate_clips(model, [prompt], [seed], steps, guidance, frames, height, width,
                                     progress=lambda i: bar.update(task, completed=i))
-    except (ModelFileError, ValueError) as err:
-        _fail(str(err))
+    except (ModelFileError, StorageError, ValueError) as err:
+        fail(str(err))
     write(result.frames[0], out)
     d = result.detections[0]
     typer.echo(f"wrote {out} ({result.timings['sample_s']:.1f} s); detector reads: "
@@ -151,14 +140,15 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Prompt accuracy (colour, shape, direction, all three) on seen, held-out and paraphrased prompts."""
-    _setup_logging()
+    setup_logging()
+    from storage.objectstore import StorageError
     from vidgen.checkpoint import ModelFileError
     from vidgen.pipelines import evaluate_model
 
     try:
         result = evaluate_model(model, clips, seed, steps, guidance)
-    except (ModelFileError, ValueError) as err:
-        _fail(str(err))
+    except (ModelFileError, StorageError, ValueError) as err:
+        fail(str(err))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -175,7 +165,8 @@ def demo(
     model: Annotated[str | None, typer.Option(help="model folder or shipped model name")] = None,
 ) -> None:
     """Generate a handful of clips with the shipped demo model into OUT and report their prompt accuracy."""
-    _setup_logging()
+    setup_logging()
+    from storage.objectstore import StorageError
     from storage.video import write
     from vidgen.checkpoint import ModelFileError
     from vidgen.pipelines import SAMPLE_PROMPTS, accuracy_of
@@ -183,14 +174,14 @@ def demo(
     from vidgen.report import contact_sheet_png
 
     prompts = list(SAMPLE_PROMPTS)
-    bar = _progress()
+    bar = progress()
     try:
         with bar:
             task = bar.add_task("sampling", total=None, status=f"{len(prompts)} clips")
             result = generate_clips(model, prompts, list(range(len(prompts))),
                                     progress=lambda i: bar.update(task, completed=i))
-    except (ModelFileError, ValueError) as err:
-        _fail(str(err))
+    except (ModelFileError, StorageError, ValueError) as err:
+        fail(str(err))
     out.mkdir(parents=True, exist_ok=True)
     for i, (prompt, clip, d) in enumerate(zip(prompts, result.frames, result.detections, strict=True)):
         name = f"{i:02d}-" + prompt.replace(" ", "-")
@@ -204,9 +195,8 @@ def demo(
     typer.echo(f"clips (.mp4 and .gif) and {sheet.name} are in {out.resolve()}/")
 
 
+_add_subcommands()
+
+
 def main() -> None:
     app(prog_name="vidgen")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

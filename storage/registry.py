@@ -1,0 +1,168 @@
+"""Versioned model packages in object storage: push, pull, list, and `NAME@VERSION` / `NAME@latest` references.
+
+Layout under a registry root (a local folder or `s3://BUCKET/PREFIX`; default `$VIDGEN_REGISTRY` or
+`~/.vidgen/registry`):
+
+    ROOT/NAME/v1/{config.json, model.safetensors, card.md, ..., SHA256SUMS}
+    ROOT/NAME/v2/...
+
+A push claims the next version number with a conditional write of `vN/.claim` (two pushers never get the
+same number), uploads the files, and writes `SHA256SUMS` last: a version without it is invisible to `list`,
+`latest` and `pull`. A pull downloads into a cache folder, checks every file against `SHA256SUMS`, and only
+then moves it into place; a cached copy is re-verified each time it is used. Stages for promotion and
+rollback will live beside the versions (`ROOT/NAME/stages/STAGE` naming a version).
+
+References: `NAME@v2`, `NAME@latest`, `NAME` (= latest), `registry://NAME@v2` (in the default root), or a
+full URI with a version, `s3://bucket/models/NAME@latest`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.objectstore import AlreadyExists, Location, ObjectStore, StorageError, parse_uri
+from storage.package import SUMS_FILE, ModelFileError, format_sums, parse_sums, verify_package
+
+log = logging.getLogger(__name__)
+CLAIM_FILE = ".claim"
+VERSION = re.compile(r"^v([1-9][0-9]*)$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def default_root() -> str:
+    return os.environ.get("VIDGEN_REGISTRY") or str(Path("~/.vidgen/registry").expanduser())
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("VIDGEN_CACHE") or "~/.cache/vidgen/models").expanduser()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model in a registry: `model_uri` is ROOT/NAME; `version` is `vN` or `latest`."""
+
+    model_uri: Location
+    version: str
+
+    @property
+    def name(self) -> str:
+        return self.model_uri.name
+
+
+def parse_ref(ref: str, root: str | None = None) -> ModelRef:
+    """`NAME[@VERSION]`, `registry://NAME[@VERSION]` or `URI/NAME[@VERSION]`; VERSION is `vN` or `latest`."""
+    text = ref.removeprefix("registry://")
+    body, _, version = text.rpartition("@") if "@" in text else (text, "", "latest")
+    if version != "latest" and not VERSION.match(version):
+        raise StorageError(f"model reference {ref!r} has version {version!r}: use vN (e.g. v3) or latest")
+    model_uri = parse_uri(body) if "://" in body else parse_uri(root or default_root()).join(body)
+    if not NAME.match(model_uri.name):
+        raise StorageError(f"model reference {ref!r} has no usable model name: write NAME@VERSION, e.g. shapes@v1")
+    return ModelRef(model_uri, version)
+
+
+def _version_number(version: str) -> int:
+    return int(VERSION.match(version).group(1))
+
+
+def list_versions(model_uri: str | Location, store: ObjectStore | None = None) -> list[str]:
+    """The complete versions (those with SHA256SUMS) of the model at ROOT/NAME, oldest first."""
+    store = store or ObjectStore()
+    loc = parse_uri(model_uri)
+    complete = set()
+    prefix = loc.uri.rstrip("/") + "/"
+    for obj in store.list(loc):
+        parts = obj.uri.removeprefix(prefix).split("/")
+        if len(parts) == 2 and VERSION.match(parts[0]) and parts[1] == SUMS_FILE:
+            complete.add(parts[0])
+    return sorted(complete, key=_version_number)
+
+
+def list_models(root: str | None = None, store: ObjectStore | None = None) -> dict[str, list[str]]:
+    """{name: complete versions} for every model under a registry root."""
+    store = store or ObjectStore()
+    loc = parse_uri(root or default_root())
+    prefix = loc.uri.rstrip("/") + "/"
+    found: dict[str, set[str]] = {}
+    for obj in store.list(loc):
+        parts = obj.uri.removeprefix(prefix).split("/")
+        if len(parts) == 3 and VERSION.match(parts[1]) and parts[2] == SUMS_FILE:
+            found.setdefault(parts[0], set()).add(parts[1])
+    return {name: sorted(v, key=_version_number) for name, v in sorted(found.items())}
+
+
+def resolve(ref: str | ModelRef, root: str | None = None, store: ObjectStore | None = None) -> ModelRef:
+    """A reference with `latest` replaced by the newest complete version; StorageError if there is none."""
+    ref = parse_ref(ref, root) if isinstance(ref, str) else ref
+    versions = list_versions(ref.model_uri, store)
+    if not versions:
+        raise StorageError(f"no versions of model {ref.name!r} at {ref.model_uri.uri}: push one with "
+                           f"`vidgen models push FOLDER {ref.model_uri.uri}`")
+    if ref.version == "latest":
+        return ModelRef(ref.model_uri, versions[-1])
+    if ref.version not in versions:
+        raise StorageError(f"model {ref.name!r} has no version {ref.version} at {ref.model_uri.uri}; it has "
+                           f"{', '.join(versions)}")
+    return ref
+
+
+def push(local_dir: str | Path, model_uri: str, store: ObjectStore | None = None) -> str:
+    """Upload a verified model package as the next version of the model at ROOT/NAME; returns the version."""
+    store = store or ObjectStore()
+    local_dir = Path(local_dir)
+    sums = verify_package(local_dir)  # never publish a package that does not match its own sums
+    loc = parse_uri(model_uri)
+    if not NAME.match(loc.name):
+        raise StorageError(f"{model_uri!r} does not end in a model name (letters, digits, . _ -)")
+    store.ensure_bucket(loc)
+    existing = list_versions(loc, store)
+    number = _version_number(existing[-1]) + 1 if existing else 1
+    while True:  # claim a number; on a lost race take the next one
+        version = f"v{number}"
+        try:
+            store.write(loc.join(version, CLAIM_FILE), b"", if_absent=True)
+            break
+        except AlreadyExists:
+            number += 1
+    for name in sorted(sums):
+        store.copy_from_local(local_dir / name, loc.join(version, name))
+    store.write(loc.join(version, SUMS_FILE), format_sums(sums).encode())  # last: now the version is visible
+    log.info("pushed %s as %s/%s", local_dir, loc.uri, version)
+    return version
+
+
+def pull(ref: str | ModelRef, root: str | None = None, store: ObjectStore | None = None,
+         cache_dir: Path | None = None) -> Path:
+    """Download a model version into the cache (if not there already), verify every file, return its folder."""
+    store = store or ObjectStore()
+    ref = resolve(ref, root, store)
+    dest = (cache_dir or default_cache()) / ref.name / ref.version
+    if dest.is_dir():
+        verify_package(dest)  # a cached copy is trusted only while it still matches
+        return dest
+    remote = ref.model_uri.join(ref.version)
+    sums = parse_sums(store.read(remote.join(SUMS_FILE)).decode(), remote.join(SUMS_FILE).uri)
+    tmp = dest.with_name(f".{ref.version}.{os.getpid()}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for name in sums:
+            store.copy_to_local(remote.join(name), tmp / name)
+        (tmp / SUMS_FILE).write_text(format_sums(sums))
+        try:
+            verify_package(tmp)
+        except ModelFileError as e:
+            raise ModelFileError(f"{remote.uri} failed verification after download ({e}); the stored copy is "
+                                 "damaged or was tampered with: push the model again") from e
+        try:
+            tmp.rename(dest)
+        except OSError:  # another process finished the same pull first
+            verify_package(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

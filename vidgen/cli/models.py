@@ -1,0 +1,74 @@
+"""`vidgen models push|pull|list`: versioned model packages in a registry (a folder or an S3 prefix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vidgen.cli._common import fail, setup_logging
+
+app = typer.Typer(help="Models: push, pull and list versioned model packages (NAME@vN, NAME@latest).",
+                  no_args_is_help=True)
+
+ROOT_HELP = "registry root: a folder or s3://BUCKET/PREFIX (default: $VIDGEN_REGISTRY or ~/.vidgen/registry)"
+
+
+@app.command()
+def push(
+    folder: Annotated[Path, typer.Argument(help="a model package folder (config.json, model.safetensors, "
+                                                "card.md, SHA256SUMS), e.g. the --out of vidgen train")],
+    name: Annotated[str, typer.Argument(help="model name in the registry, e.g. shapes")],
+    root: Annotated[str | None, typer.Option(help=ROOT_HELP)] = None,
+) -> None:
+    """Verify a model package and upload it as the next version of NAME (v1, v2, ...)."""
+    setup_logging()
+    from storage.objectstore import StorageError, parse_uri
+    from storage.package import ModelFileError
+    from storage.registry import default_root
+    from storage.registry import push as push_model
+
+    model_uri = parse_uri(root or default_root()).join(name).uri
+    try:
+        version = push_model(folder, model_uri)
+    except (StorageError, ModelFileError) as err:
+        fail(str(err))
+    typer.echo(f"pushed {folder} as {name}@{version} to {model_uri}/{version}")
+
+
+@app.command()
+def pull(
+    ref: Annotated[str, typer.Argument(help="NAME@vN, NAME@latest, NAME, or s3://…/NAME@vN")],
+    root: Annotated[str | None, typer.Option(help=ROOT_HELP)] = None,
+) -> None:
+    """Download a model version into the local cache, verify every file, and print its folder."""
+    setup_logging()
+    from storage.objectstore import StorageError
+    from storage.package import ModelFileError
+    from storage.registry import pull as pull_model
+
+    try:
+        folder = pull_model(ref, root)
+    except (StorageError, ModelFileError) as err:
+        fail(str(err))
+    typer.echo(str(folder))
+
+
+@app.command("list")
+def list_(
+    root: Annotated[str | None, typer.Option(help=ROOT_HELP)] = None,
+) -> None:
+    """List every model in the registry with its complete versions."""
+    setup_logging()
+    from storage.objectstore import StorageError
+    from storage.registry import default_root, list_models
+
+    try:
+        models = list_models(root)
+    except StorageError as err:
+        fail(str(err))
+    if not models:
+        typer.echo(f"no models in {root or default_root()}")
+    for name, versions in models.items():
+        typer.echo(f"{name}: {', '.join(versions)} (latest {versions[-1]})")
