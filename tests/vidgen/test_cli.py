@@ -47,7 +47,7 @@ def test_generate_writes_mp4_and_gif(micro_model_dir, tmp_path):
     (["generate", "  ", "--out", "x.mp4"], "prompt is empty"),
     (["generate", "a red ball moving up", "--out", "x.avi"], ".mp4 or .gif"),
     (["generate", "a red ball moving up", "--frames", "16", "--out", "x.mp4"], "frames=16 cannot be made"),
-    (["generate", "a red ball moving up", "--model", "no-such-model"], "neither a folder nor a shipped model"),
+    (["generate", "a red ball moving up", "--model", "no-such-model"], "neither a folder, a shipped model"),
     (["generate", "a red ball moving up", "--steps", "0", "--out", "x.mp4"], "greater than or equal to 1"),
     (["train", "--preset", "huge"], "unknown preset 'huge'"),
     (["train", "--set", "bogus=1"], "bogus"),
