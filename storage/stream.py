@@ -44,28 +44,26 @@ class CorruptSampleError(RuntimeError):
     """A sample whose bytes do not match the data set index (raised with `on_corrupt="fail"`)."""
 
 
-def _explode_shard(row: dict, entries: dict[str, ShardEntry], on_corrupt: str) -> list[dict]:
-    """One shard's bytes -> its verified samples (mp4 bytes + caption), per the index."""
-    shard_name = row["path"].rpartition("/")[2]
-    entry = entries[shard_name]
-    samples = []
-    for result in verified_samples(row["bytes"], entry):
-        if isinstance(result, ShardError):
-            if on_corrupt == "fail":
-                raise CorruptSampleError(f"{result}; the run stops (on_corrupt='fail')")
-            log.warning("skipped: %s", result)
-            continue
-        samples.append({"key": result.key, "shard": result.shard, "split": entry.split,
-                        "caption": result.meta["caption"], "mp4": result.mp4,
-                        "meta": json.dumps(result.meta)})
-    return samples
-
-
-def _decode_batch(batch: dict[str, np.ndarray], video_dtype: str) -> dict[str, np.ndarray]:
-    clips = np.stack([decode(bytes(b)) for b in batch["mp4"]])  # (B, T, H, W, 3) uint8
-    video = clips if video_dtype == "uint8" else clips.astype(np.float32) / 127.5 - 1.0
-    return {"key": batch["key"], "shard": batch["shard"], "split": batch["split"], "caption": batch["caption"],
-            "meta": batch["meta"], "video": video}
+def _decode_shards(batch: dict[str, np.ndarray], entries: dict[str, ShardEntry], on_corrupt: str,
+                   video_dtype: str) -> dict[str, np.ndarray]:
+    """Shards' bytes -> their verified samples, decoded: one task reads, checks and decodes whole shards."""
+    rows: dict[str, list] = {"key": [], "shard": [], "split": [], "caption": [], "meta": [], "video": []}
+    for path, data in zip(batch["path"], batch["bytes"], strict=True):
+        entry = entries[str(path).rpartition("/")[2]]
+        for result in verified_samples(bytes(data), entry):
+            if isinstance(result, ShardError):
+                if on_corrupt == "fail":
+                    raise CorruptSampleError(f"{result}; the run stops (on_corrupt='fail')")
+                log.warning("skipped: %s", result)
+                continue
+            for name, value in (("key", result.key), ("shard", result.shard), ("split", entry.split),
+                                ("caption", result.meta["caption"]), ("meta", json.dumps(result.meta)),
+                                ("video", decode(result.mp4))):
+                rows[name].append(value)
+    out = {name: np.array(values) for name, values in rows.items() if name != "video"}
+    clips = np.stack(rows["video"]) if rows["video"] else np.zeros((0, 0, 0, 0, 3), np.uint8)  # (B, T, H, W, 3)
+    out["video"] = clips if video_dtype == "uint8" else clips.astype(np.float32) / 127.5 - 1.0
+    return out
 
 
 def read_dataset(uri: str, cfg: ReaderConfig | None = None):
@@ -83,6 +81,5 @@ def read_dataset(uri: str, cfg: ReaderConfig | None = None):
     entries = {s.name: s for s in shards}
     return (ray.data.read_binary_files(paths, filesystem=fs, include_paths=True,
                                        override_num_blocks=len(paths))
-            .flat_map(_explode_shard, fn_kwargs={"entries": entries, "on_corrupt": cfg.on_corrupt})
-            .map_batches(_decode_batch, fn_kwargs={"video_dtype": cfg.video_dtype}, batch_format="numpy",
-                         batch_size=64))
+            .map_batches(_decode_shards, batch_size=None, batch_format="numpy",
+                         fn_kwargs={"entries": entries, "on_corrupt": cfg.on_corrupt, "video_dtype": cfg.video_dtype}))
