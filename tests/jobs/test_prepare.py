@@ -132,3 +132,19 @@ def test_cli_prepare_then_verify_a_local_folder(ray_cluster, tmp_path):
     assert bad.exit_code == 1 and shard.name in bad.output and "'eval-0000000'" in bad.output
     unknown = runner.invoke(app, ["data", "verify", "gs://bucket/x"])
     assert unknown.exit_code == 1 and "unknown URI scheme 'gs'" in unknown.output
+
+
+def test_job_entrypoint_reads_a_yaml_config(ray_cluster, tmp_path):
+    from jobs.prepare import main
+
+    out = tmp_path / "from-yaml"
+    config = tmp_path / "prepare.yaml"
+    config.write_text(f"n: 40\nout: {out}\nsamples_per_shard: 16\nseed: 3\n")
+    assert main(["--config", str(config)]) == 0
+    dataset = open_dataset(ObjectStore(), str(out))
+    assert dataset.index.num_samples == 40 and dataset.card["seed"] == 3
+    with pytest.raises(ValueError, match="no shards of splits"):
+        read_dataset(str(out), ReaderConfig(splits=["validation"]))
+    config.write_text("n: 40\nnum_clips: 3\n")
+    with pytest.raises(ValueError, match="num_clips"):
+        main(["--config", str(config)])
