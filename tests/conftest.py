@@ -64,6 +64,19 @@ def bucket(s3_config):
     return uri
 
 
+@pytest.fixture(params=["file", "s3"])
+def store_root(request, tmp_path, s3_config):
+    """(store, root URI): a local folder given as a plain path, and a prefix in a fresh bucket."""
+    from storage.objectstore import ObjectStore
+
+    if request.param == "file":
+        return ObjectStore(), str(tmp_path / "root")
+    store = ObjectStore(s3_config)
+    uri = f"s3://root-{uuid.uuid4().hex[:10]}"
+    store.ensure_bucket(uri)
+    return store, uri + "/prefix"
+
+
 # --- Ray: one local cluster for the whole session, started here and shut down here ---
 
 

@@ -1,21 +1,8 @@
 """The object store against a local folder and a real S3 endpoint on 127.0.0.1 (moto, credentials enforced)."""
 
-import uuid
-
 import pytest
 
 from storage.objectstore import AlreadyExists, NotFound, ObjectStore, S3Config, StorageError, parse_uri
-
-
-@pytest.fixture(params=["file", "s3"])
-def root(request, tmp_path, s3_config):
-    """(store, root URI) for a local folder given as a plain path, and for a fresh bucket."""
-    if request.param == "file":
-        return ObjectStore(), str(tmp_path / "store")
-    store = ObjectStore(s3_config)
-    uri = f"s3://objects-{uuid.uuid4().hex[:10]}"
-    store.ensure_bucket(uri)
-    return store, uri + "/prefix"
 
 
 def test_uris_parse_and_plain_paths_are_accepted(tmp_path):
@@ -31,8 +18,8 @@ def test_uris_parse_and_plain_paths_are_accepted(tmp_path):
         parse_uri("file://tmp/x")
 
 
-def test_write_read_list_exists_delete(root):
-    store, base = root
+def test_write_read_list_exists_delete(store_root):
+    store, base = store_root
     store.write(f"{base}/a/one.bin", b"1" * 10)
     store.write(f"{base}/a/b/two.bin", b"22")
     store.write(f"{base}/a/one.bin", b"one")  # replaced whole
@@ -47,16 +34,16 @@ def test_write_read_list_exists_delete(root):
         store.read(f"{base}/a/one.bin")
 
 
-def test_conditional_write_lets_exactly_one_writer_win(root):
-    store, base = root
+def test_conditional_write_lets_exactly_one_writer_win(store_root):
+    store, base = store_root
     store.write(f"{base}/claim", b"first", if_absent=True)
     with pytest.raises(AlreadyExists, match="already exists"):
         store.write(f"{base}/claim", b"second", if_absent=True)
     assert store.read(f"{base}/claim") == b"first"
 
 
-def test_streamed_copies_round_trip(root, tmp_path):
-    store, base = root
+def test_streamed_copies_round_trip(store_root, tmp_path):
+    store, base = store_root
     src = tmp_path / "big.bin"
     src.write_bytes(bytes(range(256)) * 40_000)  # 10 MB: more than one chunk
     store.copy_from_local(src, f"{base}/big.bin")
@@ -103,11 +90,3 @@ def test_config_reads_the_usual_aws_environment(monkeypatch):
     with pytest.raises(ValueError, match="endpoint"):
         S3Config(endpoint="typo")
 
-
-def test_store_pickles_without_its_clients(s3_config, bucket):
-    import pickle
-
-    store = ObjectStore(s3_config)
-    store.write(f"{bucket}/k", b"v")
-    again = pickle.loads(pickle.dumps(store))
-    assert again.read(f"{bucket}/k") == b"v"

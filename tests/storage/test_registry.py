@@ -1,10 +1,8 @@
 """The model registry on a local folder and on the loopback S3 endpoint: versions, latest, verification."""
 
-import uuid
-
 import pytest
 
-from storage.objectstore import ObjectStore, StorageError
+from storage.objectstore import StorageError
 from storage.package import ModelFileError, write_sums
 from storage.registry import list_models, list_versions, parse_ref, pull, push, resolve
 
@@ -18,19 +16,8 @@ def _package(folder, weights=b"w" * 1000):
     return folder
 
 
-@pytest.fixture(params=["file", "s3"])
-def registry(request, tmp_path, s3_config):
-    """(store, registry root URI)."""
-    if request.param == "file":
-        return ObjectStore(), str(tmp_path / "registry")
-    store = ObjectStore(s3_config)
-    root = f"s3://models-{uuid.uuid4().hex[:10]}/registry"
-    store.ensure_bucket(root)
-    return store, root
-
-
-def test_push_twice_then_pull_latest_and_a_pinned_version(registry, tmp_path):
-    store, root = registry
+def test_push_twice_then_pull_latest_and_a_pinned_version(store_root, tmp_path):
+    store, root = store_root
     assert push(_package(tmp_path / "a", b"first"), f"{root}/shapes", store) == "v1"
     assert push(_package(tmp_path / "b", b"second"), f"{root}/shapes", store) == "v2"
     assert list_versions(f"{root}/shapes", store) == ["v1", "v2"]
@@ -43,8 +30,8 @@ def test_push_twice_then_pull_latest_and_a_pinned_version(registry, tmp_path):
     assert pull(f"{root}/shapes@v1", store=store, cache_dir=tmp_path / "cache") == pinned  # full URI form
 
 
-def test_a_version_without_its_sums_is_invisible(registry, tmp_path):
-    store, root = registry
+def test_a_version_without_its_sums_is_invisible(store_root, tmp_path):
+    store, root = store_root
     push(_package(tmp_path / "a"), f"{root}/shapes", store)
     store.write(f"{root}/shapes/v2/model.safetensors", b"half-uploaded")  # a push that died before SHA256SUMS
     assert list_versions(f"{root}/shapes", store) == ["v1"]
@@ -54,8 +41,8 @@ def test_a_version_without_its_sums_is_invisible(registry, tmp_path):
     assert push(_package(tmp_path / "c"), f"{root}/shapes", store) == "v4"
 
 
-def test_tampered_stored_weights_are_refused_on_pull(registry, tmp_path):
-    store, root = registry
+def test_tampered_stored_weights_are_refused_on_pull(store_root, tmp_path):
+    store, root = store_root
     push(_package(tmp_path / "a"), f"{root}/shapes", store)
     store.write(f"{root}/shapes/v1/model.safetensors", b"w" * 999 + b"X")
     with pytest.raises(ModelFileError, match=r"model.safetensors does not match its SHA256SUMS.*push the model again"):
