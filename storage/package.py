@@ -34,12 +34,17 @@ def format_sums(sums: dict[str, str]) -> str:
     return "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
 
 
-def parse_sums(text: str, where: str = SUMS_FILE) -> dict[str, str]:
-    """{file name: sha256} from `sha256sum` output; ModelFileError on a malformed line."""
+def parse_sums(text: str, where: str = SUMS_FILE, allow_paths: bool = False) -> dict[str, str]:
+    """{file name: sha256} from `sha256sum` output; ModelFileError on a malformed line.
+
+    Names are plain file names, or with `allow_paths` relative paths that stay inside the folder.
+    """
     sums = {}
     for number, line in enumerate(text.splitlines(), 1):
         digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64 or not name or "/" in name or name.startswith("."):
+        parts = name.split("/")
+        bad_name = "/" in name if not allow_paths else (name.startswith("/") or ".." in parts)
+        if not sep or len(digest) != 64 or not name or bad_name or parts[-1].startswith("."):
             raise ModelFileError(f"{where} line {number} is not '<sha256>  <file name>': {line[:80]!r}")
         sums[name] = digest
     return sums

@@ -129,11 +129,17 @@ def push(local_dir: str | Path, model_uri: str, store: ObjectStore | None = None
             break
         except AlreadyExists:
             number += 1
-    for name in sorted(sums):
-        store.copy_from_local(local_dir / name, loc.join(version, name))
-    store.write(loc.join(version, SUMS_FILE), format_sums(sums).encode())  # last: now the version is visible
+    upload_package(local_dir, loc.join(version), sums, store)
     log.info("pushed %s as %s/%s", local_dir, loc.uri, version)
     return version
+
+
+def upload_package(local_dir: Path, uri: str | Location, sums: dict[str, str], store: ObjectStore) -> None:
+    """Copy the files in `sums` to `uri`, then SHA256SUMS last: readers see the package only once it is whole."""
+    loc = parse_uri(uri)
+    for name in sorted(sums):
+        store.copy_from_local(Path(local_dir) / name, loc.join(name))
+    store.write(loc.join(SUMS_FILE), format_sums(sums).encode())
 
 
 def pull(ref: str | ModelRef, root: str | None = None, store: ObjectStore | None = None,

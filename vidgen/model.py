@@ -195,7 +195,7 @@ class VideoDiT(nn.Module):
         True on real tokens; pooled (B, 384); drop_text (B,) True to replace the prompt with the learned null
         prompt (classifier-free guidance). Returns (B, C, T, h, w).
         """
-        if drop_text is not None and drop_text.any():
+        if drop_text is not None:  # not `.any()`: every rank must use (and all-reduce) the null embeddings each step
             keep = ~drop_text
             null_tokens = torch.zeros_like(text_tokens)
             null_tokens[:, :1] = self.null_tokens

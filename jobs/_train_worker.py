@@ -1,0 +1,183 @@
+"""The loop each Ray Train worker runs: build the model, wrap it in DeepSpeed, train, checkpoint, consolidate.
+
+Everything arrives through `train_loop_config` (a `DistributedConfig` as a dict); nothing through globals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jobs.train_config import DistributedConfig, deepspeed_config
+from storage.checkpoints import verify_checkpoint, write_rank_sums
+from vidgen.text import TextEmbedding, TextEncoder
+from vidgen.training import (
+    Batch,
+    clips_to_tensor,
+    compute_loss,
+    make_optimizer,
+    synth_batches,
+    train_autoencoder,
+)
+
+log = logging.getLogger(__name__)
+DS_FOLDER, STATE_FILE, DS_TAG = "deepspeed", "trainer_state.json", "state"
+
+
+def _batches(cfg: DistributedConfig, rank: int, start_step: int, stage: int = 1) -> Iterator[Batch]:
+    """This worker's batches: its Ray Data shard of the data set (epoch after epoch), or fresh synthetic clips
+    (seeded by rank, the step it starts at, and the stage: 0 autoencoder, 1 transformer)."""
+    import ray.train
+
+    if cfg.data == "synth":
+        seed = int(np.random.SeedSequence([cfg.train.seed, rank, start_step, stage]).generate_state(1)[0])
+        yield from synth_batches(cfg.train.model_config_resolved(), cfg.train.batch_size, seed)
+        return
+    shard = ray.train.get_dataset_shard("train")
+    while True:
+        for batch in shard.iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy", drop_last=True,
+                                        prefetch_batches=2):
+            yield Batch(clips_to_tensor(batch["video"]), [str(c) for c in batch["caption"]])
+
+
+def _to(text: TextEmbedding, device: torch.device) -> TextEmbedding:
+    return TextEmbedding(text.tokens.to(device), text.mask.to(device), text.pooled.to(device))
+
+
+def _broadcast_autoencoder(model) -> None:
+    """Rank 0 trained the autoencoder; every rank starts DeepSpeed from the same frozen weights."""
+    import torch.distributed as dist
+
+    for tensor in [*model.autoencoder.parameters(), *model.autoencoder.buffers()]:
+        dist.broadcast(tensor.data, src=0)
+
+
+def _fail_once(cfg: DistributedConfig, rank: int, step: int) -> None:
+    """Test hook: the configured rank dies (as a lost node would) once, at the configured step."""
+    hook = cfg.fail_once
+    if hook and rank == hook.rank and step == hook.step and not Path(hook.marker).exists():
+        Path(hook.marker).write_text(f"rank {rank} exited at step {step}\n")
+        log.warning("fail_once: rank %d exits at step %d", rank, step)
+        os._exit(1)
+
+
+def _save(engine, state: dict, rank: int, metrics: dict) -> None:
+    """Every rank writes its DeepSpeed shard and hashes it; Ray Train merges the folders into one checkpoint."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    with tempfile.TemporaryDirectory() as folder:
+        engine.save_checkpoint(os.path.join(folder, DS_FOLDER), tag=DS_TAG)
+        if rank == 0:
+            Path(folder, STATE_FILE).write_text(json.dumps(state))
+        write_rank_sums(Path(folder), rank)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+
+
+def _restore(engine, world_size: int) -> dict | None:
+    """Load the latest checkpoint after verifying every file against its recorded hash; None on a fresh start."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        verify_checkpoint(Path(folder), world_size)  # DeepSpeed's loader unpickles: check before it reads
+        engine.load_checkpoint(os.path.join(folder, DS_FOLDER), tag=DS_TAG)
+        return json.loads(Path(folder, STATE_FILE).read_text())
+
+
+def _consolidated_state(engine, zero_stage: int) -> dict[str, torch.Tensor] | None:
+    """The full fp32 weights on rank 0 (ZeRO-3 gathers its partitions; stages 0-2 keep whole weights)."""
+    import deepspeed
+    import torch.distributed as dist
+
+    module = engine.module
+    if zero_stage == 3:
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            state = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+    else:
+        state = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+    return state if dist.get_rank() == 0 else None
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train's per-worker function."""
+    import deepspeed
+    import ray.train
+    import torch.distributed as dist
+
+    from jobs.train_package import write_package
+    from vidgen.model import VideoDiT
+
+    cfg = DistributedConfig.model_validate(config)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(cfg.train.threads or cfg.cpus_per_worker)
+    device = torch.device(f"cuda:{ray.train.torch.get_device().index}") if cfg.use_gpu else torch.device("cpu")
+    dtype = cfg.autocast_dtype()
+
+    torch.manual_seed(cfg.train.seed)
+    model = VideoDiT(cfg.train.model_config_resolved())
+    encoder = TextEncoder()
+    resuming = ray.train.get_checkpoint() is not None
+    ae_losses: list[float] = []
+    if not resuming:
+        if rank == 0:
+            ae_losses = train_autoencoder(model, _batches(cfg, rank, 0, stage=0), cfg.train, dtype)
+            log.info("autoencoder: %d steps, reconstruction MSE %.4f", cfg.train.autoencoder_steps,
+                     float(np.mean(ae_losses[-20:])))
+        _broadcast_autoencoder(model)
+    model.autoencoder.eval().requires_grad_(False)
+    model.to(device)
+    optimizer, scheduler = make_optimizer(model, cfg.train)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.diffusion_parameters(),
+                                           optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=deepspeed_config(cfg), dist_init_required=False)
+    state = _restore(engine, world) or {"step": 0, "history": [], "autoencoder_losses": ae_losses}
+    if resuming:
+        log.info("rank %d resumed at step %d", rank, state["step"])
+    step, history = state["step"], state["history"]
+    batches = _batches(cfg, rank, step)
+    generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank + step)
+    clips_per_step = cfg.train.batch_size * cfg.gradient_accumulation * world
+    engine.train()
+    while step < cfg.train.max_steps:
+        t0 = time.perf_counter()
+        data_s, loss_sum = 0.0, 0.0
+        for _ in range(cfg.gradient_accumulation):
+            d0 = time.perf_counter()
+            batch = next(batches)
+            text = _to(encoder.encode(batch.captions), device)
+            data_s += time.perf_counter() - d0
+            loss = compute_loss(engine.module, Batch(batch.x0.to(device), batch.captions), text, cfg.train.flow,
+                                dtype, generator)
+            engine.backward(loss)
+            engine.step()
+            loss_sum += loss.item()
+        step += 1
+        seconds = time.perf_counter() - t0
+        _fail_once(cfg, rank, step)
+        history.append({"step": step, "loss": loss_sum / cfg.gradient_accumulation, "lr": scheduler.get_last_lr()[0],
+                        "step_s": seconds, "data_s": data_s, "samples_per_s": clips_per_step / seconds})
+        metrics = {k: v for k, v in history[-1].items()}
+        if step % cfg.checkpoint_every == 0 or step == cfg.train.max_steps:
+            _save(engine, {**state, "step": step, "history": history}, rank, metrics)
+        elif step % cfg.log_every == 0:
+            ray.train.report(metrics)
+        if rank == 0 and step % cfg.log_every == 0:
+            log.info("step %d/%d loss %.4f %.0f clips/s (data wait %.0f%%)", step, cfg.train.max_steps,
+                     metrics["loss"], metrics["samples_per_s"], 100 * data_s / seconds)
+    weights = _consolidated_state(engine, cfg.zero_stage)
+    dist.barrier()
+    if rank == 0:
+        write_package(cfg, weights, history, state.get("autoencoder_losses", []), world, encoder)
+    dist.barrier()

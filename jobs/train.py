@@ -1,0 +1,137 @@
+"""Distributed training: Ray Train's TorchTrainer runs DeepSpeed ZeRO workers, fed by Ray Data from object storage.
+
+Same code on a laptop CPU (gloo, fp32) and a GPU cluster (NCCL, bf16 autocast): only `DistributedConfig` changes.
+Each worker runs `jobs._train_worker.train_loop`: the frame autoencoder is trained on rank 0 and broadcast, then
+the transformer trains under `deepspeed.initialize` with the shared train step (`vidgen.training.compute_loss`),
+checkpoints every K steps through `ray.train.report` (every rank writes and hashes its ZeRO shard), and at the end
+the shards are consolidated into one fp32 state dict, evaluated and written as a model package.
+
+Run it:
+    vidgen train --preset tiny --workers 2 --zero 3 --data data/shapes --steps 200   # starts a local Ray
+    vidgen train --resume tiny-20261126-101500 --steps 400                           # continue a stopped run
+    python -m jobs.train --config job.yaml [--address auto] [--resume NAME]          # a DistributedConfig as YAML
+    ray job submit --working-dir . -- python -m jobs.train --config job.yaml --address auto
+
+Edges found on these machines (DeepSpeed 0.19.8, Ray 2.60 with Train V2, torch 2.13 CPU):
+- With no CUDA, DeepSpeed picks its CPU accelerator; `deepspeed.initialize(dist_init_required=False)` reuses the
+  gloo process group Ray Train made. Its first start JIT-compiles a shared-memory all-reduce op (~20 s, cached
+  under ~/.cache/torch_extensions; needs a C++ compiler).
+- DeepSpeed's Adam kernels (FusedAdam, DeepSpeedCPUAdam) are compiled ops; the job hands DeepSpeed the local
+  trainer's torch AdamW and warm-up schedule instead (`zero_force_ds_cpu_optimizer: false` lets ZeRO-Offload
+  accept it).
+- DeepSpeed's checkpoints are pickles: each rank records the sha256 of what it wrote, and every file is checked
+  (`storage.checkpoints.verify_checkpoint`) before DeepSpeed may read any of them.
+- Train V2 (the default in Ray 2.60) restores a run from the checkpoint-manager snapshot it keeps in
+  RUNS/NAME: a new run must get a new name, and resuming is starting the same name again.
+- Frozen parameters (the autoencoder) are sharded by ZeRO-3 like the rest; DeepSpeed saves and restores them as
+  "frozen fragments", so they need no checkpoint of their own.
+- No EMA: under ZeRO-3 each rank holds a slice of the weights; the package holds the trained weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+import yaml
+
+from jobs._ray import ensure_ray
+from jobs.train_config import DistributedConfig
+from storage.cards import parse_card
+from storage.objectstore import ObjectStore, StorageError, parse_uri
+from storage.package import CARD_FILE
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """The run failed; the message carries the worker's own error."""
+
+
+def _root_cause(error: BaseException) -> str:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__
+
+
+def _check_data(cfg: DistributedConfig, store: ObjectStore):
+    """The training split of the data set as a Ray Data stream, after checking it fits the model."""
+    from storage.datasets import open_dataset
+    from storage.stream import ReaderConfig, read_dataset
+
+    dataset = open_dataset(store, cfg.data)
+    model = cfg.train.model_config_resolved()
+    shape = dataset.card.get("clip_shape")
+    if shape and list(shape[:3]) != [model.frames, model.height, model.width]:
+        raise ValueError(f"data set {cfg.data} holds {shape[0]}x{shape[1]}x{shape[2]} clips but model preset "
+                         f"{cfg.train.preset!r} makes {model.frames}x{model.height}x{model.width}: prepare a data set "
+                         "with matching --frames/--height/--width or choose another preset")
+    return read_dataset(cfg.data, ReaderConfig(splits=["train"], video_dtype="uint8", s3=cfg.s3))
+
+
+def run_training(cfg: DistributedConfig, address: str | None = None, resume: str | None = None) -> dict:
+    """Run (or resume) a distributed training job and return its final metrics, package URI and run name."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    store = ObjectStore(cfg.s3)
+    runs = parse_uri(cfg.runs)
+    name = resume or f"{cfg.train.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = runs.join(name)
+    has_state = bool(store.list(run_dir)) if store.bucket_exists(runs) else False
+    if resume and not has_state:
+        raise StorageError(f"no run {name!r} under {runs.uri} to resume; runs there: "
+                           f"{sorted({o.uri.removeprefix(runs.uri + '/').split('/')[0] for o in store.list(runs)})}")
+    if not resume and has_state:
+        raise StorageError(f"{run_dir.uri} already exists: resume it with --resume {name} or wait a second")
+    cfg = cfg.model_copy(update={"out": cfg.out or run_dir.join("model").uri})
+    store.ensure_bucket(runs)
+    # A local cluster gets a CPU slot per worker plus one for the Ray Data stream, even on a smaller machine:
+    # slots are scheduling tokens, and a stream with no slot left would starve the workers.
+    ensure_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.workers * cfg.cpus_per_worker + 1))
+    datasets = {} if cfg.data == "synth" else {"train": _check_data(cfg, store)}
+    fs, path = store.filesystem(runs)
+    from jobs._train_worker import train_loop
+
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=cfg.model_dump(mode="json"),
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        datasets=datasets,
+        run_config=RunConfig(name=name, storage_path=path, storage_filesystem=fs,
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
+    )
+    log.info("run %s: %d workers, ZeRO-%d, data %s, checkpoints in %s", name, cfg.workers, cfg.zero_stage,
+             cfg.data, run_dir.uri)
+    try:
+        result = trainer.fit()
+    except Exception as e:  # Ray wraps the worker's error; surface its own message
+        raise TrainingError(f"run {name} failed: {_root_cause(e)}") from e
+    card, _ = parse_card(store.read(parse_uri(cfg.out).join(CARD_FILE)).decode(), CARD_FILE)
+    return {"run": name, "run_dir": run_dir.uri, "package": cfg.out, "steps": card["lineage"]["training_steps"],
+            "last_checkpoint": result.checkpoint.path if result.checkpoint else None, **card["metrics"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML file with DistributedConfig fields")
+    parser.add_argument("--address", default=None, help="Ray address to join (e.g. auto); default: start one")
+    parser.add_argument("--resume", default=None, help="name of a run under `runs` to continue")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with open(args.config) as f:
+        cfg = DistributedConfig.model_validate(yaml.safe_load(f) or {})
+    summary = run_training(cfg, args.address, args.resume)
+    log.info("done: %s", json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

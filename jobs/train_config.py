@@ -1,0 +1,73 @@
+"""The distributed training job's config, and the DeepSpeed config generated from it."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage.objectstore import S3Config
+from vidgen.training import TrainConfig, autocast_dtype
+
+
+class FailOnce(BaseModel):
+    """Test hook: worker `rank` exits at `step`, once (the `marker` file records that it happened)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int = Field(ge=1)
+    rank: int = Field(1, ge=0)
+    marker: str
+
+
+class DistributedConfig(BaseModel):
+    """A Ray Train + DeepSpeed run: the model and optimisation (`train`), and how it is spread and kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: TrainConfig = Field(default_factory=TrainConfig, description="model, loss, optimiser, steps, seed")
+    workers: int = Field(2, ge=1, description="Ray Train workers (one DeepSpeed rank each)")
+    use_gpu: bool = Field(False, description="one GPU per worker, NCCL and bf16 autocast")
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs Ray reserves per worker; also its torch threads")
+    zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage: 0 = plain data parallel, 1 optimizer state, "
+                                                       "2 + gradients, 3 + parameters sharded across workers")
+    offload_optimizer: bool = Field(False, description="keep optimizer states in CPU memory (ZeRO-Offload)")
+    gradient_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    data: str = Field("synth", description="'synth' (clips made on the fly) or a data set URI from "
+                                           "`vidgen data prepare` (its train split is streamed)")
+    runs: str = Field("runs", description="where runs keep checkpoints: a folder or s3://BUCKET/PREFIX")
+    out: str | None = Field(None, description="where the final model package goes (folder or s3://); "
+                                              "default: RUNS/NAME/model")
+    push: str | None = Field(None, description="also push the package to this registry model, e.g. "
+                                               "s3://bucket/models/shapes")
+    checkpoint_every: int = Field(50, ge=1, description="optimizer steps between checkpoints")
+    num_to_keep: int = Field(2, ge=1, description="checkpoints kept per run")
+    max_failures: int = Field(2, ge=0, description="worker failures survived by restarting from a checkpoint")
+    log_every: int = Field(10, ge=1, description="optimizer steps between reported metrics")
+    s3: S3Config = Field(default_factory=S3Config)
+    fail_once: FailOnce | None = Field(None, description="test hook: make one worker die once")
+
+    def autocast_dtype(self) -> torch.dtype | None:
+        """bf16 autocast on GPUs; on CPUs fp32 unless the train config asks for bf16 outright."""
+        if self.use_gpu:
+            return None if self.train.precision == "fp32" else torch.bfloat16
+        return autocast_dtype(self.train.precision) if self.train.precision == "bf16" else None
+
+
+def deepspeed_config(cfg: DistributedConfig) -> dict:
+    """The DeepSpeed JSON config for `cfg`. The optimizer and schedule are ours (`make_optimizer`), handed over."""
+    zero: dict = {"stage": cfg.zero_stage}
+    if cfg.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.use_gpu}
+    return {
+        "train_micro_batch_size_per_gpu": cfg.train.batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation,
+        "gradient_clipping": cfg.train.grad_clip,
+        "zero_optimization": zero,
+        # precision is torch autocast inside the shared train step, over fp32 master weights, on CPU and GPU alike
+        "bf16": {"enabled": False},
+        "fp16": {"enabled": False},
+        "zero_allow_untested_optimizer": True,  # torch AdamW, the local trainer's optimizer
+        "zero_force_ds_cpu_optimizer": False,  # DeepSpeedCPUAdam would need a compiled op; AdamW offloads fine
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
