@@ -60,6 +60,17 @@ def _broadcast_autoencoder(model) -> None:
         dist.broadcast(tensor.data, src=0)
 
 
+def _out_of_time(cfg: DistributedConfig, train_seconds: float, device: torch.device) -> bool:
+    """Rank 0's clock decides for everyone (a broadcast), so all ranks stop after the same step."""
+    import torch.distributed as dist
+
+    if cfg.train.max_minutes is None:
+        return False
+    flag = torch.tensor([float(train_seconds >= cfg.train.max_minutes * 60)], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def _fail_once(cfg: DistributedConfig, rank: int, step: int) -> None:
     """Test hook: the configured rank dies (as a lost node would) once, at the configured step."""
     hook = cfg.fail_once
@@ -142,15 +153,17 @@ def train_loop(config: dict) -> None:
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.diffusion_parameters(),
                                            optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(cfg), dist_init_required=False)
-    state = _restore(engine, world) or {"step": 0, "history": [], "autoencoder_losses": ae_losses}
+    state = _restore(engine, world) or {"step": 0, "history": [], "autoencoder_losses": ae_losses,
+                                        "train_seconds": 0.0}
     if resuming:
         log.info("rank %d resumed at step %d", rank, state["step"])
-    step, history = state["step"], state["history"]
+    step, history, train_seconds = state["step"], state["history"], state["train_seconds"]
     batches = _batches(cfg, rank, step)
     generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank + step)
     clips_per_step = cfg.train.batch_size * cfg.gradient_accumulation * world
     engine.train()
-    while step < cfg.train.max_steps:
+    done = step >= cfg.train.max_steps or _out_of_time(cfg, train_seconds, device)
+    while not done:
         t0 = time.perf_counter()
         data_s, loss_sum = 0.0, 0.0
         for _ in range(cfg.gradient_accumulation):
@@ -165,12 +178,15 @@ def train_loop(config: dict) -> None:
             loss_sum += loss.item()
         step += 1
         seconds = time.perf_counter() - t0
+        train_seconds += seconds
         _fail_once(cfg, rank, step)
         history.append({"step": step, "loss": loss_sum / cfg.gradient_accumulation, "lr": scheduler.get_last_lr()[0],
                         "step_s": seconds, "data_s": data_s, "samples_per_s": clips_per_step / seconds})
-        metrics = {k: v for k, v in history[-1].items()}
-        if step % cfg.checkpoint_every == 0 or step == cfg.train.max_steps:
-            _save(engine, {**state, "step": step, "history": history}, rank, metrics)
+        metrics = dict(history[-1])
+        done = step >= cfg.train.max_steps or _out_of_time(cfg, train_seconds, device)
+        if step % cfg.checkpoint_every == 0 or done:
+            _save(engine, {**state, "step": step, "history": history, "train_seconds": train_seconds}, rank,
+                  metrics)
         elif step % cfg.log_every == 0:
             ray.train.report(metrics)
         if rank == 0 and step % cfg.log_every == 0:

@@ -42,10 +42,11 @@ import yaml
 from jobs._ray import ensure_ray
 from jobs.train_config import DistributedConfig
 from storage.cards import parse_card
-from storage.objectstore import ObjectStore, StorageError, parse_uri
+from storage.objectstore import NotFound, ObjectStore, S3Config, StorageError, parse_uri
 from storage.package import CARD_FILE
 
 log = logging.getLogger(__name__)
+JOB_FILE = "job.json"
 
 
 class TrainingError(RuntimeError):
@@ -74,6 +75,17 @@ def _check_data(cfg: DistributedConfig, store: ObjectStore):
     return read_dataset(cfg.data, ReaderConfig(splits=["train"], video_dtype="uint8", s3=cfg.s3))
 
 
+def load_run_config(runs: str, name: str, s3: S3Config | None = None) -> DistributedConfig:
+    """The config a run was started with (saved as RUNS/NAME/job.json, without S3 credentials)."""
+    store = ObjectStore(s3 or S3Config())
+    try:
+        saved = json.loads(store.read(parse_uri(runs).join(name, JOB_FILE)))
+    except NotFound:
+        raise StorageError(f"no run {name!r} under {parse_uri(runs).uri} (no {JOB_FILE}); check --runs and the "
+                           "name printed when the run started") from None
+    return DistributedConfig.model_validate({**saved, "s3": store.s3})
+
+
 def run_training(cfg: DistributedConfig, address: str | None = None, resume: str | None = None) -> dict:
     """Run (or resume) a distributed training job and return its final metrics, package URI and run name."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -91,6 +103,7 @@ def run_training(cfg: DistributedConfig, address: str | None = None, resume: str
         raise StorageError(f"{run_dir.uri} already exists: resume it with --resume {name} or wait a second")
     cfg = cfg.model_copy(update={"out": cfg.out or run_dir.join("model").uri})
     store.ensure_bucket(runs)
+    store.write(run_dir.join(JOB_FILE), cfg.model_dump_json(indent=1, exclude={"s3"}).encode())
     # A local cluster gets a CPU slot per worker plus one for the Ray Data stream, even on a smaller machine:
     # slots are scheduling tokens, and a stream with no slot left would starve the workers.
     ensure_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.workers * cfg.cpus_per_worker + 1))

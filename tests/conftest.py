@@ -85,7 +85,8 @@ def ray_cluster():
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="vidgen-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
-    ray.init(address="local", num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False,
+    # 3 CPU slots on 2 cores: two training workers and the Ray Data stream that feeds them
+    ray.init(address="local", num_cpus=3, object_store_memory=256 * 2**20, include_dashboard=False,
              _temp_dir=temp_dir, logging_level="warning", log_to_driver=False)
     from jobs._ray import configure_data_context
 
@@ -95,3 +96,13 @@ def ray_cluster():
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_dataset(ray_cluster, s3_config):
+    """2000 clips prepared on the loopback S3 endpoint, as `vidgen data prepare --n 2000 --out s3://…` does."""
+    from jobs.prepare import PrepareConfig, prepare
+
+    uri = f"s3://data-{uuid.uuid4().hex[:10]}/shapes"
+    cfg = PrepareConfig(n=2000, out=uri, samples_per_shard=200, s3=s3_config)
+    return uri, cfg, prepare(cfg)

@@ -4,21 +4,10 @@
 import numpy as np
 import pytest
 
-from jobs.prepare import PrepareConfig, plan_shards, prepare, split_sizes
+from jobs.prepare import PrepareConfig, plan_shards, split_sizes
 from storage.datasets import open_dataset, verify_dataset
 from storage.objectstore import ObjectStore
 from storage.stream import ReaderConfig, read_dataset
-
-
-@pytest.fixture(scope="module")
-def s3_dataset(ray_cluster, s3_config, tmp_path_factory):
-    """2000 clips prepared on the loopback S3 endpoint (as `vidgen data prepare --n 2000 --out s3://…` does)."""
-    import uuid
-
-    uri = f"s3://data-{uuid.uuid4().hex[:10]}/shapes"
-    cfg = PrepareConfig(n=2000, out=uri, samples_per_shard=200, s3=s3_config)
-    summary = prepare(cfg)
-    return uri, cfg, summary
 
 
 def test_splits_and_shard_plan_cover_every_clip_once():

@@ -43,15 +43,35 @@ def train(
     minutes: Annotated[float | None, typer.Option(help="training time budget in minutes")] = None,
     steps: Annotated[int | None, typer.Option(help="stop after this many optimizer steps")] = None,
     seed: Annotated[int | None, typer.Option(help="seed for data, noise and initial weights")] = None,
-    out: Annotated[Path, typer.Option(help="folder for the trained model, its card, metrics and pictures")] =
-        Path("runs/tiny"),
+    out: Annotated[str | None, typer.Option(help="where the trained model goes (a folder; with --workers also "
+                                                 "s3://…); default runs/tiny, or RUNS/NAME/model with --workers")] =
+        None,
     eval_clips: Annotated[int | None, typer.Option(help="clips per split in the final evaluation")] = None,
     dry_run: Annotated[bool, typer.Option(help="validate the config, print it and exit")] = False,
+    workers: Annotated[int | None, typer.Option(help="train on Ray Train with this many DeepSpeed workers (a "
+                                                     "local Ray is started unless --address is given)")] = None,
+    zero: Annotated[int, typer.Option(help="with --workers: ZeRO stage 0-3")] = 2,
+    offload: Annotated[bool, typer.Option(help="with --workers: optimizer states in CPU memory")] = False,
+    gpu: Annotated[bool, typer.Option(help="with --workers: one GPU per worker (NCCL, bf16)")] = False,
+    data: Annotated[str, typer.Option(help="with --workers: 'synth', or a data set URI from vidgen data prepare")] =
+        "synth",
+    runs: Annotated[str, typer.Option(help="with --workers: where runs keep checkpoints (folder or s3://)")] =
+        "runs",
+    push: Annotated[str | None, typer.Option(help="with --workers: also push the model to this registry model "
+                                                  "URI, e.g. s3://bucket/models/shapes")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="with --workers: steps between checkpoints")] = 50,
+    resume: Annotated[str | None, typer.Option(help="continue the run of this name under --runs, from its last "
+                                                    "checkpoint (its saved config; --steps/--minutes may extend it)")]
+        = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to run on (e.g. auto)")] = None,
 ) -> None:
-    """Train a model on the built-in world in this process (single process; its train step is the shared one).
+    """Train a model on the built-in world: in this process, or with --workers on Ray Train + DeepSpeed ZeRO.
 
-    Writes OUT/{config.json, model.safetensors, card.md, SHA256SUMS, metrics.csv, evals.json,
+    Single process writes OUT/{config.json, model.safetensors, card.md, SHA256SUMS, metrics.csv, evals.json,
     loss_curve.png, samples.png}. Example: vidgen train --preset tiny --minutes 10 --out runs/try1
+
+    Distributed: vidgen train --preset tiny --workers 2 --zero 3 --data s3://bucket/shapes --steps 500
+    checkpoints into RUNS/NAME and writes the consolidated model package to RUNS/NAME/model (or --out).
     """
     setup_logging()
     from vidgen.config import ConfigError, load_config
@@ -61,6 +81,13 @@ def train(
     for key, value in (("max_minutes", minutes), ("max_steps", steps), ("seed", seed)):
         if value is not None:
             overrides.append(f"{key}={value}")
+    if workers is not None or resume is not None:
+        from vidgen.cli.distributed import train_distributed
+
+        train_distributed(str(config) if config else preset, overrides, dry_run=dry_run, workers=workers or 2,
+                          zero_stage=zero, offload_optimizer=offload, use_gpu=gpu, data=data, runs=runs, out=out,
+                          push=push, checkpoint_every=checkpoint_every, resume=resume, address=address)
+        return
     try:
         cfg = load_config(TrainConfig, str(config) if config else preset, overrides)
     except ConfigError as err:
@@ -68,6 +95,7 @@ def train(
     if dry_run:
         typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
         return
+    out = Path(out or "runs/tiny")
 
     from vidgen.pipelines import train_to_folder
 
