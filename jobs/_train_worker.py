@@ -32,13 +32,14 @@ log = logging.getLogger(__name__)
 DS_FOLDER, STATE_FILE, DS_TAG = "deepspeed", "trainer_state.json", "state"
 
 
-def _batches(cfg: DistributedConfig, rank: int, start_step: int, stage: int = 1) -> Iterator[Batch]:
+def _batches(cfg: DistributedConfig, rank: int, start_step: int) -> Iterator[Batch]:
     """This worker's batches: its Ray Data shard of the data set (epoch after epoch), or fresh synthetic clips
-    (seeded by rank, the step it starts at, and the stage: 0 autoencoder, 1 transformer)."""
+    seeded by rank and the step it starts at. One stream serves both stages: the shards of a streaming split
+    start each epoch together, so every worker must keep reading the same one."""
     import ray.train
 
     if cfg.data == "synth":
-        seed = int(np.random.SeedSequence([cfg.train.seed, rank, start_step, stage]).generate_state(1)[0])
+        seed = int(np.random.SeedSequence([cfg.train.seed, rank, start_step]).generate_state(1)[0])
         yield from synth_batches(cfg.train.model_config_resolved(), cfg.train.batch_size, seed)
         return
     shard = ray.train.get_dataset_shard("train")
@@ -52,8 +53,18 @@ def _to(text: TextEmbedding, device: torch.device) -> TextEmbedding:
     return TextEmbedding(text.tokens.to(device), text.mask.to(device), text.pooled.to(device))
 
 
+def _average_gradients(module: torch.nn.Module) -> None:
+    """Plain data parallelism for the autoencoder stage: every worker steps with the mean gradient."""
+    import torch.distributed as dist
+
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= dist.get_world_size()
+
+
 def _broadcast_autoencoder(model) -> None:
-    """Rank 0 trained the autoencoder; every rank starts DeepSpeed from the same frozen weights."""
+    """Make rank 0's autoencoder (weights and latent scale) everyone's, exactly."""
     import torch.distributed as dist
 
     for tensor in [*model.autoencoder.parameters(), *model.autoencoder.buffers()]:
@@ -140,13 +151,18 @@ def train_loop(config: dict) -> None:
     model = VideoDiT(cfg.train.model_config_resolved())
     encoder = TextEncoder()
     resuming = ray.train.get_checkpoint() is not None
+    start_step = 0
+    if resuming:
+        with ray.train.get_checkpoint().as_directory() as folder:
+            start_step = json.loads(Path(folder, STATE_FILE).read_text())["step"]
+    batches = _batches(cfg, rank, start_step)
     ae_losses: list[float] = []
-    if not resuming:
+    if not resuming:  # a resumed run's autoencoder comes back with its checkpoint
+        ae_losses = train_autoencoder(model, batches, cfg.train, dtype, reduce_gradients=_average_gradients)
+        _broadcast_autoencoder(model)
         if rank == 0:
-            ae_losses = train_autoencoder(model, _batches(cfg, rank, 0, stage=0), cfg.train, dtype)
             log.info("autoencoder: %d steps, reconstruction MSE %.4f", cfg.train.autoencoder_steps,
                      float(np.mean(ae_losses[-20:])))
-        _broadcast_autoencoder(model)
     model.autoencoder.eval().requires_grad_(False)
     model.to(device)
     optimizer, scheduler = make_optimizer(model, cfg.train)
@@ -158,7 +174,6 @@ def train_loop(config: dict) -> None:
     if resuming:
         log.info("rank %d resumed at step %d", rank, state["step"])
     step, history, train_seconds = state["step"], state["history"], state["train_seconds"]
-    batches = _batches(cfg, rank, step)
     generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank + step)
     clips_per_step = cfg.train.batch_size * cfg.gradient_accumulation * world
     engine.train()

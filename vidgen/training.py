@@ -162,9 +162,12 @@ def make_optimizer(model, cfg: TrainConfig):
     return optimizer, scheduler
 
 
-def train_autoencoder(model: VideoDiT, batches: Iterator[Batch], cfg: TrainConfig,
-                      dtype: torch.dtype | None) -> list[float]:
-    """Stage 1: fit the model's frame autoencoder to clips, set its latent scale, then freeze it."""
+def train_autoencoder(model: VideoDiT, batches: Iterator[Batch], cfg: TrainConfig, dtype: torch.dtype | None,
+                      reduce_gradients: Callable[[torch.nn.Module], None] | None = None) -> list[float]:
+    """Stage 1: fit the model's frame autoencoder to clips, set its latent scale, then freeze it.
+
+    A data-parallel caller passes `reduce_gradients` (average the gradients across workers before each step).
+    """
     ae = model.autoencoder.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(ae.parameters(), lr=cfg.autoencoder_lr)
     losses = []
@@ -173,6 +176,8 @@ def train_autoencoder(model: VideoDiT, batches: Iterator[Batch], cfg: TrainConfi
             loss = ae.reconstruction_loss(next(batches).x0, cfg.autoencoder_latent_noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if reduce_gradients is not None:
+            reduce_gradients(ae)
         optimizer.step()
         losses.append(loss.item())
     ae.eval().requires_grad_(False)
