@@ -5,6 +5,7 @@ Everything arrives through `train_loop_config` (a `DistributedConfig` as a dict)
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -82,6 +83,16 @@ def _out_of_time(cfg: DistributedConfig, train_seconds: float, device: torch.dev
     return bool(flag.item())
 
 
+def live_tensor_mb() -> float:
+    """MB of the distinct tensor storages alive in this process: params, grads, optimizer states, buffers."""
+    storages = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor) and not obj.is_meta:
+            storage = obj.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values()) / 2**20
+
+
 def _fail_once(cfg: DistributedConfig, rank: int, step: int) -> None:
     """Test hook: the configured rank dies (as a lost node would) once, at the configured step."""
     hook = cfg.fail_once
@@ -147,9 +158,10 @@ def train_loop(config: dict) -> None:
     device = torch.device(f"cuda:{ray.train.torch.get_device().index}") if cfg.use_gpu else torch.device("cpu")
     dtype = cfg.autocast_dtype()
 
+    encoder = TextEncoder()
+    baseline_mb = live_tensor_mb() if cfg.measure_memory else 0.0
     torch.manual_seed(cfg.train.seed)
     model = VideoDiT(cfg.train.model_config_resolved())
-    encoder = TextEncoder()
     resuming = ray.train.get_checkpoint() is not None
     start_step = 0
     if resuming:
@@ -197,6 +209,8 @@ def train_loop(config: dict) -> None:
         _fail_once(cfg, rank, step)
         history.append({"step": step, "loss": loss_sum / cfg.gradient_accumulation, "lr": scheduler.get_last_lr()[0],
                         "step_s": seconds, "data_s": data_s, "samples_per_s": clips_per_step / seconds})
+        if cfg.measure_memory:
+            history[-1]["tensor_mb"] = live_tensor_mb() - baseline_mb
         metrics = dict(history[-1])
         done = step >= cfg.train.max_steps or _out_of_time(cfg, train_seconds, device)
         if step % cfg.checkpoint_every == 0 or done:

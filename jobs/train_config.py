@@ -45,6 +45,8 @@ class DistributedConfig(BaseModel):
     log_every: int = Field(10, ge=1, description="optimizer steps between reported metrics")
     s3: S3Config = Field(default_factory=S3Config)
     fail_once: FailOnce | None = Field(None, description="test hook: make one worker die once")
+    measure_memory: bool = Field(False, description="benchmark hook: record live tensor MB after every step "
+                                                    "(a census of tensor storages; slow)")
 
     def autocast_dtype(self) -> torch.dtype | None:
         """bf16 autocast on GPUs; on CPUs fp32 unless the train config asks for bf16 outright."""
