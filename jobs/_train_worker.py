@@ -192,15 +192,18 @@ def train_loop(config: dict) -> None:
     done = step >= cfg.train.max_steps or _out_of_time(cfg, train_seconds, device)
     while not done:
         t0 = time.perf_counter()
-        data_s, loss_sum = 0.0, 0.0
+        data_s, text_s, loss_sum = 0.0, 0.0, 0.0
         for _ in range(cfg.gradient_accumulation):
             d0 = time.perf_counter()
-            batch = next(batches)
-            text = _to(encoder.encode(batch.captions), device)
-            data_s += time.perf_counter() - d0
+            batch = next(batches)  # waiting for data: what the stream did not hide
+            d1 = time.perf_counter()
+            text = _to(encoder.encode(batch.captions), device)  # the frozen text encoder (cached per caption)
+            data_s, text_s = data_s + d1 - d0, text_s + time.perf_counter() - d1
             loss = compute_loss(engine.module, Batch(batch.x0.to(device), batch.captions), text, cfg.train.flow,
                                 dtype, generator)
             engine.backward(loss)
+            if cfg.measure_memory:  # gradients and optimizer states both exist only between backward and step
+                state_mb = live_tensor_mb() - baseline_mb
             engine.step()
             loss_sum += loss.item()
         step += 1
@@ -208,9 +211,10 @@ def train_loop(config: dict) -> None:
         train_seconds += seconds
         _fail_once(cfg, rank, step)
         history.append({"step": step, "loss": loss_sum / cfg.gradient_accumulation, "lr": scheduler.get_last_lr()[0],
-                        "step_s": seconds, "data_s": data_s, "samples_per_s": clips_per_step / seconds})
+                        "step_s": seconds, "data_s": data_s, "text_s": text_s,
+                        "samples_per_s": clips_per_step / seconds})
         if cfg.measure_memory:
-            history[-1]["tensor_mb"] = live_tensor_mb() - baseline_mb
+            history[-1]["tensor_mb"] = state_mb
         metrics = dict(history[-1])
         done = step >= cfg.train.max_steps or _out_of_time(cfg, train_seconds, device)
         if step % cfg.checkpoint_every == 0 or done:

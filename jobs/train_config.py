@@ -32,8 +32,12 @@ class DistributedConfig(BaseModel):
                                                        "2 + gradients, 3 + parameters sharded across workers")
     offload_optimizer: bool = Field(False, description="keep optimizer states in CPU memory (ZeRO-Offload)")
     gradient_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    bucket_elements: int = Field(20_000_000, ge=100_000, description="size of DeepSpeed's gradient-reduce and "
+                                 "parameter-gather buckets; its default (5e8) is a 2 GB fp32 buffer under ZeRO-3")
     data: str = Field("synth", description="'synth' (clips made on the fly) or a data set URI from "
                                            "`vidgen data prepare` (its train split is streamed)")
+    stream_buffer_mb: int = Field(16, ge=4, description="decoded clips the data stream may hold ahead of the "
+                                                         "trainers (Ray Data object store budget)")
     runs: str = Field("runs", description="where runs keep checkpoints: a folder or s3://BUCKET/PREFIX")
     out: str | None = Field(None, description="where the final model package goes (folder or s3://); "
                                               "default: RUNS/NAME/model")
@@ -45,8 +49,8 @@ class DistributedConfig(BaseModel):
     log_every: int = Field(10, ge=1, description="optimizer steps between reported metrics")
     s3: S3Config = Field(default_factory=S3Config)
     fail_once: FailOnce | None = Field(None, description="test hook: make one worker die once")
-    measure_memory: bool = Field(False, description="benchmark hook: record live tensor MB after every step "
-                                                    "(a census of tensor storages; slow)")
+    measure_memory: bool = Field(False, description="benchmark hook: record live tensor MB between backward and "
+                                                    "optimizer step (a census of tensor storages; slow)")
 
     def autocast_dtype(self) -> torch.dtype | None:
         """bf16 autocast on GPUs; on CPUs fp32 unless the train config asks for bf16 outright."""
@@ -57,7 +61,10 @@ class DistributedConfig(BaseModel):
 
 def deepspeed_config(cfg: DistributedConfig) -> dict:
     """The DeepSpeed JSON config for `cfg`. The optimizer and schedule are ours (`make_optimizer`), handed over."""
-    zero: dict = {"stage": cfg.zero_stage}
+    zero: dict = {"stage": cfg.zero_stage, "reduce_bucket_size": cfg.bucket_elements,
+                  "allgather_bucket_size": cfg.bucket_elements}
+    if cfg.zero_stage == 3:
+        zero["stage3_prefetch_bucket_size"] = cfg.bucket_elements
     if cfg.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.use_gpu}
     return {

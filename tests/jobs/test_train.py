@@ -32,7 +32,9 @@ def _history(folder) -> list[dict]:
 def test_deepspeed_config_follows_the_job_config():
     cfg = DistributedConfig(train=_train(10), zero_stage=3, offload_optimizer=True, gradient_accumulation=4)
     ds = deepspeed_config(cfg)
-    assert ds["zero_optimization"] == {"stage": 3, "offload_optimizer": {"device": "cpu", "pin_memory": False}}
+    assert ds["zero_optimization"]["stage"] == 3
+    assert ds["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": False}
+    assert ds["zero_optimization"]["reduce_bucket_size"] == cfg.bucket_elements
     assert ds["gradient_accumulation_steps"] == 4 and ds["train_micro_batch_size_per_gpu"] == 8
     assert ds["gradient_clipping"] == 1.0 and cfg.autocast_dtype() is None  # fp32 on CPU
     assert DistributedConfig(use_gpu=True).autocast_dtype() is not None  # bf16 autocast on GPU
