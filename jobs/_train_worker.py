@@ -5,6 +5,7 @@ Everything arrives through `train_loop_config` (a `DistributedConfig` as a dict)
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -134,18 +135,23 @@ def _consolidated_state(engine, zero_stage: int) -> dict[str, torch.Tensor] | No
     import torch.distributed as dist
 
     module = engine.module
-    if zero_stage == 3:
-        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-            state = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
-    else:
+    gathered = deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None) \
+        if zero_stage == 3 else contextlib.nullcontext()
+    with gathered:
         state = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
     return state if dist.get_rank() == 0 else None
+
+
+def _checkpoint_step(checkpoint) -> int:
+    """The step a checkpoint was taken at, read from its JSON state alone (nothing else is downloaded yet)."""
+    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{STATE_FILE}") as f:
+        return json.loads(f.read())["step"]
 
 
 def train_loop(config: dict) -> None:
     """Ray Train's per-worker function."""
     import deepspeed
-    import ray.train
+    import ray.train.torch
     import torch.distributed as dist
 
     from jobs.train_package import write_package
@@ -155,7 +161,7 @@ def train_loop(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(cfg.train.threads or cfg.cpus_per_worker)
-    device = torch.device(f"cuda:{ray.train.torch.get_device().index}") if cfg.use_gpu else torch.device("cpu")
+    device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
     dtype = cfg.autocast_dtype()
 
     encoder = TextEncoder()
@@ -163,11 +169,7 @@ def train_loop(config: dict) -> None:
     torch.manual_seed(cfg.train.seed)
     model = VideoDiT(cfg.train.model_config_resolved())
     resuming = ray.train.get_checkpoint() is not None
-    start_step = 0
-    if resuming:
-        with ray.train.get_checkpoint().as_directory() as folder:
-            start_step = json.loads(Path(folder, STATE_FILE).read_text())["step"]
-    batches = _batches(cfg, rank, start_step)
+    batches = _batches(cfg, rank, _checkpoint_step(ray.train.get_checkpoint()) if resuming else 0)
     ae_losses: list[float] = []
     if not resuming:  # a resumed run's autoencoder comes back with its checkpoint
         ae_losses = train_autoencoder(model, batches, cfg.train, dtype, reduce_gradients=_average_gradients)
