@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -19,20 +18,12 @@ from storage.registry import push, upload_package
 from vidgen import synth
 from vidgen.checkpoint import save_model
 from vidgen.model import VideoDiT
+from vidgen.pipelines import git_commit
 from vidgen.report import loss_curve_png
 from vidgen.text import TextEncoder
 from vidgen.training import eval_specs, evaluate
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _mean(values: list[float]) -> float:

@@ -75,7 +75,8 @@ def check_clip_shape(cfg: ModelConfig, frames: int | None, height: int | None, w
 # --- train ---
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
+    """The short commit of this checkout (recorded in model cards), or 'unknown' outside git."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
@@ -84,7 +85,7 @@ def _git_commit() -> str:
 
 
 def _model_card(cfg: TrainConfig, result: TrainResult, final: dict, command: str, mfu: float) -> str:
-    mcfg, commit = result.model.config, _git_commit()
+    mcfg, commit = result.model.config, git_commit()
     curve = "\n".join(
         f"| {e['minutes']:.1f} | {e['step']} | {e['train']['all_three']:.2f} | {e['heldout']['all_three']:.2f} |"
         for e in result.evals
