@@ -1,0 +1,142 @@
+"""Render manifests: JSONL or CSV rows of `{id, prompt, seed?, frames?, height?, width?, steps?, guidance?, ...}`.
+
+Manifests come from users and other tools, so every field is untrusted: ids become object keys and must be
+plain names, numbers are range-checked, unknown keys are refused. Validation never stops at the first problem:
+every bad row is reported as a `RowError` (line numbers as an editor shows them) and the good rows go on.
+A missing seed is derived from a digest of (run seed, id), so re-runs and other machines agree on it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+FORMATS = ("jsonl", "csv")
+
+
+class ManifestRow(BaseModel):
+    """One clip to render. Unset optional fields take the run config's defaults."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    id: str = Field(pattern=ID_PATTERN, description="names the output object: letters, digits, . _ -")
+    prompt: str = Field(min_length=1, max_length=500)
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    frames: int | None = Field(None, ge=1, le=1024)
+    height: int | None = Field(None, ge=8, le=4096)
+    width: int | None = Field(None, ge=8, le=4096)
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance: float | None = Field(None, ge=1.0, le=20.0)
+    negative_prompt: str | None = Field(None, max_length=500)
+    tier: Literal["edge", "cloud"] | None = None
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A manifest row that will not be rendered, and why; one line of errors.jsonl."""
+
+    line: int
+    id: str | None
+    field: str | None
+    reason: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int
+    row: ManifestRow
+
+
+def derive_seed(run_seed: int, row_id: str) -> int:
+    """A stable seed for a row without one: the same on every run and machine (unlike Python's `hash`)."""
+    digest = hashlib.sha256(f"{run_seed}:{row_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def output_key(row: ManifestRow) -> str:
+    """Where a row's video goes under the output URI; derived from the row alone, so re-runs find it."""
+    return f"videos/{row.id}.mp4"
+
+
+def _records(data: bytes, fmt: str) -> list[tuple[int, dict | None, str | None]]:
+    """(line, record or None, why not) for every non-blank row of the file."""
+    text = data.decode("utf-8-sig")  # tolerate a byte-order mark, as spreadsheet exports write one
+    records: list[tuple[int, dict | None, str | None]] = []
+    if fmt == "jsonl":
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                records.append((number, None, f"not valid JSON ({e.msg} at column {e.colno})"))
+                continue
+            if not isinstance(record, dict):
+                records.append((number, None, f"a row must be a JSON object, not {type(record).__name__}"))
+                continue
+            records.append((number, record, None))
+        return records
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    for record in reader:
+        number = reader.line_num
+        if None in record:
+            records.append((number, None, "more cells than the header has columns"))
+            continue
+        cleaned = {k.strip(): v for k, v in record.items() if v is not None and v.strip() != ""}
+        if cleaned:
+            records.append((number, cleaned, None))
+    return records
+
+
+def parse_manifest(data: bytes, fmt: str) -> tuple[list[Row], list[RowError]]:
+    """Validate every row; returns the good rows and one RowError per bad row (duplicated ids: every occurrence)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown manifest format {fmt!r}: name the file .jsonl or .csv")
+    try:
+        records = _records(data, fmt)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"the manifest is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    rows, errors = [], []
+    for number, record, problem in records:
+        if record is None:
+            errors.append(RowError(number, None, None, problem))
+            continue
+        row_id = record.get("id") if isinstance(record.get("id"), str) else None
+        try:
+            rows.append(Row(number, ManifestRow.model_validate(record)))
+        except ValidationError as e:
+            for err in e.errors():
+                field = ".".join(str(p) for p in err["loc"]) or None
+                reason = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+                errors.append(RowError(number, row_id, field, reason))
+    lines_by_id: dict[str, list[int]] = {}
+    for r in rows:
+        lines_by_id.setdefault(r.row.id, []).append(r.line)
+    duplicated = {i: lines for i, lines in lines_by_id.items() if len(lines) > 1}
+    for r in rows:
+        if r.row.id in duplicated:
+            others = ", ".join(str(n) for n in duplicated[r.row.id])
+            errors.append(RowError(r.line, r.row.id, "id", f"duplicate id: it appears on lines {others}; ids name "
+                                                             "the output files, so each must be unique"))
+    good = [r for r in rows if r.row.id not in duplicated]
+    return good, sorted(errors, key=lambda e: (e.line, e.field or ""))
+
+
+def manifest_format(name: str) -> str:
+    """'jsonl' or 'csv' from a file name; ValueError naming the fix otherwise."""
+    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if suffix in ("jsonl", "ndjson"):
+        return "jsonl"
+    if suffix == "csv":
+        return "csv"
+    raise ValueError(f"cannot tell the manifest format of {name!r}: name it .jsonl (one JSON object a line) or .csv")

@@ -1,0 +1,65 @@
+"""Manifest validation: every bad row reported with its line, the good ones kept, nothing trusted."""
+
+import json
+
+import pytest
+
+from storage.manifest import derive_seed, manifest_format, output_key, parse_manifest
+
+
+def _jsonl(*rows) -> bytes:
+    return "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows).encode()
+
+
+def test_good_rows_parse_with_optional_fields_left_unset():
+    rows, errors = parse_manifest(_jsonl({"id": "a1", "prompt": "a red square moving up", "seed": 3},
+                                         "", {"id": "b.2", "prompt": "  a blue circle  ", "steps": 8, "tier": "edge"}),
+                                  "jsonl")
+    assert errors == []
+    assert [(r.line, r.row.id) for r in rows] == [(1, "a1"), (3, "b.2")]
+    assert rows[1].row.prompt == "a blue circle" and rows[1].row.seed is None and rows[1].row.tier == "edge"
+    assert output_key(rows[0].row) == "videos/a1.mp4"
+
+
+def test_every_bad_row_is_reported_with_its_line_and_field():
+    data = _jsonl(
+        {"id": "ok", "prompt": "a red square moving up"},
+        {"id": "no-prompt"},
+        {"id": "neg", "prompt": "x", "frames": -8},
+        {"id": "extra", "prompt": "x", "colour": "red"},
+        '{"id": "broken", "prompt": ',
+        {"id": "dup", "prompt": "x"},
+        {"id": "dup", "prompt": "y"},
+        {"id": "../escape", "prompt": "x"},
+        "[1, 2]",
+        {"id": "fine", "prompt": "a green circle moving left", "guidance": 3.5},
+    )
+    rows, errors = parse_manifest(data, "jsonl")
+    assert [r.row.id for r in rows] == ["ok", "fine"]
+    found = {(e.line, e.field) for e in errors}
+    assert found == {(2, "prompt"), (3, "frames"), (4, "colour"), (5, None), (6, "id"), (7, "id"), (8, "id"),
+                     (9, None)}
+    by_line = {e.line: e for e in errors}
+    assert by_line[4].reason == "unknown field" and by_line[2].id == "no-prompt"
+    assert "not valid JSON" in by_line[5].reason and "JSON object" in by_line[9].reason
+    assert "lines 6, 7" in by_line[6].reason
+    assert json.loads(by_line[3].to_json()) == {"line": 3, "id": "neg", "field": "frames",
+                                                "reason": by_line[3].reason}
+
+
+def test_csv_with_a_byte_order_mark_and_empty_cells():
+    data = "\ufeffid,prompt,seed,steps\nc1,a red square moving up,4,\nc2,,5,8\nc3,a cyan triangle,x,\n".encode()
+    rows, errors = parse_manifest(data, "csv")
+    assert [(r.line, r.row.id, r.row.seed, r.row.steps) for r in rows] == [(2, "c1", 4, None)]
+    assert {(e.line, e.field) for e in errors} == {(3, "prompt"), (4, "seed")}
+
+
+def test_seeds_derive_stably_and_formats_come_from_the_name():
+    assert derive_seed(0, "a1") == derive_seed(0, "a1") != derive_seed(1, "a1")
+    assert 0 <= derive_seed(7, "x") < 2**31
+    assert derive_seed(0, "a1") == 796042107  # = sha256("0:a1")[:4] & 0x7FFFFFFF; must never change
+    assert manifest_format("prompts.JSONL") == "jsonl" and manifest_format("p.csv") == "csv"
+    with pytest.raises(ValueError, match=r"\.jsonl .* or \.csv"):
+        manifest_format("prompts.txt")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        parse_manifest(b"\xff\xfe\x00bad", "jsonl")
