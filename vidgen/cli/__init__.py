@@ -27,10 +27,11 @@ log = logging.getLogger("vidgen")
 
 
 def _add_subcommands() -> None:
-    from vidgen.cli import data, models
+    from vidgen.cli import data, models, render
 
     app.add_typer(data.app, name="data")
     app.add_typer(models.app, name="models")
+    app.command("render")(render.render)
 
 
 @app.command()
