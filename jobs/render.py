@@ -55,8 +55,9 @@ class RenderConfig(BaseModel):
                                                                "(default: the model's)")
     guidance: float | None = Field(None, ge=1.0, le=20.0, description="guidance for rows that name none")
     batch_size: int = Field(8, ge=1, le=256, description="clips sampled together by one actor")
-    actors: int = Field(1, ge=1, description="sampling actors, each holding the model once")
-    cpus_per_actor: int = Field(2, ge=1, description="CPUs (and torch threads) per actor")
+    # 2 single-threaded actors beat 1 two-threaded one on 2 cores (benchmarks/render.py: 1.3x steady state)
+    actors: int = Field(2, ge=1, description="sampling actors, each holding the model once")
+    cpus_per_actor: int = Field(1, ge=1, description="CPUs (and torch threads) per actor")
     preview: bool = Field(False, description="also write preview.png, a contact sheet of the first clips")
     s3: S3Config = Field(default_factory=S3Config)
     die_after_batches: int | None = Field(None, ge=1, description="test hook: the (only) actor process exits "

@@ -17,7 +17,7 @@ def render(
     model: Annotated[str | None, typer.Option(help="model folder, shipped model or registry reference "
                                                    "(default: the demo model)")] = None,
     batch_size: Annotated[int, typer.Option(help="clips sampled together")] = 8,
-    actors: Annotated[int, typer.Option(help="sampling actors (each loads the model once)")] = 1,
+    actors: Annotated[int, typer.Option(help="sampling actors, one CPU each (each loads the model once)")] = 2,
     seed: Annotated[int, typer.Option(help="run seed: rows without a seed get one derived from (seed, id)")] = 0,
     preview: Annotated[bool, typer.Option(help="also write preview.png, a contact sheet of the first clips")] =
         False,
