@@ -60,7 +60,7 @@ class RenderConfig(BaseModel):
     cpus_per_actor: int = Field(1, ge=1, description="CPUs (and torch threads) per actor")
     preview: bool = Field(False, description="also write preview.png, a contact sheet of the first clips")
     s3: S3Config = Field(default_factory=S3Config)
-    die_after_batches: int | None = Field(None, ge=1, description="test hook: the (only) actor process exits "
+    die_after_batches: int | None = Field(None, ge=1, description="test hook: each actor process exits "
                                                                   "after writing this many batches and is not "
                                                                   "restarted, so the job dies mid-run")
 
@@ -204,7 +204,8 @@ def render(cfg: RenderConfig, address: str | None = None,
         ensure_ray(address, num_cpus=max(cfg.actors * cfg.cpus_per_actor, 1))
         stream = ray.data.from_items([{"rows": json.dumps(b)} for b in batches], override_num_blocks=len(batches))
         stream = stream.map_batches(
-            Renderer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=cfg.cpus_per_actor,
+            Renderer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(batches))),
+            num_cpus=cfg.cpus_per_actor,
             fn_constructor_kwargs={"folder": str(folder), "out": out.uri, "s3": cfg.s3.model_dump(),
                                    "model_label": label, "threads": cfg.cpus_per_actor,
                                    "die_after_batches": cfg.die_after_batches},

@@ -61,7 +61,7 @@ def test_a_killed_run_resumes_to_every_good_row_exactly_once_on_s3(ray_cluster, 
     folder, _ = micro_model_dir
     out = f"s3://render-{uuid.uuid4().hex[:10]}/out"
     with pytest.raises(Exception, match="(?i)actor|died|worker"):  # the actor process exits after one batch
-        render(_cfg(manifest, out, folder, s3=s3_config, die_after_batches=1))
+        render(_cfg(manifest, out, folder, s3=s3_config, die_after_batches=1, actors=1))
     store = ObjectStore(s3_config)
     assert len(store.list(f"{out}/videos")) == 3 and not store.exists(f"{out}/results.jsonl")  # one batch of 3
     summary = render(_cfg(manifest, out, folder, s3=s3_config))
