@@ -201,7 +201,7 @@ def render(cfg: RenderConfig, address: str | None = None,
     label = _model_label(cfg.model, folder)
     rendered, failed = 0, []
     if batches:
-        ensure_ray(address, num_cpus=max(cfg.actors * cfg.cpus_per_actor, 1))
+        ensure_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.actors * cfg.cpus_per_actor))
         stream = ray.data.from_items([{"rows": json.dumps(b)} for b in batches], override_num_blocks=len(batches))
         stream = stream.map_batches(
             Renderer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(batches))),

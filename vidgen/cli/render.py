@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -43,13 +44,15 @@ def render(
         with bar:
             task = bar.add_task("rendering", total=None, status="")
             counts = {"done": 0, "failed": 0}
+            started = time.perf_counter()
 
             def on_batch(results: list[dict], left: int) -> None:
                 counts["done"] += sum(r["ok"] for r in results)
                 counts["failed"] += sum(not r["ok"] for r in results)
                 bar.update(task, total=counts["done"] + counts["failed"] + left,
                            completed=counts["done"] + counts["failed"],
-                           status=f"{counts['done']} rendered, {counts['failed']} failed, {left} left")
+                           status=f"{counts['done']} rendered, {counts['failed']} failed, {left} left, "
+                                  f"{counts['done'] / (time.perf_counter() - started):.1f} clips/s")
 
             summary = run_render(cfg, address, on_batch)
     except (StorageError, ModelFileError, ValueError) as err:
