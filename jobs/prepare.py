@@ -14,7 +14,6 @@ Run it:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -23,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from jobs._entrypoint import job_arguments
 from jobs._ray import ensure_ray
 from storage import video
 from storage.datasets import finish_dataset
@@ -160,13 +159,7 @@ def prepare(cfg: PrepareConfig, address: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML file with PrepareConfig fields")
-    parser.add_argument("--address", default=None, help="Ray address to join (e.g. auto); default: start one")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    with open(args.config) as f:
-        cfg = PrepareConfig(**(yaml.safe_load(f) or {}))
+    cfg, args = job_arguments(argv, __doc__, PrepareConfig)
     summary = prepare(cfg, args.address, lambda e, total: log.info("wrote %s (%d samples)", e.name, len(e.samples)))
     log.info("data set ready: %s", json.dumps(summary))
     return 0

@@ -18,7 +18,6 @@ Run it:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -29,9 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from jobs._entrypoint import job_arguments
 from jobs._ray import ensure_ray
 from storage.manifest import ManifestRow, RowError, derive_seed, manifest_format, output_key, parse_manifest
 from storage.objectstore import AlreadyExists, ObjectStore, S3Config, parse_uri
@@ -246,13 +245,7 @@ def _preview(store: ObjectStore, out, records: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML file with RenderConfig fields")
-    parser.add_argument("--address", default=None, help="Ray address to join (e.g. auto); default: start one")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    with open(args.config) as f:
-        cfg = RenderConfig.model_validate(yaml.safe_load(f) or {})
+    cfg, args = job_arguments(argv, __doc__, RenderConfig)
     summary = render(cfg, args.address)
     log.info("done: %s", json.dumps({k: v for k, v in summary.items() if k != "config"}))
     return 2 if summary["errors"] else 0

@@ -30,7 +30,6 @@ Edges found on these machines (DeepSpeed 0.19.8, Ray 2.60 with Train V2, torch 2
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -38,8 +37,7 @@ import os
 import sys
 import time
 
-import yaml
-
+from jobs._entrypoint import job_arguments
 from jobs._ray import ensure_ray
 from jobs.train_config import DistributedConfig
 from storage.cards import parse_card
@@ -145,14 +143,8 @@ def run_training(cfg: DistributedConfig, address: str | None = None, resume: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML file with DistributedConfig fields")
-    parser.add_argument("--address", default=None, help="Ray address to join (e.g. auto); default: start one")
-    parser.add_argument("--resume", default=None, help="name of a run under `runs` to continue")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    with open(args.config) as f:
-        cfg = DistributedConfig.model_validate(yaml.safe_load(f) or {})
+    cfg, args = job_arguments(argv, __doc__, DistributedConfig,
+                              ("--resume", {"default": None, "help": "name of a run under `runs` to continue"}))
     summary = run_training(cfg, args.address, args.resume)
     log.info("done: %s", json.dumps(summary))
     return 0

@@ -1,0 +1,23 @@
+"""The command line every job module shares: `python -m jobs.NAME --config FILE [--address ADDR] ...`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import yaml
+from pydantic import BaseModel
+
+
+def job_arguments(argv: list[str] | None, doc: str, config_cls: type[BaseModel],
+                  *extra: tuple[str, dict]) -> tuple[BaseModel, argparse.Namespace]:
+    """Parse the job's flags, set up logging, and load its typed config from the YAML file."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help=f"YAML file with {config_cls.__name__} fields")
+    parser.add_argument("--address", default=None, help="Ray address to join (e.g. auto); default: start one")
+    for flag, options in extra:
+        parser.add_argument(flag, **options)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with open(args.config) as f:
+        return config_cls.model_validate(yaml.safe_load(f) or {}), args
