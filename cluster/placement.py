@@ -1,0 +1,125 @@
+"""Where a video request runs: the edge tier (distilled, int8, CPU) or the cloud tier (full model, GPU).
+
+A pure function, so it is tested without a cluster. The rules apply in order:
+  1. jurisdiction  a tier may only serve the regions it is allowed in (451 when none may)
+  2. capability    the edge model renders only up to a quality, frame count and pixel count (422 when none can)
+  3. health        an unhealthy, empty or overloaded tier is skipped; the request's preferred (cheapest capable)
+                   tier spills to the other only when the request allows it (503 otherwise)
+  4. latency       the queue-adjusted estimate must fit the request's budget (503 naming the estimates otherwise)
+  5. cost          the cheapest tier left wins; equal costs go to the faster one
+Thresholds are `PolicyConfig`, not constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Quality = Literal["draft", "standard", "high"]
+QUALITY_ORDER = {"draft": 0, "standard": 1, "high": 2}
+
+
+class PolicyConfig(BaseModel):
+    """What the edge model can render and when a tier counts as overloaded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    edge_max_quality: Quality = Field("standard", description="highest quality the edge model is trusted with")
+    edge_max_frames: int = Field(16, ge=1)
+    edge_max_pixels: int = Field(64 * 64, ge=1, description="height x width the edge model can make")
+    overload_queue_per_replica: float = Field(8.0, gt=0, description="queued requests per replica above which "
+                                                                     "a tier takes no more")
+
+
+class TierState(BaseModel):
+    """A tier as its replicas report it."""
+
+    name: Literal["edge", "cloud"]
+    healthy: bool = True
+    replicas: int = Field(1, ge=0)
+    queue_depth: int = Field(0, ge=0, description="requests waiting or running across the tier's replicas")
+    seconds_per_clip: float = Field(gt=0, description="measured time of one clip on one replica")
+    cost_per_clip: float = Field(ge=0)
+    regions: list[str] = Field(default_factory=list, description="regions it may serve; empty means any")
+
+    def estimated_ms(self) -> float:
+        """Time to a finished clip if sent now: its own clip plus its share of the queue ahead of it."""
+        return 1000 * self.seconds_per_clip * (1 + self.queue_depth / max(self.replicas, 1))
+
+
+class PlacementRequest(BaseModel):
+    """What the caller asks for."""
+
+    quality: Quality = "standard"
+    frames: int = Field(8, ge=1)
+    height: int = Field(32, ge=1)
+    width: int = Field(32, ge=1)
+    latency_budget_ms: float | None = Field(None, gt=0)
+    region: str | None = None
+    allow_spill: bool = True
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The chosen tier (None when refused), why, and the HTTP status to answer with."""
+
+    tier: str | None
+    reason: str
+    status: int = 200
+
+
+def _can_render(tier: TierState, request: PlacementRequest, cfg: PolicyConfig) -> str | None:
+    """None if the tier's model can make the request, else why not."""
+    if tier.name == "cloud":
+        return None
+    if QUALITY_ORDER[request.quality] > QUALITY_ORDER[cfg.edge_max_quality]:
+        return f"edge renders quality up to {cfg.edge_max_quality}, asked {request.quality}"
+    if request.frames > cfg.edge_max_frames:
+        return f"edge renders up to {cfg.edge_max_frames} frames, asked {request.frames}"
+    if request.height * request.width > cfg.edge_max_pixels:
+        return f"edge renders up to {cfg.edge_max_pixels} pixels a frame, asked {request.height}x{request.width}"
+    return None
+
+
+def _unusable(tier: TierState, cfg: PolicyConfig) -> str | None:
+    if not tier.healthy:
+        return f"{tier.name} is unhealthy"
+    if tier.replicas == 0:
+        return f"{tier.name} has no replicas"
+    if tier.queue_depth / tier.replicas > cfg.overload_queue_per_replica:
+        return f"{tier.name} is overloaded ({tier.queue_depth} queued on {tier.replicas} replicas)"
+    return None
+
+
+def place(request: PlacementRequest, tiers: list[TierState], cfg: PolicyConfig | None = None) -> Placement:
+    """Choose a tier for `request`, or refuse with the reason and status code."""
+    cfg = cfg or PolicyConfig()
+    allowed = [t for t in tiers if request.region is None or not t.regions or request.region in t.regions]
+    if not allowed:
+        return Placement(None, f"no tier may serve region {request.region!r}", 451)
+    capable = [t for t in allowed if _can_render(t, request, cfg) is None]
+    if not capable:
+        why = "; ".join(_can_render(t, request, cfg) for t in allowed)
+        return Placement(None, f"no tier can render this request: {why}", 422)
+    ranked = sorted(capable, key=lambda t: (t.cost_per_clip, t.estimated_ms()))
+    preferred = ranked[0]
+    problems = {t.name: _unusable(t, cfg) for t in ranked}
+    usable = [t for t in ranked if problems[t.name] is None]
+    if problems[preferred.name] and not request.allow_spill:
+        return Placement(None, f"{problems[preferred.name]} and the request does not allow spilling", 503)
+    if not usable:
+        return Placement(None, "; ".join(p for p in problems.values() if p), 503)
+    budget = request.latency_budget_ms
+    in_time = [t for t in usable if budget is None or t.estimated_ms() <= budget]
+    if not in_time:
+        estimates = ", ".join(f"{t.name} ~{t.estimated_ms():.0f} ms" for t in usable)
+        return Placement(None, f"no tier meets the {budget:.0f} ms budget: {estimates}", 503)
+    chosen = in_time[0]
+    if chosen is preferred:
+        return Placement(chosen.name, f"cheapest capable tier (cost {chosen.cost_per_clip:g}, "
+                                      f"~{chosen.estimated_ms():.0f} ms)")
+    why = problems[preferred.name] or f"{preferred.name} ~{preferred.estimated_ms():.0f} ms exceeds the " \
+                                      f"{budget:.0f} ms budget"
+    return Placement(chosen.name, f"spilled from {preferred.name}: {why}")

@@ -1,0 +1,52 @@
+"""The placement policy, rule by rule and in order: jurisdiction, capability, health, latency, cost."""
+
+import pytest
+
+from cluster.placement import PlacementRequest, PolicyConfig, TierState, place
+
+
+def edge(**kw):
+    return TierState(**{"name": "edge", "seconds_per_clip": 0.5, "cost_per_clip": 1.0, **kw})
+
+
+def cloud(**kw):
+    return TierState(**{"name": "cloud", "seconds_per_clip": 0.2, "cost_per_clip": 10.0, **kw})
+
+
+CASES = [
+    # (request, tiers, expected tier, expected status, words in the reason)
+    ({}, [edge(), cloud()], "edge", 200, "cheapest"),
+    ({"quality": "high"}, [edge(), cloud()], "cloud", 200, "cheapest capable"),
+    ({"frames": 32}, [edge(), cloud()], "cloud", 200, "cheapest capable"),
+    ({"height": 128, "width": 128}, [edge(), cloud()], "cloud", 200, "cheapest capable"),
+    ({"quality": "high"}, [edge()], None, 422, "quality up to standard"),
+    ({"region": "eu"}, [edge(regions=["us"]), cloud(regions=["eu"])], "cloud", 200, "cheapest"),
+    ({"region": "eu"}, [edge(regions=["us"]), cloud(regions=["us"])], None, 451, "region 'eu'"),
+    ({"region": "eu", "quality": "high"}, [edge(regions=["eu"]), cloud(regions=["us"])], None, 422, "quality"),
+    ({}, [edge(healthy=False), cloud()], "cloud", 200, "spilled from edge: edge is unhealthy"),
+    ({}, [edge(queue_depth=20, replicas=2), cloud()], "cloud", 200, "spilled from edge: edge is overloaded"),
+    ({}, [edge(replicas=0), cloud()], "cloud", 200, "edge has no replicas"),
+    ({"allow_spill": False}, [edge(healthy=False), cloud()], None, 503, "does not allow spilling"),
+    ({}, [edge(healthy=False), cloud(healthy=False)], None, 503, "cloud is unhealthy"),
+    ({"latency_budget_ms": 400}, [edge(), cloud()], "cloud", 200, "edge ~500 ms exceeds the 400 ms budget"),
+    ({"latency_budget_ms": 1200}, [edge(queue_depth=2), cloud()], "cloud", 200, "edge ~1500 ms"),
+    ({"latency_budget_ms": 100}, [edge(), cloud()], None, 503, "no tier meets the 100 ms budget"),
+    ({"latency_budget_ms": 600}, [edge(), cloud()], "edge", 200, "cheapest"),
+    ({}, [edge(cost_per_clip=10.0, seconds_per_clip=0.3), cloud()], "cloud", 200, "cheapest"),  # tie: faster
+]
+
+
+@pytest.mark.parametrize(("request_fields", "tiers", "tier", "status", "words"), CASES)
+def test_rules_and_their_order(request_fields, tiers, tier, status, words):
+    placement = place(PlacementRequest(**request_fields), tiers)
+    assert (placement.tier, placement.status) == (tier, status), placement.reason
+    assert words in placement.reason
+
+
+def test_thresholds_are_config():
+    strict = PolicyConfig(edge_max_frames=4, overload_queue_per_replica=1)
+    assert place(PlacementRequest(frames=8), [edge(), cloud()], strict).tier == "cloud"
+    assert place(PlacementRequest(frames=4), [edge(queue_depth=2), cloud()], strict).tier == "cloud"
+    assert place(PlacementRequest(frames=4), [edge(queue_depth=1), cloud()], strict).tier == "edge"
+    with pytest.raises(ValueError, match="overload_queue_per_replica"):
+        PolicyConfig(overload_queue_per_replica=0)
