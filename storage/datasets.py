@@ -10,7 +10,16 @@ from dataclasses import dataclass
 from storage.cards import CardError, parse_card, render_card
 from storage.objectstore import Location, NotFound, ObjectStore, StorageError, parse_uri
 from storage.package import sha256_bytes
-from storage.shards import CARD_FILE, INDEX_FILE, SHARD_FOLDER, Index, ShardEntry, ShardError, verified_samples
+from storage.shards import (
+    CARD_FILE,
+    INDEX_FILE,
+    SHARD_FOLDER,
+    Index,
+    ShardEntry,
+    ShardError,
+    split_counts,
+    verified_samples,
+)
 
 log = logging.getLogger(__name__)
 TRAIN_SPLIT = "train"
@@ -33,9 +42,7 @@ class Dataset:
 
 def dataset_card(meta: dict, body: str, shards: list[ShardEntry]) -> str:
     """The card with counts filled in from the shards themselves, so they cannot disagree with the index."""
-    counts: dict[str, int] = {}
-    for shard in shards:
-        counts[shard.split] = counts.get(shard.split, 0) + len(shard.samples)
+    counts = split_counts(shards)
     return render_card({**meta, "num_samples": sum(counts.values()), "num_shards": len(shards),
                         "splits": counts}, body)
 
@@ -131,13 +138,14 @@ def _shard_problems(store: ObjectStore, dataset: Dataset, shard: ShardEntry) -> 
     return problems
 
 
-def verify_dataset(store: ObjectStore, uri: str, on_shard: Callable[[ShardEntry, list[str]], None] | None = None,
-                   threads: int = 8) -> list[str]:
+def verify_dataset(store: ObjectStore, dataset: str | Dataset,
+                   on_shard: Callable[[ShardEntry, list[str]], None] | None = None, threads: int = 8) -> list[str]:
     """Re-check every shard and sample checksum, the card, and leakage; return every problem found (empty: good).
 
-    Raises StorageError only when the data set cannot be opened at all (no index, unreadable card).
+    `dataset` is a URI or an already opened Dataset. Raises StorageError only when the data set cannot be
+    opened at all (no index, unreadable card).
     """
-    dataset = open_dataset(store, uri)
+    dataset = open_dataset(store, dataset) if isinstance(dataset, str) else dataset
     problems = card_problems(dataset)
     listed = {s.name for s in dataset.index.shards}
     problems += [f"shard {o.uri} is not listed in the index" for o in store.list(dataset.location.join(SHARD_FOLDER))

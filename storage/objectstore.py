@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -272,7 +273,11 @@ class ObjectStore:
         """Stream a local file into an object (multipart on S3)."""
         loc = parse_uri(uri)
         if loc.scheme == "file":
-            self.write(loc, Path(src).read_bytes())
+            path = Path(loc.key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+            shutil.copyfile(src, tmp)
+            tmp.replace(path)
             return
         fs, path = self.filesystem(loc)
         with self._errors(loc, "write"), open(src, "rb") as f, fs.open_output_stream(path) as out:

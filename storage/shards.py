@@ -183,7 +183,12 @@ class Index:
         return sum(len(s.samples) for s in self.shards)
 
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for shard in self.shards:
-            counts[shard.split] = counts.get(shard.split, 0) + len(shard.samples)
-        return counts
+        return split_counts(self.shards)
+
+
+def split_counts(shards: list[ShardEntry]) -> dict[str, int]:
+    """{split: samples} over the shards, in the order the splits first appear."""
+    counts: dict[str, int] = {}
+    for shard in shards:
+        counts[shard.split] = counts.get(shard.split, 0) + len(shard.samples)
+    return counts

@@ -17,8 +17,9 @@ from vidgen.cli._common import fail, progress, setup_logging
 from vidgen.config import preset_names
 
 app = typer.Typer(
-    help="vidgen: train, evaluate and generate short text-to-video clips with a small diffusion transformer; "
-         "prepare data sets in object storage and keep versioned models in a registry.",
+    help="vidgen: train (in one process, or on Ray Train + DeepSpeed), evaluate, generate and bulk-render short "
+         "text-to-video clips with a small diffusion transformer; prepare data sets in object storage and keep "
+         "versioned models in a registry.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

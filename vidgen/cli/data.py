@@ -73,10 +73,11 @@ def verify(
     store = ObjectStore()
     bar = progress()
     try:
-        total = len(open_dataset(store, uri).index.shards)
+        dataset = open_dataset(store, uri)
+        total = len(dataset.index.shards)
         with bar:
             task = bar.add_task("verifying shards", total=total, status="")
-            problems = verify_dataset(store, uri, lambda shard, found: bar.update(
+            problems = verify_dataset(store, dataset, lambda shard, found: bar.update(
                 task, advance=1, status=f"{shard.name}: {'ok' if not found else f'{len(found)} problems'}"))
     except StorageError as err:
         fail(str(err))
