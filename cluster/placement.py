@@ -5,7 +5,8 @@ A pure function, so it is tested without a cluster. The rules apply in order:
   2. capability    the edge model renders only up to a quality, frame count and pixel count (422 when none can)
   3. health        an unhealthy, empty or overloaded tier is skipped; the request's preferred (cheapest capable)
                    tier spills to the other only when the request allows it (503 otherwise)
-  4. latency       the queue-adjusted estimate must fit the request's budget (503 naming the estimates otherwise)
+  4. latency       the queue-adjusted estimate must fit the request's budget (503 naming the estimates otherwise;
+                   422 when even an idle tier is too slow: waiting would not help)
   5. cost          the cheapest tier left wins; equal costs go to the faster one
 Thresholds are `PolicyConfig`, not constants.
 """
@@ -114,8 +115,12 @@ def place(request: PlacementRequest, tiers: list[TierState], cfg: PolicyConfig |
     budget = request.latency_budget_ms
     in_time = [t for t in usable if budget is None or t.estimated_ms() <= budget]
     if not in_time:
+        if all(1000 * t.seconds_per_clip > budget for t in capable):
+            fastest = min(1000 * t.seconds_per_clip for t in capable)
+            return Placement(None, f"latency_budget_ms {budget:.0f} is below the fastest tier's {fastest:.0f} ms a "
+                                   "clip even with nothing queued; allow more time", 422)
         estimates = ", ".join(f"{t.name} ~{t.estimated_ms():.0f} ms" for t in usable)
-        return Placement(None, f"no tier meets the {budget:.0f} ms budget: {estimates}", 503)
+        return Placement(None, f"no tier meets the {budget:.0f} ms budget now: {estimates}", 503)
     chosen = in_time[0]
     if chosen is preferred:
         return Placement(chosen.name, f"cheapest capable tier (cost {chosen.cost_per_clip:g}, "

@@ -85,8 +85,10 @@ def ray_cluster():
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="vidgen-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
-    # 3 CPU slots on 2 cores: two training workers and the Ray Data stream that feeds them
-    ray.init(address="local", num_cpus=3, object_store_memory=256 * 2**20, include_dashboard=False,
+    # 3 CPU slots on 2 cores: two training workers and the Ray Data stream that feeds them; `edge` and `cloud` for
+    # the serving tiers' replicas (two edge replicas at most, one cloud)
+    ray.init(address="local", num_cpus=3, resources={"edge": 2, "cloud": 1}, object_store_memory=256 * 2**20,
+             include_dashboard=False,
              _temp_dir=temp_dir, logging_level="warning", log_to_driver=False)
     from jobs._ray import configure_data_context
 

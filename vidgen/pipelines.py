@@ -189,7 +189,7 @@ def train_to_folder(cfg: TrainConfig, out: str | Path, encoder: TextEncoder | No
 # --- generate and evaluate ---
 
 
-def _sampler_for(folder: Path, steps: int | None, guidance: float | None) -> SamplerConfig:
+def sampler_for(folder: Path, steps: int | None, guidance: float | None) -> SamplerConfig:
     """The model's saved sampler settings, with the caller's steps and guidance where given (validated)."""
     saved = SamplerConfig(**read_config(folder).get("sampler", {}))
     return SamplerConfig(steps=saved.steps if steps is None else steps,
@@ -213,7 +213,7 @@ def generate(model_ref: str | Path | None, prompts: list[str], seeds: list[int],
     folder = resolve_model(str(model_ref) if model_ref is not None else None)
     model = load_model(folder)
     check_clip_shape(model.config, frames, height, width)
-    sampler = _sampler_for(folder, steps, guidance)
+    sampler = sampler_for(folder, steps, guidance)
     encoder = encoder or TextEncoder()
     text = encoder.encode(prompts)
     out: GenerationOutput = sample(model, text, seeds, sampler.steps, sampler.guidance,
@@ -226,7 +226,7 @@ def evaluate_model(model_ref: str | None, clips: int = 96, seed: int = 0, steps:
     """Prompt accuracy of a saved model on seen, held-out and paraphrased prompts."""
     folder = resolve_model(model_ref)
     model = load_model(folder)
-    sampler = _sampler_for(folder, steps, guidance)
+    sampler = sampler_for(folder, steps, guidance)
     result = evaluate_all(model, TextEncoder(), sampler, clips, seed, autocast_dtype("auto"))
     return {"model": str(folder), "clips_per_split": clips, "sampler": sampler.model_dump(), **result}
 

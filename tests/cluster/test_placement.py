@@ -30,7 +30,9 @@ CASES = [
     ({}, [edge(healthy=False), cloud(healthy=False)], None, 503, "cloud is unhealthy"),
     ({"latency_budget_ms": 400}, [edge(), cloud()], "cloud", 200, "edge ~500 ms exceeds the 400 ms budget"),
     ({"latency_budget_ms": 1200}, [edge(queue_depth=2), cloud()], "cloud", 200, "edge ~1500 ms"),
-    ({"latency_budget_ms": 100}, [edge(), cloud()], None, 503, "no tier meets the 100 ms budget"),
+    ({"latency_budget_ms": 100}, [edge(), cloud()], None, 422, "below the fastest tier's 200 ms"),
+    ({"latency_budget_ms": 350}, [edge(queue_depth=1), cloud(queue_depth=1)], None, 503,
+     "no tier meets the 350 ms budget now"),
     ({"latency_budget_ms": 600}, [edge(), cloud()], "edge", 200, "cheapest"),
     ({}, [edge(cost_per_clip=10.0, seconds_per_clip=0.3), cloud()], "cloud", 200, "cheapest"),  # tie: faster
 ]

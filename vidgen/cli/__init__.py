@@ -28,10 +28,11 @@ log = logging.getLogger("vidgen")
 
 
 def _add_subcommands() -> None:
-    from vidgen.cli import data, models, render
+    from vidgen.cli import data, models, render, serve
 
     app.add_typer(data.app, name="data")
     app.add_typer(models.app, name="models")
+    app.add_typer(serve.app, name="serve")
     app.command("render")(render.render)
 
 

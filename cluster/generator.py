@@ -1,0 +1,135 @@
+"""A tier's replica: one model loaded once, sampling one request at a time, reporting its state to the board.
+
+The sampler is not safe to run concurrently (and on a CPU two at once only share the cores), so renders run one
+at a time behind a lock; the requests waiting for it are held here (up to `max_ongoing_requests`), where the replica
+can count them. Every `report_every_s` the replica tells the `TierBoard` how many requests it holds and its
+measured seconds per step: that, not a guess, is what the placement policy reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import ray
+import torch
+from ray import serve
+
+log = logging.getLogger(__name__)
+
+# Weight of the newest render in the running estimate of seconds per step.
+EMA_WEIGHT = 0.3
+
+
+class PromptRejected(ValueError):
+    """The text encoder refused the prompt (e.g. too many tokens): the caller's fault, answered with 422."""
+
+
+class Generator:
+    """Deployed twice, as EdgeGenerator and CloudGenerator, with the tier's config."""
+
+    async def __init__(self, tier: str, tier_config: dict, board, report_every_s: float):
+        from cluster.serve_config import TierConfig
+        from vidgen.checkpoint import load_model
+        from vidgen.pipelines import resolve_model, sampler_for
+        from vidgen.text import TextEncoder
+
+        cfg = TierConfig.model_validate(tier_config)
+        torch.set_num_threads(cfg.torch_threads)
+        self.tier, self.board, self.report_every_s = tier, board, report_every_s
+        self.folder = resolve_model(cfg.model)
+        model = load_model(self.folder)
+        if cfg.int8:
+            from vidgen.quantize import quantize_int8
+
+            model = quantize_int8(model)
+        self.device = torch.device("cuda" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device)
+        self.model_ref = cfg.model
+        self.shape = (model.config.frames, model.config.height, model.config.width)
+        sampler = sampler_for(self.folder, cfg.steps, cfg.guidance)
+        self.steps, self.guidance = sampler.steps, sampler.guidance
+        self.int8 = cfg.int8
+        self.encoder = TextEncoder()
+        self.lock = threading.Lock()
+        self.held = 0
+        self.rendered = 0
+        context = ray.get_runtime_context()
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        self.actor_name = context.get_actor_name()
+        self.resources = context.get_assigned_resources()
+        started = time.perf_counter()
+        self._sample("a red square moving right", 0, self.steps, self.guidance)  # warm-up and first estimate
+        self.seconds_per_step = (time.perf_counter() - started) / self.steps
+        self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
+
+    def _sample(self, prompt: str, seed: int, steps: int, guidance: float):
+        from vidgen.diffusion import sample
+        from vidgen.training import autocast_dtype
+
+        dtype = autocast_dtype("auto") if self.device.type == "cpu" else torch.bfloat16
+        with self.lock, torch.inference_mode():
+            try:
+                text = self.encoder.encode([prompt])
+            except ValueError as exc:
+                raise PromptRejected(str(exc)) from None
+            return sample(self.model, text, [seed], steps, guidance, dtype).frames[0]
+
+    def _report(self) -> dict:
+        return {"tier": self.tier, "replica": self.replica, "actor_name": self.actor_name,
+                "resources": self.resources, "held": self.held, "rendered": self.rendered,
+                "seconds_per_step": self.seconds_per_step, "default_steps": self.steps}
+
+    async def _report_forever(self) -> None:
+        while True:
+            try:
+                await self.board.report.remote(self._report())
+            except Exception as exc:  # the board restarting must not take the replica down; the next report heals
+                log.warning("report to the tier board failed: %s", exc)
+            await asyncio.sleep(self.report_every_s)
+
+    async def render(self, request: dict) -> dict:
+        """Render one clip: `request` has prompt, seed and optional steps/guidance; returns MP4 bytes and facts,
+        or `rejected` with the reason when the prompt cannot be encoded."""
+        from storage.video import encode
+
+        steps = request.get("steps") or self.steps
+        guidance = request.get("guidance") or self.guidance
+        self.held += 1
+        try:
+            started = time.perf_counter()
+            clip = await asyncio.to_thread(self._sample, request["prompt"], request["seed"], steps, guidance)
+            seconds = time.perf_counter() - started
+            mp4 = await asyncio.to_thread(encode, clip)
+        except PromptRejected as exc:
+            return {"rejected": str(exc), "tier": self.tier, "replica": self.replica}
+        finally:
+            self.held -= 1
+        self.seconds_per_step += EMA_WEIGHT * (seconds / steps - self.seconds_per_step)
+        self.rendered += 1
+        return {"mp4": mp4, "tier": self.tier, "replica": self.replica, "steps": steps, "guidance": guidance,
+                "sample_s": seconds}
+
+    async def describe(self) -> dict:
+        """What this tier serves, for GET /v1/models."""
+        return {"tier": self.tier, "model": self.model_ref, "folder": self.folder.name, "int8": self.int8,
+                "steps": self.steps, "guidance": self.guidance, "frames": self.shape[0], "height": self.shape[1],
+                "width": self.shape[2], "device": self.device.type}
+
+
+class TierBoard:
+    """Collects the replicas' reports; the router reads a snapshot of the fresh ones."""
+
+    def __init__(self, stale_after_s: float):
+        self.stale_after_s = stale_after_s
+        self.reports: dict[str, dict] = {}
+
+    def report(self, report: dict) -> None:
+        self.reports[report["replica"]] = {**report, "seen": time.monotonic()}
+
+    def snapshot(self) -> list[dict]:
+        now = time.monotonic()
+        self.reports = {k: r for k, r in self.reports.items() if now - r["seen"] <= self.stale_after_s}
+        return list(self.reports.values())

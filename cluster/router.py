@@ -1,0 +1,265 @@
+"""The ingress deployment: FastAPI routes, bearer-token auth, limits, placement, sync and asynchronous renders.
+
+A request is checked (token, limits), placed by `cluster.placement.place` on the tier state the replicas reported,
+then rendered through that tier's DeploymentHandle. Short renders answer with the MP4; long ones (or `mode: async`)
+answer 202 with a job id, and the video and its status are written to `jobs_uri`, where any router replica can
+find them. A render whose replica dies is retried once on the same tier: the sampler is deterministic, so the retry
+makes the same clip.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+import uuid
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve import metrics
+
+from cluster.api import (
+    JOB_ID_PATTERN,
+    REASON_HEADER,
+    REPLICA_HEADER,
+    TIER_HEADER,
+    JobStatus,
+    ModelsResponse,
+    TierInfo,
+    VideoRequest,
+    check_limits,
+)
+from cluster.placement import Placement, TierState, place
+from cluster.serve_config import AuthConfig, ServeConfig
+from storage.objectstore import NotFound, ObjectStore, parse_uri
+
+log = logging.getLogger(__name__)
+
+# Request bodies are small JSON objects (the prompt is at most 1000 characters); anything far larger is refused
+# before it is parsed.
+MAX_BODY_BYTES = 16 * 1024
+LATENCY_BOUNDARIES_MS = [50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000]
+
+api = FastAPI(title="vidgen", version="1",
+              description="Text-to-video clips from a diffusion transformer, placed per request on an edge tier "
+                          "(int8, fewer steps, CPU) or a cloud tier (full model). Send `Authorization: Bearer "
+                          "<token>`. The chosen tier and the reason come back in the X-Vidgen-Tier and "
+                          "X-Vidgen-Placement-Reason headers.")
+bearer = HTTPBearer(auto_error=False, description="the token configured for this deployment")
+
+
+@api.middleware("http")
+async def refuse_large_bodies(request: Request, call_next):
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": f"request body over {MAX_BODY_BYTES} bytes"}]},
+                            status_code=413)
+    return await call_next(request)
+
+
+def token_digest(auth: AuthConfig, environ: dict[str, str]) -> str | None:
+    """The sha256 a presented token must match; None only when serving without auth was asked for."""
+    if auth.token_sha256:
+        return auth.token_sha256
+    token = environ.get(auth.token_env)
+    if token:
+        return hashlib.sha256(token.encode()).hexdigest()
+    if auth.insecure_local:
+        return None
+    raise RuntimeError(f"no bearer token configured: set {auth.token_env} where the router runs, or write "
+                       "auth.token_sha256 in the serve config, or serve on loopback with --insecure-local")
+
+
+def _error(status: int, detail, placement: Placement | None = None) -> JSONResponse:
+    headers = {REASON_HEADER: placement.reason} if placement else None
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
+@serve.ingress(api)
+class Router:
+    async def __init__(self, config: dict, edge, cloud, board):
+        import os
+
+        self.cfg = ServeConfig.model_validate(config)
+        self.digest = token_digest(self.cfg.auth, dict(os.environ))
+        self.handles = {"edge": edge, "cloud": cloud}
+        self.board = board
+        self.store = ObjectStore()
+        self.jobs = parse_uri(self.cfg.jobs_uri)
+        self.outstanding = {"edge": 0, "cloud": 0}
+        self.reports: list[dict] = []
+        self.described: dict[str, dict] = {}
+        self.background: set[asyncio.Task] = set()
+        self.requests = metrics.Counter("vidgen_requests", "requests by tier and outcome",
+                                        tag_keys=("tier", "outcome"))
+        self.latency = metrics.Histogram("vidgen_request_latency_ms", "time to the answer, by tier",
+                                         boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("tier",))
+        self.placements = metrics.Counter("vidgen_placements", "placements by tier and whether they spilled",
+                                          tag_keys=("tier", "spilled"))
+        self.refusals = metrics.Counter("vidgen_refusals", "requests no tier could take, by status",
+                                        tag_keys=("status",))
+        self._spawn(self._refresh_forever())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            try:
+                self.reports = await self.board.snapshot.remote()
+            except Exception as exc:
+                log.warning("tier board unreachable: %s", exc)
+            await asyncio.sleep(self.cfg.report_every_s)
+
+    def _authorize(self, credentials: HTTPAuthorizationCredentials | None) -> None:
+        if self.digest is None:
+            return
+        presented = hashlib.sha256(credentials.credentials.encode()).hexdigest() if credentials else ""
+        if not hmac.compare_digest(presented, self.digest):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    async def _describe(self, tier: str) -> dict:
+        if tier not in self.described:
+            self.described[tier] = await self.handles[tier].describe.remote()
+        return self.described[tier]
+
+    def _tier_states(self, steps: int | None) -> list[TierState]:
+        states = []
+        for name, tier in self.cfg.tiers.items():
+            reports = [r for r in self.reports if r["tier"] == name]
+            per_step = sum(r["seconds_per_step"] for r in reports) / len(reports) if reports else float("inf")
+            clip_steps = steps or (reports[0]["default_steps"] if reports else 1)
+            held = sum(r["held"] for r in reports)
+            states.append(TierState(name=name, healthy=bool(reports), replicas=len(reports),
+                                    queue_depth=max(held, self.outstanding[name]),
+                                    seconds_per_clip=per_step * clip_steps, cost_per_clip=tier.cost_per_clip,
+                                    regions=tier.regions))
+        return states
+
+    async def _render(self, tier: str, payload: dict) -> dict:
+        self.outstanding[tier] += 1
+        try:
+            try:
+                return await self.handles[tier].render.remote(payload)
+            except RayActorError as exc:
+                log.warning("%s replica died during a render (%s); retrying once", tier, exc)
+                return await self.handles[tier].render.remote(payload)
+        finally:
+            self.outstanding[tier] -= 1
+
+    def _job_uri(self, job_id: str, suffix: str) -> str:
+        return self.jobs.join(f"{job_id}{suffix}").uri
+
+    async def _write_status(self, status: JobStatus) -> None:
+        data = status.model_dump_json(indent=2).encode()
+        await asyncio.to_thread(self.store.write, self._job_uri(status.id, ".json"), data)
+
+    async def _run_job(self, status: JobStatus, payload: dict) -> None:
+        started = time.perf_counter()
+        try:
+            result = await self._render(status.tier, payload)
+            if "rejected" in result:
+                raise ValueError(result["rejected"])
+            await asyncio.to_thread(self.store.write, self._job_uri(status.id, ".mp4"), result["mp4"])
+            done = status.model_copy(update={"status": "done", "replica": result["replica"],
+                                             "video_url": self._job_uri(status.id, ".mp4"),
+                                             "content_url": f"/v1/videos/{status.id}/content"})
+            self.requests.inc(tags={"tier": status.tier, "outcome": "done"})
+        except Exception as exc:
+            log.exception("render job %s failed", status.id)
+            done = status.model_copy(update={"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            self.requests.inc(tags={"tier": status.tier, "outcome": "failed"})
+        self.latency.observe(1000 * (time.perf_counter() - started), tags={"tier": status.tier})
+        await self._write_status(done)
+
+    @api.get("/healthz", summary="Liveness, and how many replicas each tier has reporting")
+    async def healthz(self) -> dict:
+        replicas = {name: sum(r["tier"] == name for r in self.reports) for name in self.cfg.tiers}
+        return {"status": "ok" if all(replicas.values()) else "degraded", "replicas": replicas}
+
+    @api.get("/v1/models", response_model=ModelsResponse, summary="What each tier serves")
+    async def models(self, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ModelsResponse:
+        self._authorize(credentials)
+        states = {s.name: s for s in self._tier_states(None)}
+        tiers = []
+        for name in self.cfg.tiers:
+            state = states[name]
+            tiers.append(TierInfo(**await self._describe(name), replicas=state.replicas,
+                                  seconds_per_clip=state.seconds_per_clip if state.healthy else None))
+        return ModelsResponse(tiers=tiers)
+
+    @api.post("/v1/videos", summary="Render a clip: the MP4 (200) or a job to poll (202)",
+              responses={200: {"content": {"video/mp4": {}}, "description": "the clip"},
+                         202: {"model": JobStatus, "description": "accepted; poll GET /v1/videos/{id}"},
+                         401: {"description": "missing or wrong token"},
+                         413: {"description": "request body too large"},
+                         422: {"description": "a field is invalid or over this deployment's limits"},
+                         451: {"description": "no tier may serve the caller's region"},
+                         503: {"description": "no tier can take the request now (reason given)"}})
+    async def create_video(self, body: VideoRequest,
+                           credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
+        self._authorize(credentials)
+        started = time.perf_counter()
+        described = await self._describe("edge")
+        shape = (described["frames"], described["height"], described["width"])
+        problems = check_limits(body, self.cfg.limits, shape)
+        if problems:
+            return _error(422, [{"loc": ["body", p.field], "msg": p.reason} for p in problems])
+        placement = place(body.placement_request(shape), self._tier_states(body.steps), self.cfg.policy)
+        if placement.tier is None:
+            self.refusals.inc(tags={"status": str(placement.status)})
+            return _error(placement.status, placement.reason, placement)
+        spilled = placement.reason.startswith("spilled")
+        self.placements.inc(tags={"tier": placement.tier, "spilled": str(spilled).lower()})
+        headers = {TIER_HEADER: placement.tier, REASON_HEADER: placement.reason}
+        payload = {"prompt": body.prompt, "seed": body.seed, "steps": body.steps, "guidance": body.guidance}
+        estimate_ms = next(s for s in self._tier_states(body.steps) if s.name == placement.tier).estimated_ms()
+        if body.mode == "async" or (body.mode == "auto" and estimate_ms > self.cfg.sync_max_ms):
+            status = JobStatus(id=uuid.uuid4().hex, status="queued", tier=placement.tier, reason=placement.reason)
+            await self._write_status(status)
+            self._spawn(self._run_job(status, payload))
+            return JSONResponse(status.model_dump(), status_code=202,
+                                headers={**headers, "Location": f"/v1/videos/{status.id}"})
+        try:
+            result = await self._render(placement.tier, payload)
+        except Exception:
+            self.requests.inc(tags={"tier": placement.tier, "outcome": "failed"})
+            raise
+        if "rejected" in result:
+            self.requests.inc(tags={"tier": placement.tier, "outcome": "rejected"})
+            return _error(422, [{"loc": ["body", "prompt"], "msg": result["rejected"]}], placement)
+        self.requests.inc(tags={"tier": placement.tier, "outcome": "done"})
+        self.latency.observe(1000 * (time.perf_counter() - started), tags={"tier": placement.tier})
+        return Response(result["mp4"], media_type="video/mp4", headers={**headers, REPLICA_HEADER: result["replica"]})
+
+    async def _read_status(self, job_id: str) -> JobStatus:
+        try:
+            data = await asyncio.to_thread(self.store.read, self._job_uri(job_id, ".json"))
+        except NotFound:
+            raise HTTPException(404, f"no video job {job_id}") from None
+        return JobStatus.model_validate_json(data)
+
+    @api.get("/v1/videos/{job_id}", response_model=JobStatus, summary="A job's status and, once done, its URLs",
+             responses={404: {"description": "no such job"}})
+    async def video_status(self, job_id: str = Path(pattern=JOB_ID_PATTERN),
+                           credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> JobStatus:
+        self._authorize(credentials)
+        return await self._read_status(job_id)
+
+    @api.get("/v1/videos/{job_id}/content", summary="The finished MP4",
+             responses={200: {"content": {"video/mp4": {}}}, 404: {"description": "no such job"},
+                        409: {"description": "not finished"}})
+    async def video_content(self, job_id: str = Path(pattern=JOB_ID_PATTERN),
+                            credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Response:
+        self._authorize(credentials)
+        status = await self._read_status(job_id)
+        if status.status != "done":
+            raise HTTPException(409, f"job {job_id} is {status.status}")
+        data = await asyncio.to_thread(self.store.read, self._job_uri(job_id, ".mp4"))
+        return Response(data, media_type="video/mp4", headers={TIER_HEADER: status.tier})

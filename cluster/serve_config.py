@@ -1,0 +1,120 @@
+"""The serving configuration: one `ServeConfig`, read from the `args` of a Ray Serve deploy file.
+
+`cluster/serve.yaml` is a plain `serve deploy` file whose application `import_path` is
+`cluster.serve_app:build_app`; its `args` are this config. `vidgen serve up` reads the same file, so the two ways
+of deploying cannot drift apart. No secret lives here: the bearer token comes from an environment variable (or only
+its sha256 is written down).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cluster.placement import PolicyConfig
+
+TierName = Literal["edge", "cloud"]
+
+
+class Autoscaling(BaseModel):
+    """Ray Serve's `autoscaling_config` for one tier (the keys are Serve's own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(1, ge=1, description="at least one: the placement policy needs a replica to report")
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(1.0, gt=0, description="requests per replica Serve scales towards")
+    metrics_interval_s: float | None = Field(None, gt=0)
+    look_back_period_s: float | None = Field(None, gt=0)
+    upscale_delay_s: float | None = Field(None, ge=0)
+    downscale_delay_s: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _min_below_max(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        return self
+
+    def serve_dict(self) -> dict:
+        return self.model_dump(exclude_none=True)
+
+
+class TierConfig(BaseModel):
+    """One tier: which model it loads, how it samples, what a replica asks Ray for, how it scales."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("shapes-tiny", description="model reference: a shipped name, a folder or NAME@latest")
+    steps: int | None = Field(None, ge=1, le=1000, description="Euler steps per clip; None: the model's own")
+    guidance: float | None = Field(None, ge=1.0, le=20.0)
+    int8: bool = Field(False, description="int8 linear weights (vidgen.quantize)")
+    torch_threads: int = Field(1, ge=1)
+    cost_per_clip: float = Field(ge=0, description="relative cost the placement policy minimises")
+    regions: list[str] = Field(default_factory=list, description="regions it may serve; empty means any")
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources, e.g. {edge: 1}")
+    max_ongoing_requests: int = Field(4, ge=1, description="requests a replica holds; it samples one at a time "
+                                                           "and queues the rest where it can count them")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+
+    def actor_options(self) -> dict:
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": dict(self.resources)}
+
+
+class Limits(BaseModel):
+    """What one request may ask for; beyond it the API answers 422 naming the field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_prompt_chars: int = Field(200, ge=1, le=1000)
+    max_steps: int = Field(64, ge=1, le=1000)
+
+
+class AuthConfig(BaseModel):
+    """Bearer-token auth: the token from `token_env` on the router's node, or only its sha256 in this file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token_env: str = "VIDGEN_SERVE_TOKEN"
+    token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    insecure_local: bool = Field(False, description="serve without a token; only on a loopback address")
+
+
+class ServeConfig(BaseModel):
+    """The whole serving application."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app_name: str = "vidgen"
+    tiers: dict[TierName, TierConfig]
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    limits: Limits = Field(default_factory=Limits)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    jobs_uri: str = Field("out/serve-jobs", description="where asynchronous renders are written (folder or s3://)")
+    sync_max_ms: float = Field(10_000, gt=0, description="requests estimated to take longer are answered 202")
+    report_every_s: float = Field(0.25, gt=0, description="how often each replica reports its queue and timing")
+    stale_after_s: float = Field(3.0, gt=0, description="a replica silent this long no longer counts")
+
+    @model_validator(mode="after")
+    def _both_tiers(self):
+        missing = {"edge", "cloud"} - set(self.tiers)
+        if missing:
+            raise ValueError(f"tiers: {', '.join(sorted(missing))} missing; configure both edge and cloud")
+        return self
+
+
+def read_deploy_file(path: str | Path) -> tuple[dict, ServeConfig]:
+    """A Serve deploy file -> (the whole file as a dict, the vidgen application's ServeConfig)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"serve config {path} does not exist; start from cluster/serve.yaml")
+    deploy = yaml.safe_load(path.read_text()) or {}
+    apps = [a for a in deploy.get("applications", []) if str(a.get("import_path", "")).startswith("cluster.serve_app")]
+    if len(apps) != 1:
+        raise ValueError(f"{path}: expected one application with import_path cluster.serve_app:build_app, "
+                         f"found {len(apps)}")
+    return deploy, ServeConfig.model_validate(apps[0].get("args") or {})

@@ -1,0 +1,231 @@
+"""The serving application on a real local Ray cluster with `edge` and `cloud` resources, over HTTP on 127.0.0.1.
+
+One deployment for the module (deploying loads both tiers' models): placement seen from the replicas, auth, limits,
+asynchronous jobs, an OpenAPI fuzz, autoscaling of the edge tier up and down, and a replica killed under load.
+"""
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PROMPT = "a red square moving right"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.25):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"gave up after {timeout_s:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def server(ray_cluster, tmp_path_factory):
+    """(base URL, ServeConfig) of the application deployed by `cluster.deploy.deploy`, as `vidgen serve up` does."""
+    from ray import serve
+
+    from cluster.deploy import deploy, prepare_config
+    from cluster.serve_config import ServeConfig
+
+    port = free_port()
+    fast_scaling = {"metrics_interval_s": 0.5, "look_back_period_s": 2, "upscale_delay_s": 1,
+                    "downscale_delay_s": 3}
+    cfg = ServeConfig.model_validate({
+        "jobs_uri": str(tmp_path_factory.mktemp("serve-jobs")),
+        "limits": {"max_prompt_chars": 120, "max_steps": 6},
+        "policy": {"overload_queue_per_replica": 50},
+        "tiers": {
+            "edge": {"int8": True, "steps": 2, "cost_per_clip": 1, "num_cpus": 0.5, "resources": {"edge": 1},
+                     "max_ongoing_requests": 2,
+                     "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
+                                     **fast_scaling}},
+            "cloud": {"steps": 4, "cost_per_clip": 10, "num_cpus": 0.5, "resources": {"cloud": 1},
+                      "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
+        },
+    })
+    cfg = prepare_config(cfg, "127.0.0.1", insecure_local=False, environ={"VIDGEN_SERVE_TOKEN": TOKEN})
+    deploy_file = {"http_options": {"host": "127.0.0.1", "port": port},
+                   "applications": [{"name": "vidgen", "route_prefix": "/",
+                                     "import_path": "cluster.serve_app:build_app"}]}
+    deploy(deploy_file, cfg, timeout_s=180)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: requests.get(f"{base}/healthz", timeout=5).json()["status"] == "ok", 30, "the router")
+    try:
+        yield base, cfg
+    finally:
+        serve.shutdown()
+
+
+def board_reports() -> list[dict]:
+    from ray import serve
+
+    return serve.get_deployment_handle("TierBoard", app_name="vidgen").snapshot.remote().result()
+
+
+def running_replicas(deployment: str) -> int:
+    from cluster.deploy import status
+
+    return status("vidgen")["deployments"][deployment]["replicas"].get("RUNNING", 0)
+
+
+def post(base: str, body: dict, headers=AUTH, timeout=60) -> requests.Response:
+    return requests.post(f"{base}/v1/videos", json=body, headers=headers, timeout=timeout)
+
+
+def test_requests_land_on_the_tier_the_policy_names(server):
+    from storage.video import decode
+
+    base, _ = server
+    seen = {}
+    for quality, tier in (("draft", "edge"), ("standard", "edge"), ("high", "cloud")):
+        response = post(base, {"prompt": PROMPT, "quality": quality})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "video/mp4"
+        assert response.headers["X-Vidgen-Tier"] == tier
+        assert "cheapest capable tier" in response.headers["X-Vidgen-Placement-Reason"]
+        assert decode(response.content).shape == (8, 32, 32, 3)
+        seen[response.headers["X-Vidgen-Replica"]] = tier
+    # the replica that rendered belongs to that tier, holds its resource and counted the render (reports lag a little)
+    replicas = wait_for(lambda: (r := {r["replica"]: r for r in board_reports()})
+                        and all(r.get(id, {}).get("rendered") for id in seen) and r, 10, "the renders reported")
+    for replica, tier in seen.items():
+        assert replicas[replica]["tier"] == tier
+        assert replicas[replica]["resources"].get(tier) == 1
+    models = requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["tiers"]
+    by_tier = {m["tier"]: m for m in models}
+    assert by_tier["edge"]["int8"] and by_tier["edge"]["steps"] == 2
+    assert not by_tier["cloud"]["int8"] and by_tier["cloud"]["steps"] == 4
+    assert by_tier["edge"]["seconds_per_clip"] > 0
+
+
+def test_auth_limits_and_refusals_are_4xx_naming_the_field(server):
+    base, _ = server
+    assert post(base, {"prompt": PROMPT}, headers={}).status_code == 401
+    assert post(base, {"prompt": PROMPT}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert requests.get(f"{base}/v1/models", timeout=10).status_code == 401
+    assert requests.get(f"{base}/healthz", timeout=10).status_code == 200  # load balancers need no token
+
+    def refused(body, status=422):
+        response = post(base, body)
+        assert response.status_code == status, response.text
+        return response.json()["detail"]
+
+    assert refused({"prompt": "x" * 121})[0]["loc"] == ["body", "prompt"]
+    assert refused({"prompt": PROMPT, "steps": 7})[0]["loc"] == ["body", "steps"]
+    assert "8x32x32" in refused({"prompt": PROMPT, "frames": 64, "height": 32})[0]["msg"]
+    assert refused({"prompt": PROMPT, "colour": "red"})[0]["loc"] == ["body", "colour"]
+    assert refused({"prompt": PROMPT, "seed": -1})[0]["loc"] == ["body", "seed"]
+    assert "tokens long" in refused({"prompt": "a " * 40})[0]["msg"]  # the text encoder's limit, from the replica
+    assert "allow more time" in refused({"prompt": PROMPT, "latency_budget_ms": 1})
+    big = requests.post(f"{base}/v1/videos", data=b"{" + b" " * 20_000 + b"}", headers=AUTH, timeout=10)
+    assert big.status_code == 413
+
+
+def test_async_job_gives_the_same_clip_as_sync(server):
+    base, cfg = server
+    body = {"prompt": "a blue circle moving up", "seed": 7, "quality": "draft"}
+    accepted = post(base, {**body, "mode": "async"})
+    assert accepted.status_code == 202, accepted.text
+    job = accepted.json()
+    assert accepted.headers["Location"] == f"/v1/videos/{job['id']}" and job["tier"] == "edge"
+    status = wait_for(lambda: (s := requests.get(f"{base}/v1/videos/{job['id']}", headers=AUTH, timeout=10).json())
+                      ["status"] != "queued" and s, 60, "the job")
+    assert status["status"] == "done", status
+    assert status["video_url"].startswith("file://" + cfg.jobs_uri)
+    clip = requests.get(f"{base}{status['content_url']}", headers=AUTH, timeout=10)
+    assert clip.headers["content-type"] == "video/mp4"
+    assert clip.content == post(base, body).content  # deterministic sampler: the same bytes either way
+    assert requests.get(f"{base}/v1/videos/{'0' * 32}", headers=AUTH, timeout=10).status_code == 404
+    assert requests.get(f"{base}/v1/videos/..%2Fsecret", headers=AUTH, timeout=10).status_code in (404, 422)
+
+
+def test_openapi_fuzz_finds_no_server_error(server):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    base, _ = server
+    schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
+    assert {"/v1/videos", "/v1/videos/{job_id}", "/v1/models", "/healthz"} <= set(schema.raw_schema["paths"])
+    calls = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def call(case):
+            response = case.call(base_url=base, headers=AUTH, timeout=60)
+            calls.append(response.status_code)
+            assert response.status_code < 500, (case.method, case.path, case.body, response.text)
+
+        call()
+    assert len(calls) >= 40 and any(code == 422 for code in calls)
+
+
+def test_edge_tier_scales_up_under_load_and_back_down(server):
+    base, _ = server
+    assert running_replicas("EdgeGenerator") == 1
+    stop = threading.Event()
+    codes = []
+
+    def client(seed):
+        while not stop.is_set():
+            codes.append(post(base, {"prompt": PROMPT, "seed": seed, "quality": "draft"}).status_code)
+
+    with ThreadPoolExecutor(4) as pool:
+        for seed in range(4):
+            pool.submit(client, seed)
+        try:
+            wait_for(lambda: running_replicas("EdgeGenerator") == 2, 60, "a second edge replica")
+            wait_for(lambda: sum(r["tier"] == "edge" for r in board_reports()) == 2, 30, "it to report")
+        finally:
+            stop.set()
+    assert codes and set(codes) == {200}
+    wait_for(lambda: running_replicas("EdgeGenerator") == 1, 60, "the edge tier to scale back down")
+    assert running_replicas("CloudGenerator") == 1
+
+
+def test_replica_killed_under_load_loses_almost_nothing(server):
+    import ray
+
+    base, _ = server
+    total, done = 120, []
+    killed = []
+
+    def one(i):
+        response = post(base, {"prompt": PROMPT, "seed": i, "quality": "draft"})
+        done.append(response.status_code)
+        return response.status_code
+
+    def kill_an_edge_replica():
+        wait_for(lambda: len(done) >= 15, 60, "the load to start")
+        victim = next(r for r in board_reports() if r["tier"] == "edge")
+        ray.kill(ray.get_actor(victim["actor_name"], namespace="serve"), no_restart=True)
+        killed.append(victim["replica"])
+
+    with ThreadPoolExecutor(4) as pool:
+        killer = threading.Thread(target=kill_an_edge_replica)
+        killer.start()
+        codes = list(pool.map(one, range(total)))
+        killer.join()
+    assert killed, "no replica was killed"
+    failures = sum(code != 200 for code in codes)
+    assert failures <= total // 100, f"{failures} of {total} requests failed"
+    wait_for(lambda: any(r["tier"] == "edge" and r["replica"] not in killed for r in board_reports()), 60,
+             "a replacement edge replica")
+    assert post(base, {"prompt": PROMPT, "quality": "draft"}).status_code == 200

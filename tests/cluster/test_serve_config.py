@@ -1,0 +1,79 @@
+"""The serve config and what is checked before a deploy, without a cluster: files, auth, limits, resources."""
+
+import hashlib
+
+import pytest
+from ray.serve.schema import ServeDeploySchema
+
+from cluster.api import VideoRequest, check_limits
+from cluster.deploy import DeployError, local_resources, prepare_config, unplaceable_tiers
+from cluster.router import token_digest
+from cluster.serve_config import AuthConfig, Limits, ServeConfig, read_deploy_file
+
+SHAPE = (8, 32, 32)
+
+
+@pytest.mark.parametrize("path", ["cluster/serve.yaml", "cluster/serve-local.yaml"])
+def test_shipped_files_are_serve_deploy_files_and_valid_configs(path):
+    deploy, cfg = read_deploy_file(path)
+    ServeDeploySchema.model_validate(deploy)
+    assert set(cfg.tiers) == {"edge", "cloud"}
+    assert cfg.tiers["edge"].int8 and cfg.tiers["edge"].resources == {"edge": 1}
+    assert cfg.tiers["cloud"].resources == {"cloud": 1}
+
+
+def test_bad_configs_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="cloud missing"):
+        ServeConfig.model_validate({"tiers": {"edge": {"cost_per_clip": 1}}})
+    with pytest.raises(ValueError, match="above max_replicas"):
+        ServeConfig.model_validate({"tiers": {"edge": {"cost_per_clip": 1, "autoscaling": {"min_replicas": 3}},
+                                              "cloud": {"cost_per_clip": 2}}})
+    with pytest.raises(ValueError, match="stepz"):
+        ServeConfig.model_validate({"tiers": {"edge": {"cost_per_clip": 1, "stepz": 3}, "cloud": {"cost_per_clip": 2}}})
+    (tmp_path / "other.yaml").write_text("applications: [{name: x, import_path: other:app}]\n")
+    with pytest.raises(ValueError, match="cluster.serve_app:build_app"):
+        read_deploy_file(tmp_path / "other.yaml")
+    with pytest.raises(FileNotFoundError, match="cluster/serve.yaml"):
+        read_deploy_file(tmp_path / "missing.yaml")
+
+
+def test_auth_needs_a_token_unless_insecure_on_loopback():
+    _, cfg = read_deploy_file("cluster/serve-local.yaml")
+    digest = hashlib.sha256(b"s3cret").hexdigest()
+    assert token_digest(AuthConfig(), {"VIDGEN_SERVE_TOKEN": "s3cret"}) == digest
+    assert token_digest(AuthConfig(token_sha256=digest), {}) == digest
+    assert token_digest(AuthConfig(insecure_local=True), {}) is None
+    with pytest.raises(RuntimeError, match="VIDGEN_SERVE_TOKEN"):
+        token_digest(AuthConfig(), {})
+
+    shipped = prepare_config(cfg, "127.0.0.1", insecure_local=False, environ={"VIDGEN_SERVE_TOKEN": "s3cret"})
+    assert shipped.auth.token_sha256 == digest and "s3cret" not in shipped.model_dump_json()
+    assert shipped.jobs_uri.startswith("/")  # a relative folder is resolved where the command runs
+    with pytest.raises(DeployError, match="VIDGEN_SERVE_TOKEN"):
+        prepare_config(cfg, "127.0.0.1", insecure_local=False, environ={})
+    with pytest.raises(DeployError, match="only on loopback"):
+        prepare_config(cfg, "0.0.0.0", insecure_local=True, environ={})
+    assert prepare_config(cfg, "127.0.0.1", insecure_local=True, environ={}).auth.insecure_local
+
+
+def test_limits_name_the_field():
+    limits = Limits(max_prompt_chars=20, max_steps=8)
+    ok = VideoRequest(prompt="a red square moving right"[:20], steps=8, frames=8)
+    assert check_limits(ok, limits, SHAPE) == []
+    bad = VideoRequest(prompt="x" * 21, steps=9, frames=16, width=64)
+    assert {p.field for p in check_limits(bad, limits, SHAPE)} == {"prompt", "steps", "frames", "width"}
+    assert [p.field for p in check_limits(VideoRequest(prompt="   "), limits, SHAPE)] == ["prompt"]
+    with pytest.raises(ValueError, match="extra"):
+        VideoRequest(prompt="a", colour="red")
+
+
+def test_resources_a_deploy_needs():
+    _, cfg = read_deploy_file("cluster/serve.yaml")
+    one_cpu_node = [{"Alive": True, "Resources": {"CPU": 16.0, "edge": 4.0}}]
+    problems = unplaceable_tiers(cfg, one_cpu_node)
+    assert len(problems) == 1 and "tier cloud" in problems[0] and "GPU" in problems[0]
+    gpu_node = {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0, "cloud": 1.0}}
+    assert unplaceable_tiers(cfg, one_cpu_node + [gpu_node]) == []
+    assert unplaceable_tiers(cfg, one_cpu_node + [{**gpu_node, "Alive": False}]) != []
+    _, local = read_deploy_file("cluster/serve-local.yaml")
+    assert local_resources(local) == {"edge": 2, "cloud": 1}

@@ -1,0 +1,127 @@
+"""`vidgen serve up|status|down`: the HTTP service on Ray Serve (cluster/serve_app.py), from a deploy file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Annotated
+
+import typer
+
+from vidgen.cli._common import fail, setup_logging
+
+app = typer.Typer(
+    help="Serve clips over HTTP with Ray Serve: an edge tier (int8 weights, fewer steps, CPU) and a cloud tier "
+         "(the full model), chosen per request by the placement policy, each autoscaled. The config is a Ray Serve "
+         "deploy file (cluster/serve.yaml for a cluster, cluster/serve-local.yaml for one machine).",
+    no_args_is_help=True,
+)
+log = logging.getLogger("vidgen")
+
+ConfigOption = Annotated[str, typer.Option("--config", help="Serve deploy file whose application is "
+                                                            "cluster.serve_app:build_app")]
+AddressOption = Annotated[str | None, typer.Option(help="Ray cluster address (default: $RAY_ADDRESS)")]
+
+
+def _connect(address: str | None) -> str:
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        fail("no cluster to ask: give --address or set RAY_ADDRESS (a `vidgen serve up` without an address serves "
+             "in its own terminal and stops with it)")
+    import ray
+
+    try:
+        ray.init(address=address, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError) as exc:
+        fail(f"could not reach the Ray cluster at {address}: {exc}; check the address (or RAY_ADDRESS)")
+    return address
+
+
+@app.command()
+def up(
+    config: ConfigOption = "cluster/serve-local.yaml",
+    address: AddressOption = None,
+    insecure_local: Annotated[bool, typer.Option(help="serve without a bearer token (loopback hosts only)")] = False,
+    allow_pending: Annotated[bool, typer.Option(help="deploy even if no node can hold a tier's replica yet (an "
+                                                     "autoscaler will add one)")] = False,
+) -> None:
+    """Deploy the service and wait until every tier has a replica.
+
+    With --address (or RAY_ADDRESS) it is deployed to that cluster and keeps running after this command returns.
+    Without, a local Ray is started with the custom resources the tiers ask for, and this command serves in the
+    foreground until Ctrl-C. The bearer token is read from $VIDGEN_SERVE_TOKEN (only its sha256 is shipped).
+    """
+    setup_logging()
+    from rich.console import Console
+
+    from cluster.deploy import DeployError, deploy, local_resources, prepare_config
+    from cluster.serve_config import read_deploy_file
+
+    try:
+        deploy_file, cfg = read_deploy_file(config)
+        http = deploy_file.get("http_options") or {}
+        cfg = prepare_config(cfg, http.get("host", "127.0.0.1"), insecure_local, dict(os.environ))
+    except (FileNotFoundError, ValueError, DeployError) as exc:
+        fail(str(exc).replace("\n", " "))
+    import ray
+    from ray import serve
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        _connect(address)
+    else:
+        ray.init(address="local", resources=local_resources(cfg), logging_level=logging.WARNING)
+    try:
+        with Console(stderr=True).status(f"deploying {cfg.app_name}: loading the models of both tiers"):
+            started = time.perf_counter()
+            replicas = deploy(deploy_file, cfg, allow_pending=allow_pending)
+    except DeployError as exc:
+        fail(str(exc))
+    url = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
+    typer.echo(f"{cfg.app_name} is up at {url} in {time.perf_counter() - started:.0f} s: "
+               + ", ".join(f"{n} {tier} replica(s)" for tier, n in replicas.items()))
+    typer.echo(f"  API spec:      {url}/docs (OpenAPI at {url}/openapi.json)")
+    typer.echo(f"  async renders: {cfg.jobs_uri}")
+    auth = "" if cfg.auth.insecure_local else f' -H "Authorization: Bearer ${cfg.auth.token_env}"'
+    typer.echo(f"  try:           curl -s{auth} -H 'Content-Type: application/json' "
+               f"-d '{{\"prompt\": \"a red square moving right\"}}' {url}/v1/videos -o clip.mp4")
+    if address:
+        return
+    typer.echo("serving in the foreground; Ctrl-C stops it")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@app.command()
+def status(address: AddressOption = None, app_name: Annotated[str, typer.Option("--app")] = "vidgen") -> None:
+    """The application's state and each deployment's replicas, from the cluster's Serve controller."""
+    setup_logging()
+    _connect(address)
+    from cluster.deploy import status as serve_status
+
+    state = serve_status(app_name)
+    typer.echo(f"{state['app']}: {state['status']} {state['message']}".rstrip())
+    for name, deployment in state["deployments"].items():
+        replicas = ", ".join(f"{n} {s.lower()}" for s, n in deployment["replicas"].items()) or "no replicas"
+        typer.echo(f"  {name:15s} {deployment['status']:10s} {replicas} {deployment['message']}".rstrip())
+    if state["status"] == "NOT_DEPLOYED":
+        raise typer.Exit(1)
+
+
+@app.command()
+def down(address: AddressOption = None, app_name: Annotated[str, typer.Option("--app")] = "vidgen") -> None:
+    """Delete the application from the cluster (its replicas stop; the cluster stays up)."""
+    setup_logging()
+    _connect(address)
+    from cluster.deploy import down as serve_down
+
+    if not serve_down(app_name):
+        fail(f"{app_name} is not deployed on this cluster")
+    typer.echo(f"{app_name} deleted")
