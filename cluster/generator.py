@@ -1,8 +1,8 @@
 """A tier's replica: one model loaded once, sampling one request at a time, reporting its state to the board.
 
 The sampler is not safe to run concurrently (and on a CPU two at once only share the cores), so renders run one
-at a time behind a lock; the requests waiting for it are held here (up to `max_ongoing_requests`), where the replica
-can count them. Every `report_every_s` the replica tells the `TierBoard` how many requests it holds and its
+at a time on one sampler thread; the requests waiting for it are held here (up to `max_ongoing_requests`), where the
+replica can count them. Every `report_every_s` the replica tells the `TierBoard` how many requests it holds and its
 measured seconds per step: that, not a guess, is what the placement policy reads.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import ray
 import torch
@@ -38,6 +38,8 @@ class Generator:
 
         cfg = TierConfig.model_validate(tier_config)
         torch.set_num_threads(cfg.torch_threads)
+        self.sampler_thread = ThreadPoolExecutor(1, thread_name_prefix="sampler", initializer=torch.set_num_threads,
+                                                 initargs=(cfg.torch_threads,))
         self.tier, self.board, self.report_every_s = tier, board, report_every_s
         self.folder = resolve_model(cfg.model)
         model = load_model(self.folder)
@@ -53,7 +55,6 @@ class Generator:
         self.steps, self.guidance = sampler.steps, sampler.guidance
         self.int8 = cfg.int8
         self.encoder = TextEncoder()
-        self.lock = threading.Lock()
         self.held = 0
         self.rendered = 0
         context = ray.get_runtime_context()
@@ -61,16 +62,19 @@ class Generator:
         self.actor_name = context.get_actor_name()
         self.resources = context.get_assigned_resources()
         started = time.perf_counter()
-        self._sample("a red square moving right", 0, self.steps, self.guidance)  # warm-up and first estimate
+        await self._on_sampler_thread("a red square moving right", 0, self.steps, self.guidance)  # warm-up
         self.seconds_per_step = (time.perf_counter() - started) / self.steps
         self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
+
+    async def _on_sampler_thread(self, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.sampler_thread, self._sample, *args)
 
     def _sample(self, prompt: str, seed: int, steps: int, guidance: float):
         from vidgen.diffusion import sample
         from vidgen.training import autocast_dtype
 
         dtype = autocast_dtype("auto") if self.device.type == "cpu" else torch.bfloat16
-        with self.lock, torch.inference_mode():
+        with torch.inference_mode():
             try:
                 text = self.encoder.encode([prompt])
             except ValueError as exc:
@@ -100,7 +104,7 @@ class Generator:
         self.held += 1
         try:
             started = time.perf_counter()
-            clip = await asyncio.to_thread(self._sample, request["prompt"], request["seed"], steps, guidance)
+            clip = await self._on_sampler_thread(request["prompt"], request["seed"], steps, guidance)
             seconds = time.perf_counter() - started
             mp4 = await asyncio.to_thread(encode, clip)
         except PromptRejected as exc:

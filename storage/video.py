@@ -21,7 +21,7 @@ def _check_clip(clip: np.ndarray) -> np.ndarray:
     clip = np.asarray(clip)
     if clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != np.uint8:
         raise ValueError(f"a clip must be uint8 (T, H, W, 3), got {clip.dtype} {clip.shape}")
-    return clip
+    return np.ascontiguousarray(clip)  # the sampler's frames are a permuted view
 
 
 def encode(clip: np.ndarray, fmt: str = "mp4", fps: int = 8, crf: int = 12) -> bytes:
@@ -36,7 +36,10 @@ def encode(clip: np.ndarray, fmt: str = "mp4", fps: int = 8, crf: int = 12) -> b
         raise ValueError(f"H.264 with yuv420p needs even height and width, got {h}x{w}")
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=fmt) as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "medium"})
+        # mbtree off: with it the same 8-frame clip encoded to different bytes from call to call (3 variants in 30
+        # calls; 1 without it), at a cost of ~5% in size. One thread: 1.4x faster than x264's threads at this size.
+        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "medium",
+                                                                    "threads": "1", "x264-params": "mbtree=0"})
         stream.pix_fmt = "yuv420p"
         stream.width, stream.height = w, h
         for frame in clip:

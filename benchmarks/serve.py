@@ -1,0 +1,186 @@
+"""Serving overheads and the two tiers, in one run on a local Ray with `edge` and `cloud` resources.
+
+  (a) an edge clip over HTTP (proxy -> router -> policy -> edge replica -> MP4 back) against the same work in this
+      process: the same int8 model, steps, threads, sampling and MP4 encode, no Serve. Goal: Serve, router and
+      policy together add <= 3%.
+  (b) the router's trivial request (GET /healthz) against a bare one-deployment Serve app on the same cluster,
+      p50 and p99. Goal <= 1.3x.
+  (c) edge vs cloud over HTTP: latency per clip and prompt accuracy of the decoded MP4s (the detector reads
+      colour, shape and direction back), on evaluation prompts of seen compositions.
+
+Requests are sequential (one client) and A/B rounds alternate so drift hits both sides.
+
+    python benchmarks/serve.py --clips 24 --trivial 400 --accuracy-clips 48
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import requests
+import torch
+
+EDGE = {"int8": True, "steps": 8, "torch_threads": 1, "cost_per_clip": 1, "num_cpus": 0.5,
+        "resources": {"edge": 1}, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
+CLOUD = {"int8": False, "torch_threads": 1, "cost_per_clip": 10, "num_cpus": 0.5, "resources": {"cloud": 1},
+         "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
+PROMPT = "a red square moving right"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def start(tmp: str) -> tuple[str, object]:
+    import ray
+    from ray import serve
+
+    from cluster.deploy import deploy, prepare_config
+    from cluster.serve_config import ServeConfig
+
+    ray.init(address="local", num_cpus=2, resources={"edge": 1, "cloud": 1}, include_dashboard=False,
+             logging_level=logging.WARNING, log_to_driver=False, _temp_dir=tmp)
+    port = free_port()
+    cfg = ServeConfig.model_validate({"jobs_uri": f"{tmp}/jobs", "tiers": {"edge": EDGE, "cloud": CLOUD}})
+    cfg = prepare_config(cfg, "127.0.0.1", insecure_local=True, environ={})
+    deploy({"http_options": {"host": "127.0.0.1", "port": port},
+            "applications": [{"name": "vidgen", "route_prefix": "/", "import_path": "cluster.serve_app:build_app"}]},
+           cfg)
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    class Bare:
+        async def __call__(self, request) -> str:
+            return "ok"
+
+    serve.run(Bare.bind(), name="bare", route_prefix="/bare")
+    return f"http://127.0.0.1:{port}", cfg
+
+
+def in_process_edge():
+    """The edge replica's work without Serve: a function rendering one clip to MP4 bytes."""
+    from storage.video import encode
+    from vidgen.checkpoint import load_model
+    from vidgen.diffusion import sample
+    from vidgen.pipelines import resolve_model, sampler_for
+    from vidgen.quantize import quantize_int8
+    from vidgen.text import TextEncoder
+    from vidgen.training import autocast_dtype
+
+    folder = resolve_model("shapes-tiny")
+    model = quantize_int8(load_model(folder))
+    guidance = sampler_for(folder, None, None).guidance
+    encoder = TextEncoder()
+    dtype = autocast_dtype("auto")
+
+    def render(seed: int) -> bytes:
+        with torch.inference_mode():
+            clip = sample(model, encoder.encode([PROMPT]), [seed], EDGE["steps"], guidance, dtype).frames[0]
+        return encode(clip)
+
+    return render
+
+
+def part_a(base: str, clips: int) -> None:
+    torch.set_num_threads(EDGE["torch_threads"])
+    render = in_process_edge()
+    session = requests.Session()
+    for seed in range(2):  # warm both
+        render(seed)
+        session.post(f"{base}/v1/videos", json={"prompt": PROMPT, "seed": seed, "quality": "draft"}).raise_for_status()
+    http, local = [], []
+    for seed in range(clips):
+        started = time.perf_counter()
+        response = session.post(f"{base}/v1/videos", json={"prompt": PROMPT, "seed": seed, "quality": "draft"})
+        http.append(time.perf_counter() - started)
+        assert response.headers["X-Vidgen-Tier"] == "edge", response.headers
+        started = time.perf_counter()
+        mp4 = render(seed)
+        local.append(time.perf_counter() - started)
+        assert mp4 == response.content, "the served clip differs from the in-process one"
+    ratio = statistics.median(http) / statistics.median(local)
+    print(f"(a) edge clip, median of {clips}: HTTP {1000 * statistics.median(http):.1f} ms, in-process "
+          f"{1000 * statistics.median(local):.1f} ms -> overhead {100 * (ratio - 1):+.1f}% (goal <= +3%); "
+          f"same MP4 bytes both ways")
+
+
+def part_b(base: str, n: int) -> None:
+    session = requests.Session()
+    times: dict[str, list[float]] = {"router": [], "bare": []}
+    urls = {"router": f"{base}/healthz", "bare": f"{base}/bare"}
+    for _ in range(50):
+        for url in urls.values():
+            session.get(url).raise_for_status()
+    for i in range(n):
+        for name in (("router", "bare") if i % 2 else ("bare", "router")):
+            started = time.perf_counter()
+            session.get(urls[name]).raise_for_status()
+            times[name].append(time.perf_counter() - started)
+    p = {name: (1000 * percentile(t, 50), 1000 * percentile(t, 99)) for name, t in times.items()}
+    print(f"(b) trivial request, {n} each: router p50 {p['router'][0]:.2f} ms p99 {p['router'][1]:.2f} ms; bare Serve "
+          f"p50 {p['bare'][0]:.2f} ms p99 {p['bare'][1]:.2f} ms -> p50 {p['router'][0] / p['bare'][0]:.2f}x, "
+          f"p99 {p['router'][1] / p['bare'][1]:.2f}x (goal <= 1.3x)")
+
+
+def part_c(base: str, n: int) -> None:
+    from storage.video import decode
+    from vidgen import synth
+    from vidgen.checkpoint import read_config
+    from vidgen.metrics import prompt_accuracy
+    from vidgen.model import ModelConfig
+    from vidgen.pipelines import resolve_model
+    from vidgen.training import eval_specs
+
+    specs = eval_specs(ModelConfig(**read_config(resolve_model("shapes-tiny"))["model"]), "train", n, seed=0)
+    session = requests.Session()
+    for quality, tier in (("draft", "edge"), ("high", "cloud")):
+        latencies, clips = [], []
+        for spec in specs:
+            started = time.perf_counter()
+            response = session.post(f"{base}/v1/videos", json={"prompt": spec.caption, "quality": quality,
+                                                               "seed": int(spec.background_seed)})
+            latencies.append(time.perf_counter() - started)
+            response.raise_for_status()
+            assert response.headers["X-Vidgen-Tier"] == tier
+            clips.append(decode(response.content))
+        accuracy = prompt_accuracy(clips, [s.composition for s in specs]).to_dict()
+        print(f"(c) {tier:5s}: {1000 * statistics.median(latencies):.0f} ms per clip (median of {n}, p99 "
+              f"{1000 * percentile(latencies, 99):.0f}); prompt accuracy all three {accuracy['all_three']:.2f} "
+              f"(colour {accuracy['colour']:.2f}, shape {accuracy['shape']:.2f}, direction "
+              f"{accuracy['direction']:.2f}) [{synth.GENERATOR_VERSION}]")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=24, help="edge clips per side in (a)")
+    parser.add_argument("--trivial", type=int, default=400, help="trivial requests per side in (b)")
+    parser.add_argument("--accuracy-clips", type=int, default=48, help="clips per tier in (c)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    import ray
+    from ray import serve
+
+    tmp = tempfile.mkdtemp(prefix="vidgen-bench-", dir="/tmp")
+    base, _ = start(tmp)
+    try:
+        part_a(base, args.clips)
+        part_b(base, args.trivial)
+        part_c(base, args.accuracy_clips)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
