@@ -28,6 +28,7 @@ def build_app(args: dict) -> Application:
         deployment = serve.deployment(Generator, name=DEPLOYMENT_NAMES[name],
                                       ray_actor_options=tier.actor_options(),
                                       autoscaling_config=tier.autoscaling.serve_dict(),
-                                      max_ongoing_requests=tier.max_ongoing_requests)
+                                      max_ongoing_requests=tier.max_ongoing_requests,
+                                      logging_config={"enable_access_log": False})  # the router logs each request
         tiers[name] = deployment.bind(name, tier.model_dump(mode="json"), board, cfg.report_every_s)
     return Router.bind(cfg.model_dump(mode="json"), tiers["edge"], tiers["cloud"], board)

@@ -1,0 +1,82 @@
+"""Which int8 path for the edge model: torchao (maintained) or torch.ao's deprecated quantize_dynamic, vs fp32.
+
+In one run, on the shipped demo model, one torch thread, one clip at a time at the edge tier's step count:
+seconds per clip (ratio to fp32), linear-weight bytes, how far the clips move from fp32 (mean absolute difference
+in grey levels), and prompt accuracy on evaluation prompts of seen compositions.
+
+    python benchmarks/int8.py --clips 48 --steps 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from vidgen.checkpoint import load_model
+from vidgen.diffusion import sample
+from vidgen.metrics import prompt_accuracy
+from vidgen.pipelines import resolve_model, sampler_for
+from vidgen.quantize import linear_weight_bytes, quantize_int8
+from vidgen.text import TextEncoder
+from vidgen.training import eval_specs
+
+
+def variants(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    import torchao.quantization as tq
+
+    dynamic_act = copy.deepcopy(model)
+    tq.quantize_(dynamic_act, tq.Int8DynamicActivationInt8WeightConfig())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.ao.quantization is deprecated": the point of the comparison
+        legacy = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    return {"fp32": model, "torchao int8 weight-only (chosen)": quantize_int8(model),
+            "torchao int8 dynamic activations": dynamic_act, "torch.ao quantize_dynamic (deprecated)": legacy}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=48, help="evaluation clips per variant")
+    parser.add_argument("--steps", type=int, default=8, help="sampler steps (the edge tier's)")
+    parser.add_argument("--repeats", type=int, default=3, help="timing rounds, alternating the variants")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    folder = resolve_model("shapes-tiny")
+    model = load_model(folder)
+    guidance = sampler_for(folder, None, None).guidance
+    encoder = TextEncoder()
+    specs = eval_specs(model.config, "train", args.clips, seed=0)
+    text = encoder.encode([s.caption for s in specs])
+    seeds = [int(s.background_seed) for s in specs]
+    models = variants(model)
+    one = encoder.encode([specs[0].caption])
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for m in models.values():
+            sample(m, one, [0], args.steps, guidance)  # warm-up
+        for _ in range(args.repeats):
+            for name, m in models.items():
+                started = time.perf_counter()
+                for seed in range(4):
+                    sample(m, one, [seed], args.steps, guidance)
+                times[name].append((time.perf_counter() - started) / 4)
+        clips = {name: sample(m, text, seeds, args.steps, guidance).frames for name, m in models.items()}
+    base = statistics.median(times["fp32"])
+    print(f"{args.steps} steps, 1 thread, {args.clips} evaluation clips per variant")
+    print(f"{'variant':42s} {'ms/clip':>8s} {'vs fp32':>8s} {'weight MB':>10s} {'|diff|':>7s} {'accuracy':>9s}")
+    for name, m in models.items():
+        t = statistics.median(times[name])
+        diff = np.abs(clips[name].astype(np.float32) - clips["fp32"].astype(np.float32)).mean()
+        accuracy = prompt_accuracy(clips[name], [s.composition for s in specs]).to_dict()["all_three"]
+        # quantize_dynamic packs its weights into opaque objects: no tensor to count
+        weight = f"{linear_weight_bytes(m) / 1e6:.2f}" if "torch.ao" not in name else "packed"
+        print(f"{name:42s} {1000 * t:8.1f} {t / base:7.2f}x {weight:>10s} {diff:7.2f} {accuracy:9.2f}")
+
+
+if __name__ == "__main__":
+    main()
