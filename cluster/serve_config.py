@@ -104,6 +104,7 @@ class ServeConfig(BaseModel):
         missing = {"edge", "cloud"} - set(self.tiers)
         if missing:
             raise ValueError(f"tiers: {', '.join(sorted(missing))} missing; configure both edge and cloud")
+        self.tiers = {name: self.tiers[name] for name in ("edge", "cloud")}  # one order in every listing
         return self
 
 

@@ -37,17 +37,20 @@ def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.25):
 
 @pytest.fixture(scope="module")
 def server(ray_cluster, tmp_path_factory):
-    """(base URL, ServeConfig) of the application deployed by `cluster.deploy.deploy`, as `vidgen serve up` does."""
+    """(base URL, ServeConfig) of the application deployed by `vidgen serve up --config FILE --address auto`."""
+    import yaml
     from ray import serve
+    from typer.testing import CliRunner
 
-    from cluster.deploy import deploy, prepare_config
-    from cluster.serve_config import ServeConfig
+    from cluster.serve_config import read_deploy_file
+    from vidgen.cli import app
 
+    tmp = tmp_path_factory.mktemp("serve")
     port = free_port()
     fast_scaling = {"metrics_interval_s": 0.5, "look_back_period_s": 2, "upscale_delay_s": 1,
                     "downscale_delay_s": 3}
-    cfg = ServeConfig.model_validate({
-        "jobs_uri": str(tmp_path_factory.mktemp("serve-jobs")),
+    args = {
+        "jobs_uri": str(tmp / "jobs"),
         "limits": {"max_prompt_chars": 120, "max_steps": 6},
         "policy": {"overload_queue_per_replica": 50},
         "tiers": {
@@ -58,17 +61,24 @@ def server(ray_cluster, tmp_path_factory):
             "cloud": {"steps": 4, "cost_per_clip": 10, "num_cpus": 0.5, "resources": {"cloud": 1},
                       "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
         },
-    })
-    cfg = prepare_config(cfg, "127.0.0.1", insecure_local=False, environ={"VIDGEN_SERVE_TOKEN": TOKEN})
-    deploy_file = {"http_options": {"host": "127.0.0.1", "port": port},
-                   "applications": [{"name": "vidgen", "route_prefix": "/",
-                                     "import_path": "cluster.serve_app:build_app"}]}
-    deploy(deploy_file, cfg, timeout_s=180)
+    }
+    config = tmp / "serve.yaml"
+    config.write_text(yaml.safe_dump({
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [{"name": "vidgen", "route_prefix": "/", "import_path": "cluster.serve_app:build_app",
+                          "args": args}]}))
+    runner = CliRunner()
+    result = runner.invoke(app, ["serve", "up", "--config", str(config), "--address", "auto"],
+                           env={"VIDGEN_SERVE_TOKEN": TOKEN})
     base = f"http://127.0.0.1:{port}"
+    assert result.exit_code == 0, result.output
+    assert f"vidgen is up at {base}" in result.output and "1 edge replica(s), 1 cloud replica(s)" in result.output
     wait_for(lambda: requests.get(f"{base}/healthz", timeout=5).json()["status"] == "ok", 30, "the router")
     try:
-        yield base, cfg
+        yield base, read_deploy_file(config)[1]
     finally:
+        result = runner.invoke(app, ["serve", "down", "--address", "auto"])
+        assert result.exit_code == 0 and "vidgen deleted" in result.output, result.output
         serve.shutdown()
 
 
@@ -86,6 +96,19 @@ def running_replicas(deployment: str) -> int:
 
 def post(base: str, body: dict, headers=AUTH, timeout=60) -> requests.Response:
     return requests.post(f"{base}/v1/videos", json=body, headers=headers, timeout=timeout)
+
+
+def test_status_command_lists_the_deployments(server):
+    from typer.testing import CliRunner
+
+    from vidgen.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "status", "--address", "auto"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("vidgen: RUNNING")
+    for deployment in ("Router", "TierBoard", "EdgeGenerator", "CloudGenerator"):
+        assert f"{deployment}" in result.output
+    assert "1 running" in result.output
 
 
 def test_requests_land_on_the_tier_the_policy_names(server):
@@ -214,7 +237,8 @@ def test_replica_killed_under_load_loses_almost_nothing(server):
 
     def kill_an_edge_replica():
         wait_for(lambda: len(done) >= 15, 60, "the load to start")
-        victim = next(r for r in board_reports() if r["tier"] == "edge")
+        victim = wait_for(lambda: next((r for r in board_reports() if r["tier"] == "edge" and r["held"]), None), 30,
+                          "an edge replica holding requests")  # so the kill interrupts renders
         ray.kill(ray.get_actor(victim["actor_name"], namespace="serve"), no_restart=True)
         killed.append(victim["replica"])
 

@@ -31,6 +31,8 @@ def _connect(address: str | None) -> str:
              "in its own terminal and stops with it)")
     import ray
 
+    if ray.is_initialized():  # a caller that has already joined its cluster (a notebook, the tests)
+        return address
     try:
         ray.init(address=address, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError) as exc:
