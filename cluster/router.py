@@ -179,16 +179,16 @@ class Router:
         try:
             result = await self._render(status.tier, payload)
             if "rejected" in result:
-                raise ValueError(result["rejected"])
-            await asyncio.to_thread(self.store.write, self._job_uri(status.id, ".mp4"), result["mp4"])
-            done = status.model_copy(update={"status": "done", "replica": result["replica"],
-                                             "video_url": self._job_uri(status.id, ".mp4"),
-                                             "content_url": f"/v1/videos/{status.id}/content"})
-            self.requests.inc(tags={"tier": status.tier, "outcome": "done"})
+                done = status.model_copy(update={"status": "failed", "error": f"prompt: {result['rejected']}"})
+            else:
+                await asyncio.to_thread(self.store.write, self._job_uri(status.id, ".mp4"), result["mp4"])
+                done = status.model_copy(update={"status": "done", "replica": result["replica"],
+                                                 "video_url": self._job_uri(status.id, ".mp4"),
+                                                 "content_url": f"/v1/videos/{status.id}/content"})
         except Exception as exc:
             log.exception("render job %s failed", status.id)
             done = status.model_copy(update={"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
-            self.requests.inc(tags={"tier": status.tier, "outcome": "failed"})
+        self.requests.inc(tags={"tier": status.tier, "outcome": done.status})
         self.latency.observe(1000 * (time.perf_counter() - started), tags={"tier": status.tier})
         await self._write_status(done)
 

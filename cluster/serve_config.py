@@ -47,7 +47,8 @@ class TierConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("shapes-tiny", description="model reference: a shipped name, a folder or NAME@latest")
+    model: str = Field("shapes-tiny", description="model reference: a shipped name, a folder or NAME@latest; both "
+                                                  "tiers serve the same clip shape (edge is a cheaper copy)")
     steps: int | None = Field(None, ge=1, le=1000, description="Euler steps per clip; None: the model's own")
     guidance: float | None = Field(None, ge=1.0, le=20.0)
     int8: bool = Field(False, description="int8 linear weights (vidgen.quantize)")

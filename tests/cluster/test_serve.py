@@ -174,6 +174,11 @@ def test_async_job_gives_the_same_clip_as_sync(server):
     clip = requests.get(f"{base}{status['content_url']}", headers=AUTH, timeout=10)
     assert clip.headers["content-type"] == "video/mp4"
     assert clip.content == post(base, body).content  # deterministic sampler: the same bytes either way
+    refused = post(base, {"prompt": "a " * 40, "mode": "async"}).json()  # accepted, then the encoder refuses it
+    status = wait_for(lambda: (s := requests.get(f"{base}/v1/videos/{refused['id']}", headers=AUTH, timeout=10)
+                               .json())["status"] != "queued" and s, 60, "the refused job")
+    assert status["status"] == "failed" and status["error"].startswith("prompt:") and "tokens long" in status["error"]
+    assert requests.get(f"{base}/v1/videos/{refused['id']}/content", headers=AUTH, timeout=10).status_code == 409
     assert requests.get(f"{base}/v1/videos/{'0' * 32}", headers=AUTH, timeout=10).status_code == 404
     assert requests.get(f"{base}/v1/videos/..%2Fsecret", headers=AUTH, timeout=10).status_code in (404, 422)
 

@@ -18,8 +18,8 @@ from vidgen.config import preset_names
 
 app = typer.Typer(
     help="vidgen: train (in one process, or on Ray Train + DeepSpeed), evaluate, generate and bulk-render short "
-         "text-to-video clips with a small diffusion transformer; prepare data sets in object storage and keep "
-         "versioned models in a registry.",
+         "text-to-video clips with a small diffusion transformer, and serve them over HTTP with Ray Serve; prepare "
+         "data sets in object storage and keep versioned models in a registry.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
