@@ -108,3 +108,90 @@ def s3_dataset(ray_cluster, s3_config):
     uri = f"s3://data-{uuid.uuid4().hex[:10]}/shapes"
     cfg = PrepareConfig(n=2000, out=uri, samples_per_shard=200, s3=s3_config)
     return uri, cfg, prepare(cfg)
+
+
+# --- a real `ray start --head` on free loopback ports, for the Jobs API and autoscaler tests ---
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class RayHead:
+    """A head node started by `ray start --head` with its own ports, temp dir and auth token; stopped by PID."""
+
+    def __init__(self, tmp_path, *extra_args: str, env: dict | None = None, num_cpus: int = 2,
+                 autoscaling_config: dict | None = None):
+        import secrets
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.temp_dir = tempfile.mkdtemp(prefix="vg-head-", dir="/tmp")  # short: socket paths must fit 107 chars
+        self.token_file = tmp_path / "ray_token"
+        self.token_file.write_text(secrets.token_hex(16))
+        bin_dir = str(Path(sys.executable).parent)
+        # The token is read when Ray is imported; `python` of submitted jobs must be this environment's.
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_file),
+                    "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", **(env or {})}
+        (gcs, dashboard, client, agent_http, agent_grpc, runtime_env, metrics, node_manager,
+         object_manager) = _free_ports(9)
+        self.gcs_address = f"127.0.0.1:{gcs}"
+        self.dashboard = f"http://127.0.0.1:{dashboard}"
+        if autoscaling_config is not None:  # the real autoscaler, with simulated nodes (cluster/local.yaml)
+            from cluster.launcher import local_autoscaling_config, local_head_environment
+
+            path = local_autoscaling_config(autoscaling_config, self.gcs_address, tmp_path)
+            extra_args = (*extra_args, f"--autoscaling-config={path}")
+            self.env.update(local_head_environment())
+        command = [f"{bin_dir}/ray", "start", "--head", f"--num-cpus={num_cpus}", "--node-ip-address=127.0.0.1",
+                   f"--port={gcs}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                   f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
+                   f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                   f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
+                   f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
+                   "--min-worker-port=0", "--max-worker-port=0", f"--temp-dir={self.temp_dir}",
+                   "--disable-usage-stats", *extra_args]
+        subprocess.run(command, env=self.env, check=True, timeout=180, capture_output=True)
+
+    def stop(self) -> None:
+        """Terminate every process whose command line names this head's temp dir or GCS address."""
+        import psutil
+
+        mine = {}
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if self.temp_dir in cmdline or self.gcs_address in cmdline:
+                for p in [proc, *proc.children(recursive=True)]:  # e.g. the drivers of submitted jobs
+                    mine[p.pid] = p
+        mine = list(mine.values())
+        for proc in mine:
+            proc.terminate()
+        _, alive = psutil.wait_procs(mine, timeout=5)
+        for proc in alive:
+            proc.kill()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A plain head with a dashboard (Jobs API) on 127.0.0.1, for the module's tests."""
+    head = RayHead(tmp_path_factory.mktemp("head"))
+    try:
+        yield head
+    finally:
+        head.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_head_class():
+    """RayHead itself, for tests that start a head with their own flags (e.g. an autoscaling config)."""
+    return RayHead

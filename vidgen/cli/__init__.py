@@ -28,11 +28,14 @@ log = logging.getLogger("vidgen")
 
 
 def _add_subcommands() -> None:
-    from vidgen.cli import data, models, render, serve
+    from vidgen.cli import cluster, data, jobs, models, render, serve
 
+    app.add_typer(cluster.app, name="cluster")
     app.add_typer(data.app, name="data")
     app.add_typer(models.app, name="models")
     app.add_typer(serve.app, name="serve")
+    app.add_typer(jobs.app, name="jobs")
+    app.command("submit")(jobs.submit)
     app.command("render")(render.render)
 
 

@@ -1,0 +1,164 @@
+"""Starting, resizing, inspecting and stopping a cluster with Ray's own machinery.
+
+* `up` / `down`: Ray's cluster launcher (`ray.autoscaler.sdk.create_or_update_cluster`, `teardown_cluster`) for a
+  cloud config such as cluster.yaml. A `fake_multinode` config (cluster/local.yaml) cannot go through the launcher
+  in Ray 2.60 (its defaults file is missing from the wheel), so `up` starts a head on this machine with the real
+  autoscaler reading that config, which then starts and stops simulated nodes; `down` stops that head by PID.
+* `scale`: `ray.autoscaler.sdk.request_resources`, a standing request the autoscaler satisfies (or clears).
+* `status`: nodes by type, resources used of total, and the demands the autoscaler has not met yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+LOCAL_STATE = Path("~/.vidgen/local-cluster.json")
+# The custom resources vidgen's node types carry, and the type each one marks (cluster.yaml, cluster/local.yaml).
+TYPE_BY_RESOURCE = {"edge": "edge_cpu", "cloud": "cloud_gpu"}
+
+
+def read_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cluster config {path} does not exist; start from cluster.yaml or cluster/local.yaml")
+    config = yaml.safe_load(path.read_text()) or {}
+    for key in ("cluster_name", "provider", "available_node_types", "head_node_type"):
+        if key not in config:
+            raise ValueError(f"{path}: no `{key}`; it is not a Ray cluster launcher config")
+    return config
+
+
+def is_local(config: dict) -> bool:
+    return config["provider"].get("type") == "fake_multinode"
+
+
+def local_autoscaling_config(config: dict, gcs_address: str, folder: str | Path) -> Path:
+    """The fake-multinode config with the head's GCS address filled in (its simulated nodes dial it)."""
+    resolved = {**config, "provider": {**config["provider"], "gcs_address": gcs_address}}
+    path = Path(folder) / "autoscaling.yaml"
+    path.write_text(yaml.safe_dump(resolved))
+    return path
+
+
+def local_head_environment() -> dict[str, str]:
+    """What the head needs for the fake provider: RAY_FAKE_CLUSTER, and a quick autoscaler loop."""
+    return {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+
+
+def up(path: str | Path, port: int = 6379, dashboard_port: int = 8265) -> dict:
+    """Start or update the cluster; returns where to reach it."""
+    config = read_config(path)
+    if not is_local(config):
+        from ray.autoscaler.sdk import create_or_update_cluster
+
+        create_or_update_cluster(str(path), no_restart=False, restart_only=False, no_config_cache=True)
+        return {"cluster": config["cluster_name"], "provider": config["provider"]["type"]}
+    temp_dir = tempfile.mkdtemp(prefix="vidgen-local-", dir="/tmp")
+    gcs_address = f"127.0.0.1:{port}"
+    autoscaling = local_autoscaling_config(config, gcs_address, temp_dir)
+    head_cpus = config["available_node_types"][config["head_node_type"]]["resources"].get("CPU", 0)
+    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
+               f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+               f"--num-cpus={head_cpus}", f"--temp-dir={temp_dir}", f"--autoscaling-config={autoscaling}",
+               "--disable-usage-stats"]
+    result = subprocess.run(command, env={**os.environ, **local_head_environment()}, capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"ray start failed: {result.stderr.strip().splitlines()[-1:]}")
+    state = {"cluster": config["cluster_name"], "gcs_address": gcs_address, "temp_dir": temp_dir,
+             "dashboard": f"http://127.0.0.1:{dashboard_port}"}
+    LOCAL_STATE.expanduser().parent.mkdir(parents=True, exist_ok=True)
+    LOCAL_STATE.expanduser().write_text(json.dumps(state, indent=2))
+    return state
+
+
+def stop_local(temp_dir: str, gcs_address: str) -> int:
+    """Terminate this machine's processes of the head started with `temp_dir` (and their children)."""
+    import psutil
+
+    mine = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if temp_dir in cmdline or gcs_address in cmdline:
+            for p in [proc, *proc.children(recursive=True)]:
+                mine[p.pid] = p
+    for proc in mine.values():
+        proc.terminate()
+    _, alive = psutil.wait_procs(list(mine.values()), timeout=5)
+    for proc in alive:
+        proc.kill()
+    return len(mine)
+
+
+def down(path: str | Path) -> str:
+    config = read_config(path)
+    if not is_local(config):
+        from ray.autoscaler.sdk import teardown_cluster
+
+        teardown_cluster(str(path))
+        return f"{config['cluster_name']} torn down"
+    state_file = LOCAL_STATE.expanduser()
+    if not state_file.is_file():
+        raise RuntimeError(f"no local cluster recorded in {state_file}; nothing to stop")
+    state = json.loads(state_file.read_text())
+    stopped = stop_local(state["temp_dir"], state["gcs_address"])
+    state_file.unlink()
+    return f"{state['cluster']} stopped ({stopped} processes)"
+
+
+def bundles(cpus: int = 0, gpus: int = 0, edge: int = 0, cloud: int = 0) -> list[dict]:
+    """Resource bundles for a standing request: one per CPU, GPU, edge or cloud slot asked for."""
+    return ([{"CPU": 1}] * cpus + [{"GPU": 1}] * gpus + [{"CPU": 1, "edge": 1}] * edge
+            + [{"CPU": 1, "cloud": 1}] * cloud)
+
+
+def scale(cpus: int = 0, gpus: int = 0, edge: int = 0, cloud: int = 0, reset: bool = False) -> list[dict]:
+    """Ask the autoscaler to keep capacity for these bundles (replacing any earlier request); reset clears it."""
+    from ray.autoscaler.sdk import request_resources
+
+    wanted = [] if reset else bundles(cpus, gpus, edge, cloud)
+    request_resources(bundles=wanted)
+    return wanted
+
+
+def _node_type(node: dict) -> str:
+    resources = node.get("Resources", {})
+    if "node:__internal_head__" in resources:
+        return "head"
+    for resource, node_type in TYPE_BY_RESOURCE.items():
+        if resource in resources:
+            return node_type
+    return "worker"
+
+
+def status() -> dict:
+    """Nodes by type, resources used of total, and the autoscaler's unmet demands (from its last report)."""
+    import ray
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    nodes: dict[str, int] = {}
+    for node in ray.nodes():
+        if node.get("Alive"):
+            nodes[_node_type(node)] = nodes.get(_node_type(node), 0) + 1
+    total, available = ray.cluster_resources(), ray.available_resources()
+    resources = {k: (total[k] - available.get(k, 0), total[k]) for k in sorted(total)
+                 if not k.startswith(("node:", "object_store_memory", "memory", "accelerator_type"))}
+    report = _internal_kv_get("__autoscaling_status")
+    pending: dict = {"autoscaler": "not reporting (a cluster without an autoscaler)"}
+    if report:
+        data = json.loads(report)
+        metrics, autoscaler = data.get("load_metrics_report", {}), data.get("autoscaler_report", {})
+        pending = {"launching": autoscaler.get("pending_launches", {}),
+                   "resource_demand": metrics.get("resource_demand", []),
+                   "requested": metrics.get("request_demand", [])}
+    return {"nodes": nodes, "resources": resources, "pending": pending}
