@@ -55,9 +55,38 @@ def _read_token(path: str | Path, what: str) -> str:
         raise ClusterConnectionError(f"cannot read the Ray token file {path} ({what}): {exc.strerror}") from None
 
 
+def find_token(token_file: str | None = None, environ: dict[str, str] | None = None) -> tuple[str | None, str]:
+    """The bearer token to present and where it came from (None when there is none to find)."""
+    environ = dict(os.environ) if environ is None else environ
+    config = _config_file(environ)
+    if token_file:
+        return _read_token(token_file, "--token-file"), "--token-file"
+    if environ.get("RAY_AUTH_TOKEN"):
+        return environ["RAY_AUTH_TOKEN"].strip(), "RAY_AUTH_TOKEN"
+    if environ.get("RAY_AUTH_TOKEN_PATH"):
+        return _read_token(environ["RAY_AUTH_TOKEN_PATH"], "RAY_AUTH_TOKEN_PATH"), "RAY_AUTH_TOKEN_PATH"
+    if config.get("token_file"):
+        return _read_token(config["token_file"], config["path"]), config["path"]
+    if DEFAULT_TOKEN_FILE.expanduser().is_file():
+        return _read_token(DEFAULT_TOKEN_FILE, "the default"), str(DEFAULT_TOKEN_FILE)
+    return None, "none found"
+
+
+def use_token_for_ray(token_file: str | None = None) -> None:
+    """Make a driver about to `ray.init(address=...)` present the cluster's token: Ray reads RAY_AUTH_MODE and
+    the token when it is imported, and an explicit address gets no token otherwise. Call before importing ray.
+    A RAY_AUTH_MODE already set (e.g. `disabled`) is left alone."""
+    if "RAY_AUTH_MODE" in os.environ and not token_file:
+        return
+    token, _ = find_token(token_file)
+    if token:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = token
+
+
 def resolve(address: str | None = None, token_file: str | None = None,
             environ: dict[str, str] | None = None) -> Target:
-    """The cluster and token a command should use."""
+    """The cluster (dashboard URL) and token a Jobs API command should use."""
     environ = dict(os.environ) if environ is None else environ
     config = _config_file(environ)
     if address:
@@ -68,19 +97,8 @@ def resolve(address: str | None = None, token_file: str | None = None,
         address, source = config["address"], config["path"]
     else:
         raise ClusterConnectionError("no cluster given: pass --address http://HEAD:8265, set RAY_ADDRESS, or write "
-                               f"address: in {DEFAULT_CONFIG}")
+                                     f"address: in {DEFAULT_CONFIG}")
     if "://" not in address:
         address = f"http://{address}"
-    if token_file:
-        token = _read_token(token_file, "--token-file")
-    elif environ.get("RAY_AUTH_TOKEN"):
-        token = environ["RAY_AUTH_TOKEN"].strip()
-    elif environ.get("RAY_AUTH_TOKEN_PATH"):
-        token = _read_token(environ["RAY_AUTH_TOKEN_PATH"], "RAY_AUTH_TOKEN_PATH")
-    elif config.get("token_file"):
-        token = _read_token(config["token_file"], config["path"])
-    elif DEFAULT_TOKEN_FILE.expanduser().is_file():
-        token = _read_token(DEFAULT_TOKEN_FILE, "the default")
-    else:
-        token = None
+    token, _ = find_token(token_file, environ)
     return Target(address=address.rstrip("/"), token=token, source=source)

@@ -56,7 +56,8 @@ def describe(target: Target, job_id: str) -> dict:
 
 
 def list_jobs(target: Target) -> list[dict]:
-    jobs = client(target).list_jobs()
+    """Submitted jobs (not the drivers that connect directly, such as `vidgen cluster status` itself)."""
+    jobs = [j for j in client(target).list_jobs() if str(getattr(j.type, "value", j.type)) == "SUBMISSION"]
     return [{"job_id": j.submission_id or j.job_id, "status": str(j.status.value), "entrypoint": j.entrypoint,
              "start_time": j.start_time} for j in sorted(jobs, key=lambda j: j.start_time or 0)]
 

@@ -27,6 +27,19 @@ LOCAL_STATE = Path("~/.vidgen/local-cluster.json")
 TYPE_BY_RESOURCE = {"edge": "edge_cpu", "cloud": "cloud_gpu"}
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct TCP ports free on loopback right now."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
 def read_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -67,8 +80,14 @@ def up(path: str | Path, port: int = 6379, dashboard_port: int = 8265) -> dict:
     gcs_address = f"127.0.0.1:{port}"
     autoscaling = local_autoscaling_config(config, gcs_address, temp_dir)
     head_cpus = config["available_node_types"][config["head_node_type"]]["resources"].get("CPU", 0)
+    # Every other port free, so a second Ray on this machine (or a test's) is never in the way.
+    client, agent_http, agent_grpc, runtime_env, metrics, node_manager, object_manager = free_ports(7)
     command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
                f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+               f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent_http}",
+               f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env}",
+               f"--metrics-export-port={metrics}", f"--node-manager-port={node_manager}",
+               f"--object-manager-port={object_manager}", "--min-worker-port=0", "--max-worker-port=0",
                f"--num-cpus={head_cpus}", f"--temp-dir={temp_dir}", f"--autoscaling-config={autoscaling}",
                "--disable-usage-stats"]
     result = subprocess.run(command, env={**os.environ, **local_head_environment()}, capture_output=True,

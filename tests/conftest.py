@@ -113,18 +113,6 @@ def s3_dataset(ray_cluster, s3_config):
 # --- a real `ray start --head` on free loopback ports, for the Jobs API and autoscaler tests ---
 
 
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 class RayHead:
     """A head node started by `ray start --head` with its own ports, temp dir and auth token; stopped by PID."""
 
@@ -135,6 +123,8 @@ class RayHead:
         import sys
         from pathlib import Path
 
+        from cluster.launcher import free_ports
+
         self.temp_dir = tempfile.mkdtemp(prefix="vg-head-", dir="/tmp")  # short: socket paths must fit 107 chars
         self.token_file = tmp_path / "ray_token"
         self.token_file.write_text(secrets.token_hex(16))
@@ -143,7 +133,7 @@ class RayHead:
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_file),
                     "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", **(env or {})}
         (gcs, dashboard, client, agent_http, agent_grpc, runtime_env, metrics, node_manager,
-         object_manager) = _free_ports(9)
+         object_manager) = free_ports(9)
         self.gcs_address = f"127.0.0.1:{gcs}"
         self.dashboard = f"http://127.0.0.1:{dashboard}"
         if autoscaling_config is not None:  # the real autoscaler, with simulated nodes (cluster/local.yaml)

@@ -47,3 +47,39 @@ def test_scale_adds_nodes_of_the_right_type_and_reset_lets_them_go(ray_head_clas
         wait_for_nodes({"head": 1}, 120)  # idle for idle_timeout_minutes (6 s), then terminated
     finally:
         head.stop()
+
+
+def test_cluster_up_status_down_on_this_machine(tmp_path):
+    import json
+    import os
+
+    import psutil
+
+    from cluster.launcher import free_ports, stop_local
+
+    gcs, dashboard = free_ports(2)
+    # A home of its own: the state file and the token `ray start` writes land there, not in the user's.
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "HOME": str(tmp_path)}
+    state_file = tmp_path / ".vidgen" / "local-cluster.json"
+
+    def vidgen(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "vidgen.cli", *args], env=env, capture_output=True, text=True,
+                             timeout=180, cwd=ROOT)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    local = str(ROOT / "cluster" / "local.yaml")
+    up = vidgen("cluster", "up", "--config", local, "--port", str(gcs), "--dashboard-port", str(dashboard))
+    state = json.loads(state_file.read_text())
+    try:
+        assert "vidgen-local is up" in up and f"http://127.0.0.1:{dashboard}" in up
+        status = vidgen("cluster", "status")  # finds the cluster `up` recorded
+        assert f"cluster at 127.0.0.1:{gcs}" in status and "nodes:     1 head" in status
+        assert "no jobs" in vidgen("jobs", "list", "--address", f"http://127.0.0.1:{dashboard}")
+        assert "stopped" in vidgen("cluster", "down", "--config", local)
+    finally:
+        if state_file.exists():
+            stop_local(state["temp_dir"], state["gcs_address"])
+    assert not state_file.exists()
+    left = [p for p in psutil.process_iter(["cmdline"]) if state["temp_dir"] in " ".join(p.info["cmdline"] or [])]
+    assert not left, left

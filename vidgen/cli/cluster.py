@@ -20,8 +20,8 @@ ConfigOption = Annotated[str, typer.Option("--config", help="cluster launcher co
 GcsOption = Annotated[str | None, typer.Option(
     "--address", help="the cluster's GCS address HOST:PORT (default: the cluster `vidgen cluster up` started "
                       "here, else $RAY_ADDRESS, else auto: the cluster this machine is part of)")]
-TokenOption = Annotated[str | None, typer.Option(help="file holding the cluster's auth token (default: Ray's "
-                                                      "~/.ray/auth_token)")]
+TokenOption = Annotated[str | None, typer.Option(help="file holding the cluster's auth token (default: "
+                                                      "$RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)")]
 
 
 def _join(address: str | None, token_file: str | None) -> str:
@@ -33,8 +33,12 @@ def _join(address: str | None, token_file: str | None) -> str:
     if not address:
         address = (json.loads(state.read_text())["gcs_address"] if state.is_file()
                    else env if env and "://" not in env else "auto")
-    if token_file:
-        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=os.path.expanduser(token_file))
+    from cluster.connection import ClusterConnectionError, use_token_for_ray
+
+    try:
+        use_token_for_ray(token_file)
+    except ClusterConnectionError as exc:
+        fail(str(exc))
     import ray
 
     try:

@@ -29,10 +29,15 @@ def _connect(address: str | None) -> str:
     if not address:
         fail("no cluster to ask: give --address or set RAY_ADDRESS (a `vidgen serve up` without an address serves "
              "in its own terminal and stops with it)")
+    import sys
+
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():  # a caller already on its cluster (the tests)
+        return address
+    from cluster.connection import use_token_for_ray
+
+    use_token_for_ray()
     import ray
 
-    if ray.is_initialized():  # a caller that has already joined its cluster (a notebook, the tests)
-        return address
     try:
         ray.init(address=address, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError) as exc:
@@ -57,6 +62,11 @@ def up(
     setup_logging()
     from rich.console import Console
 
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        from cluster.connection import use_token_for_ray
+
+        use_token_for_ray()  # before Ray is imported (cluster.deploy imports it)
     from cluster.deploy import DeployError, deploy, local_resources, prepare_config
     from cluster.serve_config import read_deploy_file
 
@@ -69,7 +79,6 @@ def up(
     import ray
     from ray import serve
 
-    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         _connect(address)
     else:

@@ -1,0 +1,34 @@
+"""Which cluster and token a command uses: flags, then the environment, then the config file, then Ray's default."""
+
+import pytest
+
+from cluster.connection import ClusterConnectionError, find_token, resolve
+
+
+def test_address_and_token_precedence(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    config = tmp_path / "cluster.yaml"
+    config.write_text(f"address: 10.0.0.5:8265\ntoken_file: {tmp_path / 'config-token'}\n")
+    (tmp_path / "config-token").write_text("from-config")
+    env = {"VIDGEN_CLUSTER_CONFIG": str(config)}
+
+    target = resolve(environ=env)
+    assert (target.address, target.token, target.source) == ("http://10.0.0.5:8265", "from-config", str(config))
+    target = resolve(environ={**env, "RAY_ADDRESS": "http://head:8265/", "RAY_AUTH_TOKEN_PATH": str(token_file)})
+    assert (target.address, target.token, target.source) == ("http://head:8265", "from-file", "RAY_ADDRESS")
+    target = resolve("http://flag:8265", str(token_file), environ={**env, "RAY_AUTH_TOKEN": "from-env"})
+    assert (target.address, target.token) == ("http://flag:8265", "from-file")
+    assert target.headers() == {"Authorization": "Bearer from-file"}
+    assert find_token(environ={**env, "RAY_AUTH_TOKEN": "from-env"}) == ("from-env", "RAY_AUTH_TOKEN")
+
+
+def test_missing_pieces_are_one_line_errors(tmp_path):
+    with pytest.raises(ClusterConnectionError, match="no cluster given: pass --address"):
+        resolve(environ={"VIDGEN_CLUSTER_CONFIG": str(tmp_path / "none.yaml")})
+    with pytest.raises(ClusterConnectionError, match="cannot read the Ray token file .*missing"):
+        resolve("http://h:8265", str(tmp_path / "missing"), environ={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("adress: typo\n")
+    with pytest.raises(ClusterConnectionError, match="only the keys address and token_file"):
+        resolve(environ={"VIDGEN_CLUSTER_CONFIG": str(bad)})
