@@ -153,21 +153,10 @@ class RayHead:
         subprocess.run(command, env=self.env, check=True, timeout=180, capture_output=True)
 
     def stop(self) -> None:
-        """Terminate every process whose command line names this head's temp dir or GCS address."""
-        import psutil
+        """Terminate every process whose command line names this head's temp dir or GCS address (and children)."""
+        from cluster.launcher import stop_local
 
-        mine = {}
-        for proc in psutil.process_iter(["cmdline"]):
-            cmdline = " ".join(proc.info["cmdline"] or [])
-            if self.temp_dir in cmdline or self.gcs_address in cmdline:
-                for p in [proc, *proc.children(recursive=True)]:  # e.g. the drivers of submitted jobs
-                    mine[p.pid] = p
-        mine = list(mine.values())
-        for proc in mine:
-            proc.terminate()
-        _, alive = psutil.wait_procs(mine, timeout=5)
-        for proc in alive:
-            proc.kill()
+        stop_local(self.temp_dir, self.gcs_address)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 

@@ -50,6 +50,10 @@ def test_short_job_runs_to_success_and_its_logs_come_back(ray_head, tmp_path):
     assert (tmp_path / "data" / "index.json").is_file()  # the job really ran, on the cluster
     logs = vidgen(ray_head, "jobs", "logs", job_id)
     assert logs.exit_code == 0 and "12" in logs.output
+    # The job has ended: --follow prints all of it and returns. (CliRunner also catches stray lines of loggers left
+    # on streams of earlier invocations, hence startswith.)
+    followed = vidgen(ray_head, "jobs", "logs", job_id, "--follow")
+    assert followed.exit_code == 0 and followed.output.startswith(logs.output)
     listed = vidgen(ray_head, "jobs", "list")
     assert job_id in listed.output and "python -m jobs.prepare" in listed.output
 
@@ -84,3 +88,19 @@ def test_bad_targets_are_one_line_errors(ray_head, tmp_path):
     assert unreachable.exit_code == 1 and "could not reach the Ray cluster at http://127.0.0.1:9" in unreachable.output
     nothing = runner.invoke(app, ["jobs", "list"], env={"RAY_ADDRESS": "", "VIDGEN_CLUSTER_CONFIG": "/nonexistent"})
     assert nothing.exit_code == 1 and "no cluster given" in nothing.output
+
+
+def test_plain_ray_job_submit_runs_the_same_entrypoint(ray_head, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    config = tmp_path / "prepare.yaml"
+    config.write_text(yaml.safe_dump({"n": 6, "out": str(tmp_path / "plain"), "samples_per_shard": 6}))
+    out = subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", ray_head.dashboard,
+                          "--working-dir", str(root), "--", "python", "-m", "jobs.prepare", "--config", str(config),
+                          "--address", "auto"], env=ray_head.env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "succeeded" in out.stdout.lower()
+    assert (tmp_path / "plain" / "index.json").is_file()
