@@ -31,6 +31,7 @@ class Generator:
     """Deployed twice, as EdgeGenerator and CloudGenerator, with the tier's config."""
 
     async def __init__(self, tier: str, tier_config: dict, board, report_every_s: float):
+        # Imported here: the driver and the router import this module to build the app, and need no model code.
         from cluster.serve_config import TierConfig
         from vidgen.checkpoint import load_model
         from vidgen.pipelines import resolve_model, sampler_for

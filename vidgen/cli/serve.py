@@ -24,14 +24,19 @@ ConfigOption = Annotated[str, typer.Option("--config", help="Serve deploy file w
 AddressOption = Annotated[str | None, typer.Option(help="Ray cluster address (default: $RAY_ADDRESS)")]
 
 
+def _joined() -> bool:
+    """True when this process is already on its cluster (a notebook, the tests): nothing to set up or join."""
+    import sys
+
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
 def _connect(address: str | None) -> str:
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
         fail("no cluster to ask: give --address or set RAY_ADDRESS (a `vidgen serve up` without an address serves "
              "in its own terminal and stops with it)")
-    import sys
-
-    if "ray" in sys.modules and sys.modules["ray"].is_initialized():  # a caller already on its cluster (the tests)
+    if _joined():
         return address
     from cluster.connection import use_token_for_ray
 
@@ -63,7 +68,7 @@ def up(
     from rich.console import Console
 
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
+    if address and not _joined():
         from cluster.connection import use_token_for_ray
 
         use_token_for_ray()  # before Ray is imported (cluster.deploy imports it)
