@@ -3,5 +3,7 @@
 import logging
 
 # torchao (int8 weights, and imported by transformers when installed) logs one warning per CUDA kernel library it
-# cannot load; on a CPU-only machine that is every one of them, on every process start.
+# cannot load on a CPU-only machine, and its import makes torch warn twice about how it registers two enums: noise
+# on every process start.
 logging.getLogger("torchao").setLevel(logging.ERROR)
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)

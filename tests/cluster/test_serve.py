@@ -137,6 +137,34 @@ def test_requests_land_on_the_tier_the_policy_names(server):
     assert by_tier["edge"]["seconds_per_clip"] > 0
 
 
+def metric(name: str) -> dict[tuple, float]:
+    """One metric from this node's Prometheus endpoint (Ray's metrics agent): {(tier, outcome/spilled): value}."""
+    import re
+
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    values: dict[tuple, float] = {}
+    for line in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + "{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name) + 1:line.rindex("}")]))
+            key = (labels.get("tier"), labels.get("outcome", labels.get("spilled")))
+            values[key] = values.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return values
+
+
+def test_metrics_count_requests_and_placements_per_tier(server):
+    base, _ = server
+    for quality in ("draft", "high"):
+        assert post(base, {"prompt": PROMPT, "quality": quality}).status_code == 200
+    requests_by_tier = wait_for(lambda: (m := metric("ray_vidgen_requests_total")).get(("edge", "done"))
+                                and m.get(("cloud", "done")) and m, 60, "the request counters to be exported")
+    assert requests_by_tier[("edge", "done")] >= 1 and requests_by_tier[("cloud", "done")] >= 1
+    placements = metric("ray_vidgen_placements_total")
+    assert placements.get(("edge", "false"), 0) >= 1 and placements.get(("cloud", "false"), 0) >= 1
+    assert metric("ray_vidgen_request_latency_ms_count").get(("edge", None), 0) >= 1
+
+
 def test_auth_limits_and_refusals_are_4xx_naming_the_field(server):
     base, _ = server
     assert post(base, {"prompt": PROMPT}, headers={}).status_code == 401
