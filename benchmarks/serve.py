@@ -58,7 +58,7 @@ def start(tmp: str) -> tuple[str, object]:
     cfg = prepare_config(cfg, "127.0.0.1", insecure_local=True, environ={})
     deploy({"http_options": {"host": "127.0.0.1", "port": port},
             "applications": [{"name": "vidgen", "route_prefix": "/", "import_path": "cluster.serve_app:build_app"}]},
-           cfg)
+           cfg, insecure_local=True)
 
     @serve.deployment(ray_actor_options={"num_cpus": 0})
     class Bare:

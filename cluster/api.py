@@ -85,17 +85,10 @@ class JobStatus(BaseModel):
 
 class TierInfo(BaseModel):
     tier: str
-    model: str
-    folder: str
-    int8: bool
-    steps: int
-    guidance: float
-    frames: int
-    height: int
-    width: int
-    device: str
-    replicas: int
-    seconds_per_clip: float | None
+    replicas: int = Field(description="replicas reporting now")
+    seconds_per_clip: float | None = Field(None, description="measured, at the tier's default steps")
+    serves: dict | None = Field(None, description="model, folder, int8, steps, guidance, clip shape, device; "
+                                                  "null while no replica reports")
 
 
 class ModelsResponse(BaseModel):

@@ -55,12 +55,13 @@ def _read_token(path: str | Path, what: str) -> str:
         raise ClusterConnectionError(f"cannot read the Ray token file {path} ({what}): {exc.strerror}") from None
 
 
-def find_token(token_file: str | None = None, environ: dict[str, str] | None = None) -> tuple[str | None, str]:
+def find_token(token_file: str | None = None, environ: dict[str, str] | None = None,
+               config: dict | None = None) -> tuple[str | None, str]:
     """The bearer token to present and where it came from (None when there is none to find)."""
-    environ = dict(os.environ) if environ is None else environ
-    config = _config_file(environ)
     if token_file:
         return _read_token(token_file, "--token-file"), "--token-file"
+    environ = dict(os.environ) if environ is None else environ
+    config = _config_file(environ) if config is None else config
     if environ.get("RAY_AUTH_TOKEN"):
         return environ["RAY_AUTH_TOKEN"].strip(), "RAY_AUTH_TOKEN"
     if environ.get("RAY_AUTH_TOKEN_PATH"):
@@ -100,5 +101,5 @@ def resolve(address: str | None = None, token_file: str | None = None,
                                      f"address: in {DEFAULT_CONFIG}")
     if "://" not in address:
         address = f"http://{address}"
-    token, _ = find_token(token_file, environ)
+    token, _ = find_token(token_file, environ, config)
     return Target(address=address.rstrip("/"), token=token, source=source)

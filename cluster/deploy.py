@@ -27,15 +27,13 @@ class DeployError(RuntimeError):
 
 
 def prepare_config(cfg: ServeConfig, http_host: str, insecure_local: bool, environ: dict[str, str]) -> ServeConfig:
-    """The config to ship: auth resolved to a digest (or insecure on loopback only), jobs_uri made absolute."""
+    """The config to ship: auth resolved to a digest (unless insecure, on loopback only), jobs_uri made absolute."""
     cfg = cfg.model_copy(deep=True)
     if insecure_local:
         if http_host not in LOOPBACK_HOSTS:
             raise DeployError(f"--insecure-local serves without a token, so only on loopback; http_options.host is "
                               f"{http_host!r}: set it to 127.0.0.1 or set {cfg.auth.token_env}")
-        cfg.auth.insecure_local = True
     else:
-        cfg.auth.insecure_local = False
         try:
             cfg.auth.token_sha256 = token_digest(cfg.auth, environ)
         except RuntimeError as exc:
@@ -73,7 +71,8 @@ def unplaceable_tiers(cfg: ServeConfig, nodes: list[dict]) -> list[str]:
     return problems
 
 
-def deploy(deploy_file: dict, cfg: ServeConfig, allow_pending: bool = False, timeout_s: float = 300) -> dict:
+def deploy(deploy_file: dict, cfg: ServeConfig, allow_pending: bool = False, timeout_s: float = 300,
+           insecure_local: bool = False) -> dict:
     """Deploy to the Ray this process is connected to; wait until every tier has a replica reporting."""
     import ray
     from ray import serve
@@ -84,7 +83,12 @@ def deploy(deploy_file: dict, cfg: ServeConfig, allow_pending: bool = False, tim
                           "one machine, or pass --allow-pending if the autoscaler will add them")
     app = next(a for a in deploy_file["applications"] if a["import_path"].startswith("cluster.serve_app"))
     serve.start(http_options=deploy_file.get("http_options"), proxy_location=deploy_file.get("proxy_location"))
-    serve.run(build_app(cfg.model_dump(mode="json")), name=cfg.app_name, route_prefix=app.get("route_prefix", "/"))
+    try:
+        serve.run(build_app(cfg.model_dump(mode="json"), insecure_local), name=cfg.app_name,
+                  route_prefix=app.get("route_prefix", "/"))
+    except RuntimeError as exc:  # Serve's DEPLOY_FAILED, with the replica's error inside
+        raise DeployError(f"{cfg.app_name} failed to deploy: {str(exc).strip().splitlines()[-1]}; see `vidgen serve "
+                          "status` and the Serve logs") from None
     board = serve.get_deployment_handle("TierBoard", app_name=cfg.app_name)
     deadline = time.monotonic() + timeout_s
     while True:

@@ -50,11 +50,12 @@ class Generator:
             model = quantize_int8(model)
         self.device = torch.device("cuda" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device)
-        self.model_ref = cfg.model
-        self.shape = (model.config.frames, model.config.height, model.config.width)
         sampler = sampler_for(self.folder, cfg.steps, cfg.guidance)
         self.steps, self.guidance = sampler.steps, sampler.guidance
-        self.int8 = cfg.int8
+        # What this replica serves, reported with its state (GET /v1/models, the request shape check).
+        self.serves = {"model": cfg.model, "folder": self.folder.name, "int8": cfg.int8, "steps": self.steps,
+                       "guidance": self.guidance, "frames": model.config.frames, "height": model.config.height,
+                       "width": model.config.width, "device": self.device.type}
         self.encoder = TextEncoder()
         self.held = 0
         self.rendered = 0
@@ -62,30 +63,32 @@ class Generator:
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.actor_name = context.get_actor_name()
         self.resources = context.get_assigned_resources()
-        started = time.perf_counter()
-        await self._on_sampler_thread("a red square moving right", 0, self.steps, self.guidance)  # warm-up
-        self.seconds_per_step = (time.perf_counter() - started) / self.steps
+        _, seconds = await self._on_sampler_thread("a red square moving right", 0, self.steps, self.guidance)  # warm-up
+        self.seconds_per_step = seconds / self.steps
         self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
 
     async def _on_sampler_thread(self, *args):
         return await asyncio.get_running_loop().run_in_executor(self.sampler_thread, self._sample, *args)
 
     def _sample(self, prompt: str, seed: int, steps: int, guidance: float):
+        """On the sampler thread: (the clip, seconds spent sampling it), not counting the wait for the thread."""
         from vidgen.diffusion import sample
         from vidgen.training import autocast_dtype
 
         dtype = autocast_dtype("auto") if self.device.type == "cpu" else torch.bfloat16
+        started = time.perf_counter()
         with torch.inference_mode():
             try:
                 text = self.encoder.encode([prompt])
             except ValueError as exc:
                 raise PromptRejected(str(exc)) from None
-            return sample(self.model, text, [seed], steps, guidance, dtype).frames[0]
+            clip = sample(self.model, text, [seed], steps, guidance, dtype).frames[0]
+        return clip, time.perf_counter() - started
 
     def _report(self) -> dict:
         return {"tier": self.tier, "replica": self.replica, "actor_name": self.actor_name,
                 "resources": self.resources, "held": self.held, "rendered": self.rendered,
-                "seconds_per_step": self.seconds_per_step, "default_steps": self.steps}
+                "seconds_per_step": self.seconds_per_step, "default_steps": self.steps, "serves": self.serves}
 
     async def _report_forever(self) -> None:
         while True:
@@ -104,9 +107,7 @@ class Generator:
         guidance = request.get("guidance") or self.guidance
         self.held += 1
         try:
-            started = time.perf_counter()
-            clip = await self._on_sampler_thread(request["prompt"], request["seed"], steps, guidance)
-            seconds = time.perf_counter() - started
+            clip, seconds = await self._on_sampler_thread(request["prompt"], request["seed"], steps, guidance)
             mp4 = await asyncio.to_thread(encode, clip)
         except PromptRejected as exc:
             return {"rejected": str(exc), "tier": self.tier, "replica": self.replica}
@@ -117,11 +118,6 @@ class Generator:
         return {"mp4": mp4, "tier": self.tier, "replica": self.replica, "steps": steps, "guidance": guidance,
                 "sample_s": seconds}
 
-    async def describe(self) -> dict:
-        """What this tier serves, for GET /v1/models."""
-        return {"tier": self.tier, "model": self.model_ref, "folder": self.folder.name, "int8": self.int8,
-                "steps": self.steps, "guidance": self.guidance, "frames": self.shape[0], "height": self.shape[1],
-                "width": self.shape[2], "device": self.device.type}
 
 
 class TierBoard:

@@ -39,11 +39,9 @@ def client(target: Target):
                                      "auth, give its token with --token-file or RAY_AUTH_TOKEN_PATH") from None
 
 
-def submit(target: Target, job: str, args: list[str], env: dict[str, str] | None = None) -> str:
+def submit(target: Target, job: str, args: list[str]) -> str:
     """Submit jobs.JOB with ARGS; the repository travels as the working_dir. Returns the job id."""
     runtime_env = {"working_dir": str(REPO_ROOT), "excludes": EXCLUDES}
-    if env:
-        runtime_env["env_vars"] = env
     return client(target).submit_job(entrypoint=entrypoint(job, args), runtime_env=runtime_env,
                                      metadata={"submitted_by": "vidgen", "job": job})
 

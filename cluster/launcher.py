@@ -3,7 +3,8 @@
 * `up` / `down`: Ray's cluster launcher (`ray.autoscaler.sdk.create_or_update_cluster`, `teardown_cluster`) for a
   cloud config such as cluster.yaml. A `fake_multinode` config (cluster/local.yaml) cannot go through the launcher
   in Ray 2.60 (its defaults file is missing from the wheel), so `up` starts a head on this machine with the real
-  autoscaler reading that config, which then starts and stops simulated nodes; `down` stops that head by PID.
+  autoscaler reading that config, which then starts and stops simulated nodes; `down` stops that head's processes
+  (found by its own temp dir) by PID.
 * `scale`: `ray.autoscaler.sdk.request_resources`, a standing request the autoscaler satisfies (or clears).
 * `status`: nodes by type, resources used of total, and the demands the autoscaler has not met yet.
 """
@@ -101,21 +102,33 @@ def up(path: str | Path, port: int = 6379, dashboard_port: int = 8265) -> dict:
     return state
 
 
-def stop_local(temp_dir: str, gcs_address: str) -> int:
-    """Terminate this machine's processes of the head started with `temp_dir` (and their children)."""
+def stop_local(temp_dir: str) -> int:
+    """Stop the processes of the head started with `temp_dir` (unique to it; every one of its processes, the
+    simulated nodes' included, names it on its command line) and their children, by PID; then remove the folder."""
+    import shutil
+
     import psutil
 
-    mine = {}
+    mine: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if temp_dir in cmdline or gcs_address in cmdline:
-            for p in [proc, *proc.children(recursive=True)]:
-                mine[p.pid] = p
+        try:
+            if temp_dir in " ".join(proc.info["cmdline"] or []):
+                for p in [proc, *proc.children(recursive=True)]:
+                    mine[p.pid] = p
+        except (psutil.NoSuchProcess, psutil.AccessDenied):  # it ended while we looked
+            continue
     for proc in mine.values():
-        proc.terminate()
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
     _, alive = psutil.wait_procs(list(mine.values()), timeout=5)
     for proc in alive:
-        proc.kill()
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    shutil.rmtree(temp_dir, ignore_errors=True)
     return len(mine)
 
 
@@ -130,7 +143,7 @@ def down(path: str | Path) -> str:
     if not state_file.is_file():
         raise RuntimeError(f"no local cluster recorded in {state_file}; nothing to stop")
     state = json.loads(state_file.read_text())
-    stopped = stop_local(state["temp_dir"], state["gcs_address"])
+    stopped = stop_local(state["temp_dir"])
     state_file.unlink()
     return f"{state['cluster']} stopped ({stopped} processes)"
 

@@ -115,8 +115,9 @@ def place(request: PlacementRequest, tiers: list[TierState], cfg: PolicyConfig |
     budget = request.latency_budget_ms
     in_time = [t for t in usable if budget is None or t.estimated_ms() <= budget]
     if not in_time:
-        if all(1000 * t.seconds_per_clip > budget for t in capable):
-            fastest = min(1000 * t.seconds_per_clip for t in capable)
+        # Only when every capable tier is up and measured is "too slow even idle" a fact about the request.
+        if len(usable) == len(capable) and all(1000 * t.seconds_per_clip > budget for t in usable):
+            fastest = min(1000 * t.seconds_per_clip for t in usable)
             return Placement(None, f"latency_budget_ms {budget:.0f} is below the fastest tier's {fastest:.0f} ms a "
                                    "clip even with nothing queued; allow more time", 422)
         estimates = ", ".join(f"{t.name} ~{t.estimated_ms():.0f} ms" for t in usable)

@@ -52,7 +52,8 @@ bearer = HTTPBearer(auto_error=False, description="the token configured for this
 
 
 class BodyLimit:
-    """Answer 413 to a request whose Content-Length is over the limit, before anything reads the body.
+    """Answer 413 to a request body over the limit: by its Content-Length before anything reads it, or, for a
+    chunked body, once the bytes received pass the limit (the route's own answer to the cut body is dropped).
 
     A plain ASGI middleware: Starlette's `@app.middleware("http")` wraps every request in extra tasks and streams
     (measured: the trivial request's p50 1.4x a bare Serve app with it, see docs/BENCHMARKS.md).
@@ -62,29 +63,53 @@ class BodyLimit:
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if not length.isdigit() or int(length) > self.max_bytes:
-                response = JSONResponse({"detail": [{"loc": ["body"], "msg": f"request body over {self.max_bytes} "
-                                                                             "bytes"}]}, status_code=413)
-                return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = JSONResponse({"detail": [{"loc": ["body"], "msg": f"request body over {self.max_bytes} bytes"}]},
+                                 status_code=413)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.max_bytes:
+            return await too_large(scope, receive, send)
+        seen = {"bytes": 0, "over": False}
+
+        async def counted_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                seen["bytes"] += len(message.get("body", b""))
+                if seen["bytes"] > self.max_bytes:
+                    seen["over"] = True
+                    return {"type": "http.request", "body": b"", "more_body": False}  # read no further
+            return message
+
+        async def guarded_send(message):
+            if not seen["over"]:
+                await send(message)
+
+        await self.app(scope, counted_receive, guarded_send)
+        if seen["over"]:
+            await too_large(scope, receive, send)
 
 
 api.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
 
-def token_digest(auth: AuthConfig, environ: dict[str, str]) -> str | None:
+def token_digest(auth: AuthConfig, environ: dict[str, str], insecure_local: bool = False) -> str | None:
     """The sha256 a presented token must match; None only when serving without auth was asked for."""
     if auth.token_sha256:
         return auth.token_sha256
     token = environ.get(auth.token_env)
     if token:
         return hashlib.sha256(token.encode()).hexdigest()
-    if auth.insecure_local:
+    if insecure_local:
         return None
     raise RuntimeError(f"no bearer token configured: set {auth.token_env} where the router runs, or write "
                        "auth.token_sha256 in the serve config, or serve on loopback with --insecure-local")
+
+
+async def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    """Route dependency: FastAPI solves it before it validates the body, so a caller without the token learns
+    nothing about the API but 401."""
+    serve.get_replica_context().servable_object.authorize(credentials)
 
 
 def _error(status: int, detail, placement: Placement | None = None) -> JSONResponse:
@@ -95,18 +120,17 @@ def _error(status: int, detail, placement: Placement | None = None) -> JSONRespo
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
 @serve.ingress(api)
 class Router:
-    async def __init__(self, config: dict, edge, cloud, board):
+    async def __init__(self, config: dict, edge, cloud, board, insecure_local: bool = False):
         import os
 
         self.cfg = ServeConfig.model_validate(config)
-        self.digest = token_digest(self.cfg.auth, dict(os.environ))
+        self.digest = token_digest(self.cfg.auth, dict(os.environ), insecure_local)
         self.handles = {"edge": edge, "cloud": cloud}
         self.board = board
         self.store = ObjectStore()
         self.jobs = parse_uri(self.cfg.jobs_uri)
         self.outstanding = {"edge": 0, "cloud": 0}
         self.reports: list[dict] = []
-        self.described: dict[str, dict] = {}
         self.background: set[asyncio.Task] = set()
         self.requests = metrics.Counter("vidgen_requests", "requests by tier and outcome",
                                         tag_keys=("tier", "outcome"))
@@ -131,17 +155,12 @@ class Router:
                 log.warning("tier board unreachable: %s", exc)
             await asyncio.sleep(self.cfg.report_every_s)
 
-    def _authorize(self, credentials: HTTPAuthorizationCredentials | None) -> None:
+    def authorize(self, credentials: HTTPAuthorizationCredentials | None) -> None:
         if self.digest is None:
             return
         presented = hashlib.sha256(credentials.credentials.encode()).hexdigest() if credentials else ""
         if not hmac.compare_digest(presented, self.digest):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    async def _describe(self, tier: str) -> dict:
-        if tier not in self.described:
-            self.described[tier] = await self.handles[tier].describe.remote()
-        return self.described[tier]
 
     def _tier_states(self, steps: int | None) -> list[TierState]:
         states = []
@@ -167,6 +186,11 @@ class Router:
         finally:
             self.outstanding[tier] -= 1
 
+    def _served_shape(self) -> tuple[int, int, int] | None:
+        """The clip shape the replicas report serving (both tiers serve one shape); None before any reports."""
+        serves = next((r["serves"] for r in self.reports), None)
+        return (serves["frames"], serves["height"], serves["width"]) if serves else None
+
     def _job_uri(self, job_id: str, suffix: str) -> str:
         return self.jobs.join(f"{job_id}{suffix}").uri
 
@@ -190,21 +214,23 @@ class Router:
             done = status.model_copy(update={"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
         self.requests.inc(tags={"tier": status.tier, "outcome": done.status})
         self.latency.observe(1000 * (time.perf_counter() - started), tags={"tier": status.tier})
-        await self._write_status(done)
+        try:
+            await self._write_status(done)
+        except Exception:  # the video (if any) is written; the status stays `queued` and the log says why
+            log.exception("could not record the end of render job %s", status.id)
 
     @api.get("/healthz", summary="Liveness, and how many replicas each tier has reporting")
     async def healthz(self) -> dict:
         replicas = {name: sum(r["tier"] == name for r in self.reports) for name in self.cfg.tiers}
         return {"status": "ok" if all(replicas.values()) else "degraded", "replicas": replicas}
 
-    @api.get("/v1/models", response_model=ModelsResponse, summary="What each tier serves")
-    async def models(self, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ModelsResponse:
-        self._authorize(credentials)
-        states = {s.name: s for s in self._tier_states(None)}
+    @api.get("/v1/models", response_model=ModelsResponse, summary="What each tier serves",
+             dependencies=[Depends(authorized)])
+    async def models(self) -> ModelsResponse:
         tiers = []
-        for name in self.cfg.tiers:
-            state = states[name]
-            tiers.append(TierInfo(**await self._describe(name), replicas=state.replicas,
+        for state in self._tier_states(None):
+            serves = next((r["serves"] for r in self.reports if r["tier"] == state.name), None)
+            tiers.append(TierInfo(tier=state.name, replicas=state.replicas, serves=serves,
                                   seconds_per_clip=state.seconds_per_clip if state.healthy else None))
         return ModelsResponse(tiers=tiers)
 
@@ -215,17 +241,19 @@ class Router:
                          413: {"description": "request body too large"},
                          422: {"description": "a field is invalid or over this deployment's limits"},
                          451: {"description": "no tier may serve the caller's region"},
-                         503: {"description": "no tier can take the request now (reason given)"}})
-    async def create_video(self, body: VideoRequest,
-                           credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
-        self._authorize(credentials)
+                         503: {"description": "no tier can take the request now (reason given)"}},
+              dependencies=[Depends(authorized)])
+    async def create_video(self, body: VideoRequest):
         started = time.perf_counter()
-        described = await self._describe("edge")
-        shape = (described["frames"], described["height"], described["width"])
+        shape = self._served_shape()
+        if shape is None:
+            self.refusals.inc(tags={"status": "503"})
+            return _error(503, "no replica of either tier is reporting yet; retry shortly")
         problems = check_limits(body, self.cfg.limits, shape)
         if problems:
             return _error(422, [{"loc": ["body", p.field], "msg": p.reason} for p in problems])
-        placement = place(body.placement_request(shape), self._tier_states(body.steps), self.cfg.policy)
+        states = self._tier_states(body.steps)
+        placement = place(body.placement_request(shape), states, self.cfg.policy)
         if placement.tier is None:
             self.refusals.inc(tags={"status": str(placement.status)})
             return _error(placement.status, placement.reason, placement)
@@ -233,7 +261,7 @@ class Router:
         self.placements.inc(tags={"tier": placement.tier, "spilled": str(spilled).lower()})
         headers = {TIER_HEADER: placement.tier, REASON_HEADER: placement.reason}
         payload = {"prompt": body.prompt, "seed": body.seed, "steps": body.steps, "guidance": body.guidance}
-        estimate_ms = next(s for s in self._tier_states(body.steps) if s.name == placement.tier).estimated_ms()
+        estimate_ms = next(t for t in states if t.name == placement.tier).estimated_ms()
         if body.mode == "async" or (body.mode == "auto" and estimate_ms > self.cfg.sync_max_ms):
             status = JobStatus(id=uuid.uuid4().hex, status="queued", tier=placement.tier, reason=placement.reason)
             await self._write_status(status)
@@ -242,6 +270,10 @@ class Router:
                                 headers={**headers, "Location": f"/v1/videos/{status.id}"})
         try:
             result = await self._render(placement.tier, payload)
+        except RayActorError as exc:  # its replicas died twice in a row: the tier is not there now
+            self.requests.inc(tags={"tier": placement.tier, "outcome": "failed"})
+            return _error(503, f"{placement.tier} replicas died during the render ({type(exc).__name__}); retry",
+                          placement)
         except Exception:
             self.requests.inc(tags={"tier": placement.tier, "outcome": "failed"})
             raise
@@ -260,18 +292,14 @@ class Router:
         return JobStatus.model_validate_json(data)
 
     @api.get("/v1/videos/{job_id}", response_model=JobStatus, summary="A job's status and, once done, its URLs",
-             responses={404: {"description": "no such job"}})
-    async def video_status(self, job_id: str = Path(pattern=JOB_ID_PATTERN),
-                           credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> JobStatus:
-        self._authorize(credentials)
+             responses={404: {"description": "no such job"}}, dependencies=[Depends(authorized)])
+    async def video_status(self, job_id: str = Path(pattern=JOB_ID_PATTERN)) -> JobStatus:
         return await self._read_status(job_id)
 
     @api.get("/v1/videos/{job_id}/content", summary="The finished MP4",
              responses={200: {"content": {"video/mp4": {}}}, 404: {"description": "no such job"},
-                        409: {"description": "not finished"}})
-    async def video_content(self, job_id: str = Path(pattern=JOB_ID_PATTERN),
-                            credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Response:
-        self._authorize(credentials)
+                        409: {"description": "not finished"}}, dependencies=[Depends(authorized)])
+    async def video_content(self, job_id: str = Path(pattern=JOB_ID_PATTERN)) -> Response:
         status = await self._read_status(job_id)
         if status.status != "done":
             raise HTTPException(409, f"job {job_id} is {status.status}")

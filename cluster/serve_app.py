@@ -17,8 +17,12 @@ from cluster.serve_config import ServeConfig
 DEPLOYMENT_NAMES = {"edge": "EdgeGenerator", "cloud": "CloudGenerator"}
 
 
-def build_app(args: dict) -> Application:
-    """The bound application for a ServeConfig given as a dict (the deploy file's `args`)."""
+def build_app(args: dict, insecure_local: bool = False) -> Application:
+    """The bound application for a ServeConfig given as a dict (the deploy file's `args`).
+
+    `insecure_local` (no bearer token) is not part of the file: only `vidgen serve up --insecure-local` passes it,
+    after checking that it serves on loopback.
+    """
     cfg = ServeConfig.model_validate(args)
     board = serve.deployment(TierBoard, name="TierBoard", num_replicas=1, ray_actor_options={"num_cpus": 0},
                              max_ongoing_requests=1000,
@@ -31,4 +35,4 @@ def build_app(args: dict) -> Application:
                                       max_ongoing_requests=tier.max_ongoing_requests,
                                       logging_config={"enable_access_log": False})  # the router logs each request
         tiers[name] = deployment.bind(name, tier.model_dump(mode="json"), board, cfg.report_every_s)
-    return Router.bind(cfg.model_dump(mode="json"), tiers["edge"], tiers["cloud"], board)
+    return Router.bind(cfg.model_dump(mode="json"), tiers["edge"], tiers["cloud"], board, insecure_local)

@@ -76,13 +76,16 @@ class Limits(BaseModel):
 
 
 class AuthConfig(BaseModel):
-    """Bearer-token auth: the token from `token_env` on the router's node, or only its sha256 in this file."""
+    """Bearer-token auth: the token from `token_env` on the router's node, or only its sha256 in this file.
+
+    There is deliberately no way to switch auth off here: only `vidgen serve up --insecure-local`, which serves on
+    this machine's loopback, can (it passes `insecure_local` to `build_app` itself).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     token_env: str = "VIDGEN_SERVE_TOKEN"
     token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
-    insecure_local: bool = Field(False, description="serve without a token; only on a loopback address")
 
 
 class ServeConfig(BaseModel):
@@ -90,7 +93,7 @@ class ServeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    app_name: str = "vidgen"
+    app_name: str = Field("vidgen", description="the application's `name` in the deploy file (set from it)")
     tiers: dict[TierName, TierConfig]
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     limits: Limits = Field(default_factory=Limits)
@@ -119,4 +122,5 @@ def read_deploy_file(path: str | Path) -> tuple[dict, ServeConfig]:
     if len(apps) != 1:
         raise ValueError(f"{path}: expected one application with import_path cluster.serve_app:build_app, "
                          f"found {len(apps)}")
-    return deploy, ServeConfig.model_validate(apps[0].get("args") or {})
+    app = apps[0]
+    return deploy, ServeConfig.model_validate({**(app.get("args") or {}), "app_name": app.get("name", "vidgen")})

@@ -114,7 +114,7 @@ def s3_dataset(ray_cluster, s3_config):
 
 
 class RayHead:
-    """A head node started by `ray start --head` with its own ports, temp dir and auth token; stopped by PID."""
+    """A head node started by `ray start --head` with its own ports, temp dir and auth token."""
 
     def __init__(self, tmp_path, *extra_args: str, env: dict | None = None, num_cpus: int = 2,
                  autoscaling_config: dict | None = None):
@@ -153,11 +153,10 @@ class RayHead:
         subprocess.run(command, env=self.env, check=True, timeout=180, capture_output=True)
 
     def stop(self) -> None:
-        """Terminate every process whose command line names this head's temp dir or GCS address (and children)."""
+        """Stop this head's processes (found by its temp dir) and their children, by PID."""
         from cluster.launcher import stop_local
 
-        stop_local(self.temp_dir, self.gcs_address)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        stop_local(self.temp_dir)
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
 """Int8 weights for the edge tier's model, through torchao (PyTorch's maintained quantization library).
 
-Measured on these CPUs with torch 2.13 (`benchmarks/serve.py`, docs/BENCHMARKS.md): torchao's weight-only int8
-keeps the clips within ~0.2 grey levels of fp32 and stores the linear weights in a quarter of the bytes;
-its dynamic int8-activation variant was 1.6x slower than fp32 here and moved pixels by ~1 level; the deprecated
-`torch.ao.quantization.quantize_dynamic` was ~1.1x faster but twice as far from fp32 and warns on every call
-that it is going away. The edge tier's speed comes from its reduced step count; int8 is for its memory.
+Measured on these CPUs with torch 2.13 (`benchmarks/int8.py`, docs/BENCHMARKS.md): torchao's weight-only int8
+keeps the clips within ~0.2 grey levels of fp32 and stores the linear weights in a quarter of the bytes, at 1.14x
+fp32's time; its dynamic int8-activation variant was 1.9x slower and moved pixels by ~1 level; the deprecated
+`torch.ao.quantization.quantize_dynamic` was 1.25x faster but 11x further from fp32 and warns on every call that
+it is going away. The edge tier's speed comes from its reduced step count; int8 is for its memory.
 """
 
 from __future__ import annotations

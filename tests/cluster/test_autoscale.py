@@ -79,7 +79,7 @@ def test_cluster_up_status_down_on_this_machine(tmp_path):
         assert "stopped" in vidgen("cluster", "down", "--config", local)
     finally:
         if state_file.exists():
-            stop_local(state["temp_dir"], state["gcs_address"])
+            stop_local(state["temp_dir"])
     assert not state_file.exists()
     left = [p for p in psutil.process_iter(["cmdline"]) if state["temp_dir"] in " ".join(p.info["cmdline"] or [])]
     assert not left, left

@@ -31,6 +31,7 @@ CASES = [
     ({"latency_budget_ms": 400}, [edge(), cloud()], "cloud", 200, "edge ~500 ms exceeds the 400 ms budget"),
     ({"latency_budget_ms": 1200}, [edge(queue_depth=2), cloud()], "cloud", 200, "edge ~1500 ms"),
     ({"latency_budget_ms": 100}, [edge(), cloud()], None, 422, "below the fastest tier's 200 ms"),
+    ({"latency_budget_ms": 100}, [edge(), cloud(healthy=False)], None, 503, "no tier meets the 100 ms budget now"),
     ({"latency_budget_ms": 350}, [edge(queue_depth=1), cloud(queue_depth=1)], None, 503,
      "no tier meets the 350 ms budget now"),
     ({"latency_budget_ms": 600}, [edge(), cloud()], "edge", 200, "cheapest"),

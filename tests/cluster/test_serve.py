@@ -132,9 +132,9 @@ def test_requests_land_on_the_tier_the_policy_names(server):
         assert replicas[replica]["resources"].get(tier) == 1
     models = requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["tiers"]
     by_tier = {m["tier"]: m for m in models}
-    assert by_tier["edge"]["int8"] and by_tier["edge"]["steps"] == 2
-    assert not by_tier["cloud"]["int8"] and by_tier["cloud"]["steps"] == 4
-    assert by_tier["edge"]["seconds_per_clip"] > 0
+    assert by_tier["edge"]["serves"]["int8"] and by_tier["edge"]["serves"]["steps"] == 2
+    assert not by_tier["cloud"]["serves"]["int8"] and by_tier["cloud"]["serves"]["steps"] == 4
+    assert by_tier["edge"]["serves"]["frames"] == 8 and by_tier["edge"]["seconds_per_clip"] > 0
 
 
 def metric(name: str) -> dict[tuple, float]:
@@ -171,6 +171,7 @@ def test_auth_limits_and_refusals_are_4xx_naming_the_field(server):
     assert post(base, {"prompt": PROMPT}, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert requests.get(f"{base}/v1/models", timeout=10).status_code == 401
     assert requests.get(f"{base}/healthz", timeout=10).status_code == 200  # load balancers need no token
+    assert post(base, {"prompt": 5, "bogus": 1}, headers={}).status_code == 401  # before any validation detail
 
     def refused(body, status=422):
         response = post(base, body)
@@ -186,6 +187,10 @@ def test_auth_limits_and_refusals_are_4xx_naming_the_field(server):
     assert "allow more time" in refused({"prompt": PROMPT, "latency_budget_ms": 1})
     big = requests.post(f"{base}/v1/videos", data=b"{" + b" " * 20_000 + b"}", headers=AUTH, timeout=10)
     assert big.status_code == 413
+    chunks = iter([b'{"prompt": "', b"x" * 20_000, b'"}'])  # no Content-Length: counted as it arrives
+    chunked = requests.post(f"{base}/v1/videos", data=chunks, headers={**AUTH, "Content-Type": "application/json"},
+                            timeout=10)
+    assert chunked.status_code == 413
 
 
 def test_async_job_gives_the_same_clip_as_sync(server):

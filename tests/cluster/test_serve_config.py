@@ -42,7 +42,7 @@ def test_auth_needs_a_token_unless_insecure_on_loopback():
     digest = hashlib.sha256(b"s3cret").hexdigest()
     assert token_digest(AuthConfig(), {"VIDGEN_SERVE_TOKEN": "s3cret"}) == digest
     assert token_digest(AuthConfig(token_sha256=digest), {}) == digest
-    assert token_digest(AuthConfig(insecure_local=True), {}) is None
+    assert token_digest(AuthConfig(), {}, insecure_local=True) is None
     with pytest.raises(RuntimeError, match="VIDGEN_SERVE_TOKEN"):
         token_digest(AuthConfig(), {})
 
@@ -53,7 +53,9 @@ def test_auth_needs_a_token_unless_insecure_on_loopback():
         prepare_config(cfg, "127.0.0.1", insecure_local=False, environ={})
     with pytest.raises(DeployError, match="only on loopback"):
         prepare_config(cfg, "0.0.0.0", insecure_local=True, environ={})
-    assert prepare_config(cfg, "127.0.0.1", insecure_local=True, environ={}).auth.insecure_local
+    assert prepare_config(cfg, "127.0.0.1", insecure_local=True, environ={}).auth.token_sha256 is None
+    with pytest.raises(ValueError, match="insecure_local"):  # not something a deploy file can switch on
+        ServeConfig.model_validate({**cfg.model_dump(), "auth": {"insecure_local": True}})
 
 
 def test_limits_name_the_field():

@@ -62,7 +62,7 @@ def submit(
 
 @app.command("list")
 def list_(address: AddressOption = None, token_file: TokenOption = None) -> None:
-    """Every job the cluster knows, oldest first: id, status, command."""
+    """Every job submitted to the cluster, oldest first: id, status, command."""
     from cluster import jobs
 
     rows = _call(jobs.list_jobs, _target(address, token_file))

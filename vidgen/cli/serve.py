@@ -78,6 +78,9 @@ def up(
     try:
         deploy_file, cfg = read_deploy_file(config)
         http = deploy_file.get("http_options") or {}
+        if insecure_local and address:
+            raise DeployError("--insecure-local is for a `vidgen serve up` on this machine (no --address): a running "
+                              "cluster's HTTP proxy may listen beyond loopback")
         cfg = prepare_config(cfg, http.get("host", "127.0.0.1"), insecure_local, dict(os.environ))
     except (FileNotFoundError, ValueError, DeployError) as exc:
         fail(str(exc).replace("\n", " "))
@@ -91,7 +94,7 @@ def up(
     try:
         with Console(stderr=True).status(f"deploying {cfg.app_name}: loading the models of both tiers"):
             started = time.perf_counter()
-            replicas = deploy(deploy_file, cfg, allow_pending=allow_pending)
+            replicas = deploy(deploy_file, cfg, allow_pending=allow_pending, insecure_local=insecure_local)
     except DeployError as exc:
         fail(str(exc))
     url = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
@@ -99,7 +102,7 @@ def up(
                + ", ".join(f"{n} {tier} replica(s)" for tier, n in replicas.items()))
     typer.echo(f"  API spec:      {url}/docs (OpenAPI at {url}/openapi.json)")
     typer.echo(f"  async renders: {cfg.jobs_uri}")
-    auth = "" if cfg.auth.insecure_local else f' -H "Authorization: Bearer ${cfg.auth.token_env}"'
+    auth = "" if insecure_local else f' -H "Authorization: Bearer ${cfg.auth.token_env}"'
     typer.echo(f"  try:           curl -s{auth} -H 'Content-Type: application/json' "
                f"-d '{{\"prompt\": \"a red square moving right\"}}' {url}/v1/videos -o clip.mp4")
     if address:
