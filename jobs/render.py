@@ -2,7 +2,8 @@
 
     OUT/videos/<id>.mp4     one per good row, written with a conditional put (never duplicated or half-written)
     OUT/results/<id>.json   the row's ledger record, written after its video: a row with a record is done
-    OUT/results.jsonl       all records (id, key, sha256, seconds, model, sampler settings), rebuilt each run
+    OUT/results.jsonl       all records (id, key, sha256, seconds, model, sampler settings), rebuilt each run from
+                            the previous results.jsonl plus the records written since (one GET a new record)
     OUT/errors.jsonl        every row not rendered: {"line", "id", "field", "reason"}
     OUT/run.json            manifest hash, config, model, start and end, counts
 
@@ -168,6 +169,19 @@ def _done_ids(store: ObjectStore, out) -> set[str]:
     return {o.uri.removeprefix(prefix).removesuffix(".json") for o in store.list(out.join(RECORDS))}
 
 
+def _ledger(store: ObjectStore, out, record_ids: set[str]) -> list[dict]:
+    """Every record, by id: those already in results.jsonl (records are written once, never changed) and a read of
+    each record written since. A re-run with nothing to do reads one object, not one per row."""
+    known: dict[str, dict] = {}
+    if store.exists(out.join(RESULTS)):
+        for line in store.read(out.join(RESULTS)).decode().splitlines():
+            record = json.loads(line)
+            known[record["id"]] = record
+    for record_id in sorted(record_ids - known.keys()):
+        known[record_id] = json.loads(store.read(out.join(RECORDS, f"{record_id}.json")))
+    return [known[i] for i in sorted(record_ids)]
+
+
 def _model_label(ref: str | None, folder: Path) -> str:
     """name@version for registry models; the folder name and a weights digest otherwise."""
     if ref and "@" in ref:
@@ -219,9 +233,8 @@ def render(cfg: RenderConfig, address: str | None = None,
             if on_batch:
                 on_batch(results, left)
     errors = sorted(errors + failed, key=lambda e: e.line)
-    records = [json.loads(store.read(o.uri)) for o in store.list(out.join(RECORDS))]
-    store.write(out.join(RESULTS), "".join(json.dumps(r) + "\n" for r in sorted(records, key=lambda r: r["id"]))
-                .encode())
+    records = _ledger(store, out, _done_ids(store, out))
+    store.write(out.join(RESULTS), "".join(json.dumps(r) + "\n" for r in records).encode())
     store.write(out.join(ERRORS), "".join(e.to_json() + "\n" for e in errors).encode())
     summary = {"out": out.uri, "manifest": str(cfg.manifest), "manifest_sha256": sha256_bytes(manifest_bytes),
                "model": label, "rows": total_rows,

@@ -36,7 +36,8 @@ def _cfg(manifest, out, model_dir, **kw) -> RenderConfig:
     return RenderConfig(manifest=str(manifest), model=str(model_dir), out=out, batch_size=3, steps=2, **kw)
 
 
-def test_good_rows_render_once_and_every_bad_row_is_reported(ray_cluster, micro_model_dir, manifest, tmp_path):
+def test_good_rows_render_once_and_every_bad_row_is_reported(ray_cluster, micro_model_dir, manifest, tmp_path,
+                                                             monkeypatch):
     folder, _ = micro_model_dir
     out = tmp_path / "out"
     summary = render(_cfg(manifest, str(out), folder))
@@ -52,8 +53,13 @@ def test_good_rows_render_once_and_every_bad_row_is_reported(ray_cluster, micro_
     run = json.loads((out / "run.json").read_text())
     assert run["videos"] == 8 and len(run["manifest_sha256"]) == 64
 
+    reads = []
+    original_read = ObjectStore.read
+    monkeypatch.setattr(ObjectStore, "read", lambda self, uri: reads.append(str(uri)) or original_read(self, uri))
     again = render(_cfg(manifest, str(out), folder))  # nothing missing: nothing rendered
     assert again["rendered_now"] == 0 and again["already_done"] == 8
+    assert not [uri for uri in reads if "/results/" in uri]  # the ledger came from results.jsonl, no record read
+    assert [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()] == results
 
 
 def test_a_killed_run_resumes_to_every_good_row_exactly_once_on_s3(ray_cluster, micro_model_dir, manifest,
