@@ -75,7 +75,9 @@ def up(path: str | Path, port: int = 6379, dashboard_port: int = 8265) -> dict:
     if not is_local(config):
         from ray.autoscaler.sdk import create_or_update_cluster
 
-        create_or_update_cluster(str(path), no_restart=False, restart_only=False, no_config_cache=True)
+        # no_restart: a running head keeps its Ray (and its jobs and Serve apps); setup commands still rerun, and
+        # start commands run only on new nodes, so they never need to stop a Ray first.
+        create_or_update_cluster(str(path), no_restart=True, restart_only=False, no_config_cache=True)
         return {"cluster": config["cluster_name"], "provider": config["provider"]["type"]}
     temp_dir = tempfile.mkdtemp(prefix="vidgen-local-", dir="/tmp")
     gcs_address = f"127.0.0.1:{port}"
