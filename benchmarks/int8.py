@@ -18,13 +18,13 @@ import warnings
 import numpy as np
 import torch
 
-from vidgen.checkpoint import load_model
 from vidgen.diffusion import sample
+from vidgen.evaluation import eval_specs
 from vidgen.metrics import prompt_accuracy
-from vidgen.pipelines import resolve_model, sampler_for
 from vidgen.quantize import linear_weight_bytes, quantize_int8
+from vidgen.runtime.packages import capabilities, load_model, read_config
+from vidgen.runtime.references import resolve_model
 from vidgen.text import TextEncoder
-from vidgen.training import eval_specs
 
 
 def variants(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
@@ -48,7 +48,7 @@ def main() -> None:
     torch.set_num_threads(1)
     folder = resolve_model("shapes-tiny")
     model = load_model(folder)
-    guidance = sampler_for(folder, None, None).guidance
+    guidance = capabilities(read_config(folder)).guidance
     encoder = TextEncoder()
     specs = eval_specs(model.config, "train", args.clips, seed=0)
     text = encoder.encode([s.caption for s in specs])

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import torch
 
-from jobs._ray import ensure_ray
+from cluster.connection import connect_ray
 from jobs.render import RenderConfig, render
-from vidgen.checkpoint import load_model
 from vidgen.diffusion import sample
-from vidgen.pipelines import SAMPLE_PROMPTS, resolve_model
+from vidgen.precision import autocast_dtype
+from vidgen.runtime.eval_runs import SAMPLE_PROMPTS
+from vidgen.runtime.packages import load_model
+from vidgen.runtime.references import resolve_model
 from vidgen.text import TextEncoder
-from vidgen.training import autocast_dtype
 
 
 def main() -> None:
@@ -45,7 +46,7 @@ def main() -> None:
     folder = resolve_model(None)
     dtype = autocast_dtype("auto")
 
-    ensure_ray(num_cpus=2)
+    connect_ray(None, num_cpus=2)
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "manifest.jsonl"
         manifest.write_text("".join(json.dumps({"id": f"r{i:04d}", "prompt": p, "seed": s}) + "\n"

@@ -54,7 +54,7 @@ def start(tmp: str) -> tuple[str, object]:
     ray.init(address="local", num_cpus=2, resources={"edge": 1, "cloud": 1}, include_dashboard=False,
              logging_level=logging.WARNING, log_to_driver=False, _temp_dir=tmp)
     port = free_port()
-    cfg = ServeConfig.model_validate({"jobs_uri": f"{tmp}/jobs", "tiers": {"edge": EDGE, "cloud": CLOUD}})
+    cfg = ServeConfig.model_validate({"renders_uri": f"{tmp}/jobs", "tiers": {"edge": EDGE, "cloud": CLOUD}})
     cfg = prepare_config(cfg, "127.0.0.1", insecure_local=True, environ={})
     deploy({"http_options": {"host": "127.0.0.1", "port": port},
             "applications": [{"name": "vidgen", "route_prefix": "/", "import_path": "cluster.serve_app:build_app"}]},
@@ -72,16 +72,16 @@ def start(tmp: str) -> tuple[str, object]:
 def in_process_edge():
     """The edge replica's work without Serve: a function rendering one clip to MP4 bytes."""
     from storage.video import encode
-    from vidgen.checkpoint import load_model
     from vidgen.diffusion import sample
-    from vidgen.pipelines import resolve_model, sampler_for
+    from vidgen.precision import autocast_dtype
     from vidgen.quantize import quantize_int8
+    from vidgen.runtime.packages import capabilities, load_model, read_config
+    from vidgen.runtime.references import resolve_model
     from vidgen.text import TextEncoder
-    from vidgen.training import autocast_dtype
 
     folder = resolve_model("shapes-tiny")
     model = quantize_int8(load_model(folder))
-    guidance = sampler_for(folder, None, None).guidance
+    guidance = capabilities(read_config(folder)).guidance
     encoder = TextEncoder()
     dtype = autocast_dtype("auto")
 
@@ -146,11 +146,11 @@ def part_b(base: str, n: int) -> None:
 def part_c(base: str, n: int) -> None:
     from storage.video import decode
     from vidgen import synth
-    from vidgen.checkpoint import read_config
+    from vidgen.evaluation import eval_specs
     from vidgen.metrics import prompt_accuracy
     from vidgen.model import ModelConfig
-    from vidgen.pipelines import resolve_model
-    from vidgen.training import eval_specs
+    from vidgen.runtime.packages import read_config
+    from vidgen.runtime.references import resolve_model
 
     specs = eval_specs(ModelConfig(**read_config(resolve_model("shapes-tiny"))["model"]), "train", n, seed=0)
     session = requests.Session()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from jobs._ray import ensure_ray
+from cluster.connection import connect_ray
 from jobs.prepare import PrepareConfig, prepare
 from storage.datasets import open_dataset
 from storage.loopback import LoopbackS3
@@ -80,7 +80,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     import ray
 
-    ensure_ray(num_cpus=args.workers)
+    connect_ray(None, num_cpus=args.workers)
     with LoopbackS3() as s3, tempfile.TemporaryDirectory() as tmp:
         store = ObjectStore(s3.config)
         uri = f"s3://bench-{uuid.uuid4().hex[:8]}/shapes"

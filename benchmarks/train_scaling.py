@@ -24,19 +24,21 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from jobs._ray import ensure_ray
+from cluster.connection import connect_ray
+from jobs._train_worker import StepHooks
 from jobs.train import run_training
 from jobs.train_config import DistributedConfig
+from vidgen.diffusion import SamplerConfig
 from vidgen.model import VideoDiT
 from vidgen.text import TextEncoder
-from vidgen.training import SamplerConfig, TrainConfig, train_local
+from vidgen.training import TrainConfig, train_local
 
 WARMUP = 5  # steps left out of medians: first steps pay for allocation and pipeline start
 
 
 def _train(steps: int, batch: int, model: dict | None = None, threads: int = 2, ae_steps: int = 20) -> TrainConfig:
     return TrainConfig(model=model or {}, max_steps=steps, batch_size=batch, warmup_steps=5,
-                       autoencoder_steps=ae_steps, eval_clips=2, sampler=SamplerConfig(steps=2), threads=threads,
+                       autoencoder_steps=ae_steps, eval_clips=2, sampler=SamplerConfig(steps=2), torch_threads=threads,
                        precision="fp32")
 
 
@@ -63,6 +65,31 @@ def throughput(steps: int, runs: str, zero_stage: int) -> None:
           f"ratio {local_compute / ray_compute:.3f}")
 
 
+def live_tensor_mb() -> float:
+    """MB of the distinct tensor storages alive in this process: params, grads, optimizer states, buffers."""
+    import gc
+
+    import torch
+
+    storages = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor) and not obj.is_meta:
+            storage = obj.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values()) / 2**20
+
+
+class MemoryCensus(StepHooks):
+    """Live tensor MB between backward and the optimizer step (gradients and optimizer states both exist only
+    then), over what the worker held before building the model (a census of tensor storages; slow)."""
+
+    def start(self, rank: int) -> None:
+        self.baseline_mb = live_tensor_mb()
+
+    def after_backward(self, rank: int, step: int) -> dict:
+        return {"tensor_mb": live_tensor_mb() - self.baseline_mb}
+
+
 def memory(runs: str) -> None:
     wide = {"dim": 512, "depth": 8, "heads": 8}
     psi = sum(p.numel() for p in VideoDiT(_train(1, 1, wide).model_config_resolved()).diffusion_parameters())
@@ -75,8 +102,8 @@ def memory(runs: str) -> None:
                 2: (4 + 12 / 2, 4 + 16 / 2, "4+(4+8)/N | 4+(4+4+8)/N"), 3: (16 / 2, 20 / 2, "16/N | 20/N")}
     for stage in range(4):
         summary = run_training(DistributedConfig(train=_train(3, 2, wide, threads=1, ae_steps=2), workers=2,
-                                                 zero_stage=stage, runs=runs, checkpoint_every=100,
-                                                 measure_memory=True))
+                                                 zero_stage=stage, runs=runs, checkpoint_every=100),
+                               hooks=MemoryCensus())
         measured = max(h["tensor_mb"] for h in _history(summary["run_dir"]))
         paper, deepspeed, text = formulas[stage]
         print(f"    {stage:<6}{measured:>10.0f}{paper * psi / 2**20:>11.0f}{deepspeed * psi / 2**20:>9.0f}   {text}")
@@ -107,7 +134,7 @@ def main() -> None:
     parser.add_argument("--zero", type=int, default=2, help="ZeRO stage of the 1-worker job in (a)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    ensure_ray(num_cpus=3)
+    connect_ray(None, num_cpus=3)
     with tempfile.TemporaryDirectory() as runs:
         if "a" in args.parts:
             throughput(args.steps, runs, args.zero)

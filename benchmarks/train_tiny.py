@@ -19,8 +19,9 @@ import torch
 
 from vidgen.config import load_config
 from vidgen.perf import matmul_flops_per_s
+from vidgen.precision import autocast_dtype
 from vidgen.text import TextEncoder
-from vidgen.training import TrainConfig, autocast_dtype, train_local
+from vidgen.training import TrainConfig, train_local
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
     step_seconds = sum(h["step_s"] for h in result.history)
     clips = result.steps * cfg.batch_size
     mfu = result.mfu(cfg.batch_size, peak)
-    reached = next((e["minutes"] for e in result.evals if e["train"]["all_three"] >= args.target), None)
+    reached = next((e["minutes"] for e in result.evals if e["seen"]["all_three"] >= args.target), None)
     report = {
         "preset": cfg.preset,
         "dtype": str(dtype or torch.float32),
@@ -56,7 +57,7 @@ def main() -> None:
         "model_tflops": mfu * peak / 1e12,
         "mfu": mfu,
         f"minutes_to_{args.target:.2f}": reached,
-        "curve": [{"minutes": e["minutes"], "step": e["step"], "seen": e["train"], "heldout": e["heldout"]}
+        "curve": [{"minutes": e["minutes"], "step": e["step"], "seen": e["seen"], "heldout": e["heldout"]}
                   for e in result.evals],
     }
     if args.json:

@@ -8,36 +8,27 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from cluster.placement import PlacementRequest, Quality
 from cluster.serve_config import Limits
+from vidgen.clip_request import Capabilities, ClipRequest, FieldProblem, resolve_clip
 
-JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
+RENDER_ID_PATTERN = r"^[0-9a-f]{32}$"
 TIER_HEADER = "X-Vidgen-Tier"
 REASON_HEADER = "X-Vidgen-Placement-Reason"
 REPLICA_HEADER = "X-Vidgen-Replica"
 
 
-class VideoRequest(BaseModel):
-    """POST /v1/videos."""
+class VideoRequest(ClipRequest):
+    """POST /v1/videos: a clip request (`vidgen.clip_request`) and how to place it."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str = Field(min_length=1, max_length=1000, description="what the clip shows, e.g. 'a red square "
-                                                                    "moving right'")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="the same prompt, seed and settings give the same clip")
-    frames: int | None = Field(None, ge=1, le=1024, description="must match the served model's clip; omit it")
-    height: int | None = Field(None, ge=1, le=4096)
-    width: int | None = Field(None, ge=1, le=4096)
-    steps: int | None = Field(None, ge=1, le=1000, description="Euler steps; omit for the tier's default")
-    guidance: float | None = Field(None, ge=1.0, le=20.0)
     quality: Quality = Field("standard", description="draft and standard may run on the edge tier; high never does")
     latency_budget_ms: float | None = Field(None, gt=0, le=3_600_000)
     region: str | None = Field(None, min_length=1, max_length=64, description="the caller's jurisdiction")
     allow_spill: bool = Field(True, description="may run on the other tier when the preferred one is unavailable")
     mode: Literal["auto", "sync", "async"] = Field("auto", description="sync answers with the MP4, async with 202 "
-                                                                       "and a job id; auto decides by the estimate")
+                                                                       "and a render id; auto decides by the estimate")
 
     def placement_request(self, shape: tuple[int, int, int]) -> PlacementRequest:
         frames, height, width = shape
@@ -46,32 +37,19 @@ class VideoRequest(BaseModel):
                                 region=self.region, allow_spill=self.allow_spill)
 
 
-class FieldProblem(BaseModel):
-    field: str
-    reason: str
-
-
-def check_limits(request: VideoRequest, limits: Limits, shape: tuple[int, int, int]) -> list[FieldProblem]:
-    """Problems with `request` under this deployment's limits and the served clip shape (frames, height, width)."""
+def check_limits(request: VideoRequest, limits: Limits, caps: Capabilities) -> list[FieldProblem]:
+    """Problems with `request` under this deployment's limits and what the served model can make."""
     problems = []
     if len(request.prompt) > limits.max_prompt_chars:
-        problems.append(FieldProblem(field="prompt", reason=f"{len(request.prompt)} characters; at most "
-                                                            f"{limits.max_prompt_chars}"))
-    if not request.prompt.strip():
-        problems.append(FieldProblem(field="prompt", reason="is blank; describe the clip"))
+        problems.append(FieldProblem("prompt", f"{len(request.prompt)} characters; at most "
+                                               f"{limits.max_prompt_chars}"))
     if request.steps is not None and request.steps > limits.max_steps:
-        problems.append(FieldProblem(field="steps", reason=f"{request.steps}; at most {limits.max_steps}"))
-    for name, native in zip(("frames", "height", "width"), shape, strict=True):
-        asked = getattr(request, name)
-        if asked is not None and asked != native:
-            problems.append(FieldProblem(field=name, reason=f"{asked}; the served models make "
-                                                            f"{shape[0]}x{shape[1]}x{shape[2]} clips: omit it or "
-                                                            f"set it to {native}"))
-    return problems
+        problems.append(FieldProblem("steps", f"{request.steps}; at most {limits.max_steps}"))
+    return problems + resolve_clip(request, caps)[1]
 
 
-class JobStatus(BaseModel):
-    """A render's state, as GET /v1/videos/{id} answers and as it is stored beside the video."""
+class RenderStatus(BaseModel):
+    """An asynchronous render's state, as GET /v1/videos/{id} answers and as it is stored beside the video."""
 
     id: str
     status: Literal["queued", "done", "failed"]

@@ -7,11 +7,15 @@ in `--token-file`, `$RAY_AUTH_TOKEN`, `$RAY_AUTH_TOKEN_PATH`, the config file's 
 
     address: http://10.0.0.5:8265
     token_file: ~/.ray/prod_token
+
+`connect_ray` is the one place vidgen starts or joins Ray as a driver (jobs, `vidgen cluster`, `vidgen serve`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,3 +107,39 @@ def resolve(address: str | None = None, token_file: str | None = None,
         address = f"http://{address}"
     token, _ = find_token(token_file, environ, config)
     return Target(address=address.rstrip("/"), token=token, source=source)
+
+
+def configure_data_context() -> None:
+    """Ray Data settings every vidgen driver shares (they are per driver process)."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False  # the CLI draws its own; Ray Data's are noisy off a TTY
+    context.print_on_execution_start = False
+    # Ray Data holds back half of the CPUs for each operator by default; on a 2-CPU node that left one
+    # decode task running at a time (measured: half the throughput of benchmarks/stream.py). vidgen's
+    # pipelines are one or two fused operators, which the reservation has nothing to protect.
+    context.op_resource_reservation_enabled = False
+
+
+def connect_ray(address: str | None = None, num_cpus: int | None = None, resources: dict[str, float] | None = None,
+                token_file: str | None = None, log_to_driver: bool = True) -> None:
+    """Use the Ray this process is already connected to; else join `address` (`auto`, `HOST:PORT`), presenting the
+    cluster's token, or start a local Ray (`None`) with `num_cpus` and custom `resources`.
+
+    A local start never attaches to another cluster running on the machine (`address="local"`). The token must be
+    in the environment before Ray is imported, so callers import ray only after this (or lazily).
+    """
+    if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
+        if address:
+            use_token_for_ray(token_file)
+        import ray
+
+        local = {"num_cpus": num_cpus, "resources": resources} if address is None else {}
+        try:
+            ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=log_to_driver, **local)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ClusterConnectionError(f"could not join the Ray cluster at {address}: "
+                                         f"{str(exc).strip().splitlines()[0]}. Point at another with --address "
+                                         "HOST:PORT (its GCS port, 6379 by default) or RAY_ADDRESS") from None
+    configure_data_context()

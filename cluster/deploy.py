@@ -1,7 +1,7 @@
 """Deploying, inspecting and removing the serving application: what `vidgen serve up|status|down` do.
 
 Before deploying, the config is made safe to ship: the bearer token's sha256 (never the token) goes into the
-application's args, `--insecure-local` is refused on anything but a loopback address, and a relative `jobs_uri`
+application's args, `--insecure-local` is refused on anything but a loopback address, and a relative `renders_uri`
 becomes absolute. Every tier's replica must fit on some node, because Ray Serve waits forever for a replica
 no node can hold.
 """
@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from cluster.router import token_digest
+from cluster.auth import token_digest
 from cluster.serve_app import build_app
 from cluster.serve_config import ServeConfig
 from storage.objectstore import parse_uri
@@ -27,7 +27,7 @@ class DeployError(RuntimeError):
 
 
 def prepare_config(cfg: ServeConfig, http_host: str, insecure_local: bool, environ: dict[str, str]) -> ServeConfig:
-    """The config to ship: auth resolved to a digest (unless insecure, on loopback only), jobs_uri made absolute."""
+    """The config to ship: auth resolved to a digest (unless insecure, on loopback only), renders_uri made absolute."""
     cfg = cfg.model_copy(deep=True)
     if insecure_local:
         if http_host not in LOOPBACK_HOSTS:
@@ -38,8 +38,8 @@ def prepare_config(cfg: ServeConfig, http_host: str, insecure_local: bool, envir
             cfg.auth.token_sha256 = token_digest(cfg.auth, environ)
         except RuntimeError as exc:
             raise DeployError(str(exc)) from None
-    if parse_uri(cfg.jobs_uri).scheme == "file":
-        cfg.jobs_uri = str(Path(parse_uri(cfg.jobs_uri).fs_path).resolve())
+    if parse_uri(cfg.renders_uri).scheme == "file":
+        cfg.renders_uri = str(Path(parse_uri(cfg.renders_uri).fs_path).resolve())
     return cfg
 
 

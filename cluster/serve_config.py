@@ -98,7 +98,7 @@ class ServeConfig(BaseModel):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     limits: Limits = Field(default_factory=Limits)
     auth: AuthConfig = Field(default_factory=AuthConfig)
-    jobs_uri: str = Field("out/serve-jobs", description="where asynchronous renders are written (folder or s3://)")
+    renders_uri: str = Field("out/serve-renders", description="where asynchronous renders are written (folder or s3://)")
     sync_max_ms: float = Field(10_000, gt=0, description="requests estimated to take longer are answered 202")
     report_every_s: float = Field(0.25, gt=0, description="how often each replica reports its queue and timing")
     stale_after_s: float = Field(3.0, gt=0, description="a replica silent this long no longer counts")

@@ -1,9 +1,11 @@
-"""The command line every job module shares: `python -m jobs.NAME --config FILE [--address ADDR] ...`."""
+"""What every job shares: its command line (`python -m jobs.NAME --config FILE [--address ADDR] ...`), its log
+set-up, and the one filter for library warnings people should not see once per step."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import warnings
 
 import yaml
 from pydantic import BaseModel
@@ -19,5 +21,14 @@ def job_arguments(argv: list[str] | None, doc: str, config_cls: type[BaseModel],
         parser.add_argument(flag, **options)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    quiet_known_warnings()
     with open(args.config) as f:
         return config_cls.model_validate(yaml.safe_load(f) or {}), args
+
+
+def quiet_known_warnings() -> None:
+    """Hide deprecation notices that libraries raise on every call and a user cannot act on: DeepSpeed calls
+    torch.distributed's deprecated collectives (a FutureWarning per step and rank). Called in each process that
+    runs them: the driver and every training worker."""
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torch\.distributed|deepspeed)(\.|$)")
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.distributed")

@@ -1,12 +1,12 @@
 """The loop each Ray Train worker runs: build the model, wrap it in DeepSpeed, train, checkpoint, consolidate.
 
-Everything arrives through `train_loop_config` (a `DistributedConfig` as a dict); nothing through globals.
+Everything arrives through `train_loop_config` (a `DistributedConfig` as a dict); nothing through globals. Tests
+and benchmarks reach into the loop through `StepHooks` (a seam handed to `run_training`), never through the config.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jobs._entrypoint import quiet_known_warnings
 from jobs.train_config import DistributedConfig, deepspeed_config
-from storage.checkpoints import verify_checkpoint, write_rank_sums
+from storage.training_checkpoints import verify_checkpoint, write_rank_sums
+from vidgen.precision import autocast_dtype
 from vidgen.text import TextEmbedding, TextEncoder
 from vidgen.training import (
     Batch,
@@ -32,6 +34,24 @@ from vidgen.training import (
 
 log = logging.getLogger(__name__)
 DS_FOLDER, STATE_FILE, DS_TAG = "deepspeed", "trainer_state.json", "state"
+
+
+class StepHooks:
+    """Seams into every worker's loop for tests and benchmarks (a fault, a memory census); no-ops here.
+
+    Subclass it in the test or benchmark itself: the instance travels to the workers with the loop.
+    """
+
+    def start(self, rank: int) -> None:
+        """Before the model is built."""
+
+    def after_backward(self, rank: int, step: int) -> dict | None:
+        """Between backward and the optimizer step (gradients and optimizer states both exist); numbers returned
+        are added to that step's history record."""
+        return None
+
+    def after_step(self, rank: int, step: int) -> None:
+        """After optimizer step `step` (counting from 1), before it is reported or checkpointed."""
 
 
 def _batches(cfg: DistributedConfig, rank: int, start_step: int) -> Iterator[Batch]:
@@ -84,25 +104,6 @@ def _out_of_time(cfg: DistributedConfig, train_seconds: float, device: torch.dev
     return bool(flag.item())
 
 
-def live_tensor_mb() -> float:
-    """MB of the distinct tensor storages alive in this process: params, grads, optimizer states, buffers."""
-    storages = {}
-    for obj in gc.get_objects():
-        if isinstance(obj, torch.Tensor) and not obj.is_meta:
-            storage = obj.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
-    return sum(storages.values()) / 2**20
-
-
-def _fail_once(cfg: DistributedConfig, rank: int, step: int) -> None:
-    """Test hook: the configured rank dies (as a lost node would) once, at the configured step."""
-    hook = cfg.fail_once
-    if hook and rank == hook.rank and step == hook.step and not Path(hook.marker).exists():
-        Path(hook.marker).write_text(f"rank {rank} exited at step {step}\n")
-        log.warning("fail_once: rank %d exits at step %d", rank, step)
-        os._exit(1)
-
-
 def _save(engine, state: dict, rank: int, metrics: dict) -> None:
     """Every rank writes its DeepSpeed shard and hashes it; Ray Train merges the folders into one checkpoint."""
     import ray.train
@@ -142,14 +143,24 @@ def _consolidated_state(engine, zero_stage: int) -> dict[str, torch.Tensor] | No
     return state if dist.get_rank() == 0 else None
 
 
+def _progress_bar(cfg: DistributedConfig, step: int):
+    """Rank 0's bar, drawn by the driver: Ray's tqdm forwards a worker's bar to the terminal that started the run."""
+    from ray.experimental import tqdm_ray
+
+    bar = tqdm_ray.tqdm(total=cfg.train.max_steps, desc="training")
+    bar.update(step)
+    return bar
+
+
 def _checkpoint_step(checkpoint) -> int:
     """The step a checkpoint was taken at, read from its JSON state alone (nothing else is downloaded yet)."""
     with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{STATE_FILE}") as f:
         return json.loads(f.read())["step"]
 
 
-def train_loop(config: dict) -> None:
+def train_loop(config: dict, hooks: StepHooks | None = None) -> None:
     """Ray Train's per-worker function."""
+    quiet_known_warnings()
     import deepspeed
     import ray.train.torch
     import torch.distributed as dist
@@ -158,14 +169,15 @@ def train_loop(config: dict) -> None:
     from vidgen.model import VideoDiT
 
     cfg = DistributedConfig.model_validate(config)
+    hooks = hooks or StepHooks()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(cfg.train.threads or cfg.cpus_per_worker)
+    torch.set_num_threads(cfg.train.torch_threads or cfg.cpus_per_worker)
     device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
-    dtype = cfg.autocast_dtype()
+    dtype = autocast_dtype(cfg.train.precision, device.type)
 
     encoder = TextEncoder()
-    baseline_mb = live_tensor_mb() if cfg.measure_memory else 0.0
+    hooks.start(rank)
     torch.manual_seed(cfg.train.seed)
     model = VideoDiT(cfg.train.model_config_resolved())
     resuming = ray.train.get_checkpoint() is not None
@@ -192,9 +204,10 @@ def train_loop(config: dict) -> None:
     clips_per_step = cfg.train.batch_size * cfg.gradient_accumulation * world
     engine.train()
     done = step >= cfg.train.max_steps or _out_of_time(cfg, train_seconds, device)
+    bar = _progress_bar(cfg, step) if rank == 0 else None
     while not done:
         t0 = time.perf_counter()
-        data_s, text_s, loss_sum = 0.0, 0.0, 0.0
+        data_s, text_s, loss_sum, extra = 0.0, 0.0, 0.0, {}
         for _ in range(cfg.gradient_accumulation):
             d0 = time.perf_counter()
             batch = next(batches)  # waiting for data: what the stream did not hide
@@ -204,19 +217,16 @@ def train_loop(config: dict) -> None:
             loss = compute_loss(engine.module, Batch(batch.x0.to(device), batch.captions), text, cfg.train.flow,
                                 dtype, generator)
             engine.backward(loss)
-            if cfg.measure_memory:  # gradients and optimizer states both exist only between backward and step
-                state_mb = live_tensor_mb() - baseline_mb
+            extra.update(hooks.after_backward(rank, step + 1) or {})
             engine.step()
             loss_sum += loss.item()
         step += 1
         seconds = time.perf_counter() - t0
         train_seconds += seconds
-        _fail_once(cfg, rank, step)
+        hooks.after_step(rank, step)
         history.append({"step": step, "loss": loss_sum / cfg.gradient_accumulation, "lr": scheduler.get_last_lr()[0],
                         "step_s": seconds, "data_s": data_s, "text_s": text_s,
-                        "samples_per_s": clips_per_step / seconds})
-        if cfg.measure_memory:
-            history[-1]["tensor_mb"] = state_mb
+                        "samples_per_s": clips_per_step / seconds, **extra})
         metrics = dict(history[-1])
         done = step >= cfg.train.max_steps or _out_of_time(cfg, train_seconds, device)
         if step % cfg.checkpoint_every == 0 or done:
@@ -224,9 +234,14 @@ def train_loop(config: dict) -> None:
                   metrics)
         elif step % cfg.log_every == 0:
             ray.train.report(metrics)
+        if bar is not None:
+            bar.update(1)
+            bar.set_description(f"step {step} loss {metrics['loss']:.4f} {metrics['samples_per_s']:.0f} clips/s")
         if rank == 0 and step % cfg.log_every == 0:
             log.info("step %d/%d loss %.4f %.0f clips/s (data wait %.0f%%)", step, cfg.train.max_steps,
                      metrics["loss"], metrics["samples_per_s"], 100 * data_s / seconds)
+    if bar is not None:
+        bar.close()
     weights = _consolidated_state(engine, cfg.zero_stage)
     dist.barrier()
     if rank == 0:

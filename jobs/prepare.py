@@ -24,8 +24,8 @@ from dataclasses import asdict
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from cluster.connection import connect_ray
 from jobs._entrypoint import job_arguments
-from jobs._ray import ensure_ray
 from storage import video
 from storage.datasets import finish_dataset
 from storage.objectstore import ObjectStore, S3Config, StorageError, parse_uri
@@ -143,7 +143,7 @@ def prepare(cfg: PrepareConfig, address: str | None = None,
     store.ensure_bucket(out)
     if store.exists(out.join(INDEX_FILE)):
         raise StorageError(f"{out.uri} already holds a data set: choose another --out or delete it first")
-    ensure_ray(address)
+    connect_ray(address)
     shards = ray.data.from_items(plans, override_num_blocks=len(plans)).map(
         lambda plan: {"entry": json.dumps(asdict(make_shard(plan, cfg, store)))})
     entries = []

@@ -8,7 +8,7 @@
     OUT/run.json            manifest hash, config, model, start and end, counts
 
 Run again on the same OUT, it renders only rows without a record, so a killed run loses at most the batches in
-flight. Rows are validated first (`storage.manifest`), then grouped by sampler settings into batches of
+flight. Rows are validated first (`vidgen.runtime.manifest`), then grouped by sampler settings into batches of
 `batch_size`; one bad prompt fails its row, not its batch.
 
 Run it:
@@ -26,19 +26,24 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from cluster.connection import connect_ray
 from jobs._entrypoint import job_arguments
-from jobs._ray import ensure_ray
-from storage.manifest import ManifestRow, RowError, derive_seed, manifest_format, output_key, parse_manifest
 from storage.objectstore import AlreadyExists, ObjectStore, S3Config, parse_uri
-from storage.package import WEIGHTS_FILE, sha256_bytes, sha256_file
+from storage.package import sha256_bytes, verify_package
+from vidgen.clip_request import Capabilities, Guidance, ResolvedClip, Steps, resolve_clip
+from vidgen.runtime.manifest import RowError, derive_seed, manifest_format, output_key, parse_manifest
+from vidgen.runtime.packages import capabilities, read_config
+from vidgen.runtime.references import model_label, resolve_model
 
 log = logging.getLogger(__name__)
 RESULTS, ERRORS, RUN, RECORDS = "results.jsonl", "errors.jsonl", "run.json", "results"
+PREVIEW_CLIPS = 8
 
 
 class RenderConfig(BaseModel):
@@ -51,117 +56,116 @@ class RenderConfig(BaseModel):
                                                 "(default: the shipped demo model)")
     out: str = Field("out/render", description="output folder or s3://BUCKET/PREFIX")
     seed: int = Field(0, description="run seed: rows without a seed get one derived from (seed, id)")
-    steps: int | None = Field(None, ge=1, le=1000, description="sampler steps for rows that name none "
-                                                               "(default: the model's)")
-    guidance: float | None = Field(None, ge=1.0, le=20.0, description="guidance for rows that name none")
+    steps: Steps | None = Field(None, description="sampler steps for rows that name none (default: the model's)")
+    guidance: Guidance | None = Field(None, description="guidance for rows that name none (default: the model's)")
     batch_size: int = Field(8, ge=1, le=256, description="clips sampled together by one actor")
     # 2 single-threaded actors beat 1 two-threaded one on 2 cores (benchmarks/render.py: 1.3x steady state)
     actors: int = Field(2, ge=1, description="sampling actors, each holding the model once")
-    cpus_per_actor: int = Field(1, ge=1, description="CPUs (and torch threads) per actor")
-    preview: bool = Field(False, description="also write preview.png, a contact sheet of the first clips")
+    cpus_per_actor: int = Field(1, ge=1, description="CPUs Ray reserves per actor; also its torch threads")
+    preview: bool = Field(False, description="also write preview.png, a contact sheet of the first clips rendered")
     s3: S3Config = Field(default_factory=S3Config)
-    die_after_batches: int | None = Field(None, ge=1, description="test hook: each actor process exits "
-                                                                  "after writing this many batches and is not "
-                                                                  "restarted, so the job dies mid-run")
 
 
-def plan_batches(rows: list, model_shape: tuple[int, int, int], sampler: dict, cfg: RenderConfig
-                 ) -> tuple[list[list[dict]], list[RowError]]:
-    """Fill each row's defaults, refuse what the model cannot make, and batch rows that share sampler settings."""
-    frames, height, width = model_shape
-    groups: dict[tuple, list[dict]] = {}
+@dataclass(frozen=True)
+class PlannedClip:
+    """A manifest row ready for an actor: where it came from, where it goes, and exactly what to sample."""
+
+    line: int
+    id: str
+    key: str
+    clip: ResolvedClip
+    preview: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PlannedClip:
+        return cls(**{**data, "clip": ResolvedClip(**data["clip"])})
+
+
+def plan_batches(rows: list, caps: Capabilities, cfg: RenderConfig) -> tuple[list[list[PlannedClip]], list[RowError]]:
+    """Resolve each row against the model (the run's steps and guidance as defaults), then batch rows that share
+    their sampler settings; the first clips are marked for the preview."""
+    caps = caps.with_defaults(cfg.steps, cfg.guidance)
+    groups: dict[tuple, list[PlannedClip]] = {}
     errors = []
     for item in rows:
-        row: ManifestRow = item.row
-        for field, asked, native in (("frames", row.frames, frames), ("height", row.height, height),
-                                     ("width", row.width, width)):
-            if asked is not None and asked != native:
-                errors.append(RowError(item.line, row.id, field, f"{field}={asked}: this model makes only "
-                                                                 f"{frames}x{height}x{width} clips"))
-                break
-        else:
-            if row.negative_prompt:
-                errors.append(RowError(item.line, row.id, "negative_prompt", "this model does not take negative "
-                                                                             "prompts; leave the field out"))
-                continue
-            job = {"line": item.line, "id": row.id, "prompt": row.prompt, "key": output_key(row),
-                   "seed": row.seed if row.seed is not None else derive_seed(cfg.seed, row.id),
-                   "steps": row.steps or cfg.steps or sampler["steps"],
-                   "guidance": row.guidance or cfg.guidance or sampler["guidance"]}
-            groups.setdefault((job["steps"], job["guidance"]), []).append(job)
-    batches = [jobs[i:i + cfg.batch_size] for _, jobs in sorted(groups.items())
-               for i in range(0, len(jobs), cfg.batch_size)]
+        clip, problems = resolve_clip(item.row, caps, derive_seed(cfg.seed, item.row.id))
+        errors += [RowError(item.line, item.row.id, p.field, p.reason) for p in problems]
+        if clip is not None:
+            planned = PlannedClip(item.line, item.row.id, output_key(item.row), clip)
+            groups.setdefault(clip.settings, []).append(planned)
+    batches = [clips[i:i + cfg.batch_size] for _, clips in sorted(groups.items())
+               for i in range(0, len(clips), cfg.batch_size)]
+    if cfg.preview:
+        marked = 0
+        for b, batch in enumerate(batches):
+            take = min(len(batch), PREVIEW_CLIPS - marked)
+            batches[b] = [replace(c, preview=i < take) for i, c in enumerate(batch)]
+            marked += take
     return batches, errors
 
 
 class Renderer:
-    """A Ray Data actor: loads the model and text encoder once, then samples, encodes and writes batches."""
+    """A Ray Data actor: loads the pipeline once, then samples, encodes and writes batches of planned clips.
 
-    def __init__(self, folder: str, out: str, s3: dict, model_label: str, threads: int,
-                 die_after_batches: int | None = None):
+    Each batch arrives as one row whose `clips` column holds its PlannedClips (as Arrow structs); the answer is a
+    table of one result per clip.
+    """
+
+    def __init__(self, model_ref: str | None, label: str, out: str, s3: dict, threads: int):
         import torch
 
-        from vidgen.checkpoint import load_model
-        from vidgen.text import TextEncoder
+        from vidgen.runtime.pipeline import VideoPipeline
 
         torch.set_num_threads(threads)
-        self.model = load_model(folder)
-        self.encoder = TextEncoder()
+        self.pipeline = VideoPipeline.from_reference(model_ref)
+        if self.pipeline.label != label:
+            raise RuntimeError(f"this node's copy of {model_ref} is {self.pipeline.label}, the driver's {label}")
         self.store = ObjectStore(S3Config(**s3))
         self.out = parse_uri(out)
-        self.model_label = model_label
-        self.die_after_batches, self.batches_written = die_after_batches, 0
+        self.label = label
 
-    def _encodable(self, jobs: list[dict]) -> tuple[list[dict], list[dict]]:
-        """Split off rows whose prompt the text encoder refuses, so they fail alone."""
-        try:
-            self.encoder.encode([j["prompt"] for j in jobs])
-            return jobs, []
-        except ValueError:
-            good, bad = [], []
-            for job in jobs:
-                try:
-                    self.encoder.encode([job["prompt"]])
-                    good.append(job)
-                except ValueError as e:
-                    bad.append({**job, "ok": False, "field": "prompt", "reason": str(e)})
-            return good, bad
-
-    def _write(self, job: dict, data: bytes) -> dict:
-        key = self.out.join(job["key"])
+    def _write(self, planned: PlannedClip, data: bytes) -> str | None:
+        """Put the video; its sha256, or None when another video already holds its key."""
+        key = self.out.join(planned.key)
         digest = sha256_bytes(data)
         try:
             self.store.write(key, data, if_absent=True)
         except AlreadyExists:  # a killed run wrote the video but not its record; the same row renders the same bytes
             if sha256_bytes(self.store.read(key)) != digest:
-                return {**job, "ok": False, "field": None,
-                        "reason": f"{key.uri} exists with other content; move it away to render this row"}
-        return {**job, "ok": True, "sha256": digest}
+                return None
+        return digest
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch):
+        import pyarrow as pa
+
         from storage.video import encode
-        from vidgen.diffusion import sample
-        from vidgen.training import autocast_dtype
 
-        jobs = json.loads(batch["rows"][0])
-        good, results = self._encodable(jobs)
+        planned = [PlannedClip.from_dict(d) for d in batch.column("clips")[0].as_py()]
+        text, refused = self.pipeline.encode([p.clip.prompt for p in planned])
+        results = [_result(p, False, "prompt", reason) for i, p in enumerate(planned) if (reason := refused.get(i))]
+        good = [p for i, p in enumerate(planned) if i not in refused]
         if good:
             started = time.perf_counter()
-            out = sample(self.model, self.encoder.encode([j["prompt"] for j in good]), [j["seed"] for j in good],
-                         good[0]["steps"], good[0]["guidance"], autocast_dtype("auto"))
+            out = self.pipeline.generate([p.clip for p in good], text)
             seconds = (time.perf_counter() - started) / len(good)
-            for job, clip in zip(good, out.frames, strict=True):
-                result = self._write(job, encode(clip, "mp4"))
-                if result["ok"]:
-                    record = {"id": job["id"], "key": job["key"], "sha256": result["sha256"],
-                              "seconds": round(seconds, 4), "model": self.model_label, "seed": job["seed"],
-                              "steps": job["steps"], "guidance": job["guidance"], "prompt": job["prompt"]}
-                    self.store.write(self.out.join(RECORDS, f"{job['id']}.json"), json.dumps(record).encode())
-                results.append(result)
-        self.batches_written += 1
-        if self.die_after_batches and self.batches_written >= self.die_after_batches:
-            os._exit(1)
-        return {"result": np.array([json.dumps(r) for r in results])}
+            for p, frames in zip(good, out.frames, strict=True):
+                digest = self._write(p, encode(frames, "mp4"))
+                if digest is None:
+                    results.append(_result(p, False, None, f"{self.out.join(p.key).uri} exists with other content; "
+                                                           "move it away to render this row"))
+                    continue
+                record = {"id": p.id, "key": p.key, "sha256": digest, "seconds": round(seconds, 4),
+                          "model": self.label, "seed": p.clip.seed, "steps": p.clip.steps,
+                          "guidance": p.clip.guidance, "prompt": p.clip.prompt}
+                self.store.write(self.out.join(RECORDS, f"{p.id}.json"), json.dumps(record).encode())
+                results.append(_result(p, True, frames=frames.tobytes() if p.preview else None))
+        return pa.Table.from_pylist(results)
+
+
+def _result(p: PlannedClip, ok: bool, field: str | None = None, reason: str | None = None,
+            frames: bytes | None = None) -> dict:
+    return {"line": p.line, "id": p.id, "prompt": p.clip.prompt, "ok": ok, "field": field, "reason": reason,
+            "frames": frames}
 
 
 def _done_ids(store: ObjectStore, out) -> set[str]:
@@ -182,20 +186,15 @@ def _ledger(store: ObjectStore, out, record_ids: set[str]) -> list[dict]:
     return [known[i] for i in sorted(record_ids)]
 
 
-def _model_label(ref: str | None, folder: Path) -> str:
-    """name@version for registry models; the folder name and a weights digest otherwise."""
-    if ref and "@" in ref:
-        return f"{folder.parent.name}@{folder.name}"
-    return f"{folder.name}#{sha256_file(folder / WEIGHTS_FILE)[:12]}"
-
-
 def render(cfg: RenderConfig, address: str | None = None,
-           on_batch: Callable[[list[dict], int], None] | None = None) -> dict:
-    """Render every good row not yet done; returns counts and where things went. `on_batch(results, rows_left)`."""
-    import ray
+           on_batch: Callable[[list[dict], int], None] | None = None, renderer: type = Renderer,
+           actor_options: dict | None = None) -> dict:
+    """Render every good row not yet done; returns counts and where things went. `on_batch(results, rows_left)`.
 
-    from vidgen.checkpoint import read_config
-    from vidgen.pipelines import resolve_model
+    `renderer` and `actor_options` (Ray actor options such as `max_restarts`) are seams for tests that make an
+    actor fail; nothing in a RenderConfig does that.
+    """
+    import ray
 
     started = time.time()
     store = ObjectStore(cfg.s3)
@@ -204,31 +203,29 @@ def render(cfg: RenderConfig, address: str | None = None,
     rows, errors = parse_manifest(manifest_bytes, manifest_format(str(cfg.manifest)))
     total_rows = len(rows) + len({e.line for e in errors})
     folder = resolve_model(cfg.model)
-    saved = read_config(folder)
-    shape = (saved["model"]["frames"], saved["model"]["height"], saved["model"]["width"])
+    label = model_label(cfg.model, folder, verify_package(folder))
+    caps = capabilities(read_config(folder))
     store.ensure_bucket(out)
     done = _done_ids(store, out)
-    batches, plan_errors = plan_batches([r for r in rows if r.row.id not in done], shape,
-                                        saved.get("sampler", {"steps": 24, "guidance": 3.0}), cfg)
+    batches, plan_errors = plan_batches([r for r in rows if r.row.id not in done], caps, cfg)
     errors += plan_errors
-    label = _model_label(cfg.model, folder)
-    rendered, failed = 0, []
+    rendered, failed, preview = 0, [], []
     if batches:
-        ensure_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.actors * cfg.cpus_per_actor))
-        stream = ray.data.from_items([{"rows": json.dumps(b)} for b in batches], override_num_blocks=len(batches))
+        connect_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.actors * cfg.cpus_per_actor))
+        stream = ray.data.from_items([{"clips": [asdict(c) for c in b]} for b in batches],
+                                     override_num_blocks=len(batches))
         stream = stream.map_batches(
-            Renderer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(batches))),
-            num_cpus=cfg.cpus_per_actor,
-            fn_constructor_kwargs={"folder": str(folder), "out": out.uri, "s3": cfg.s3.model_dump(),
-                                   "model_label": label, "threads": cfg.cpus_per_actor,
-                                   "die_after_batches": cfg.die_after_batches},
-            ray_remote_args_fn=(lambda: {"max_restarts": 0, "max_task_retries": 0}) if cfg.die_after_batches
-            else None)
+            renderer, batch_size=1, batch_format="pyarrow", num_cpus=cfg.cpus_per_actor,
+            compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(batches))),
+            fn_constructor_kwargs={"model_ref": cfg.model, "label": label, "out": out.uri,
+                                   "s3": cfg.s3.model_dump(), "threads": cfg.cpus_per_actor},
+            **(actor_options or {}))
         left = sum(len(b) for b in batches)
-        for row in stream.iter_batches(batch_size=None, batch_format="numpy"):
-            results = [json.loads(r) for r in row["result"]]
+        for table in stream.iter_batches(batch_size=None, batch_format="pyarrow"):
+            results = table.to_pylist()
             rendered += sum(r["ok"] for r in results)
-            failed += [RowError(r["line"], r["id"], r.get("field"), r["reason"]) for r in results if not r["ok"]]
+            failed += [RowError(r["line"], r["id"], r["field"], r["reason"]) for r in results if not r["ok"]]
+            preview += [r for r in results if r["frames"] is not None]
             left -= len(results)
             if on_batch:
                 on_batch(results, left)
@@ -242,18 +239,18 @@ def render(cfg: RenderConfig, address: str | None = None,
                "videos": len(records), "errors": len(errors), "started": started, "finished": time.time(),
                "config": cfg.model_dump(mode="json", exclude={"s3"})}
     store.write(out.join(RUN), json.dumps(summary, indent=1).encode())
-    if cfg.preview and records:
-        _preview(store, out, records[:8])
+    if preview:
+        _preview(store, out, sorted(preview, key=lambda r: r["line"]), caps.shape)
     return summary
 
 
-def _preview(store: ObjectStore, out, records: list[dict]) -> None:
-    from storage.video import decode
-    from vidgen.report import contact_sheet_png
+def _preview(store: ObjectStore, out, results: list[dict], shape: tuple[int, int, int]) -> None:
+    """A contact sheet of clips this run rendered, from the frames the actors handed back (nothing re-read)."""
+    from vidgen.runtime.plots import contact_sheet_png
 
-    clips = np.stack([decode(store.read(out.join(r["key"]))) for r in records])
+    clips = np.stack([np.frombuffer(r["frames"], np.uint8).reshape(*shape, 3) for r in results])
     with tempfile.TemporaryDirectory() as tmp:
-        path = contact_sheet_png(clips, [r["prompt"] for r in records], Path(tmp) / "preview.png")
+        path = contact_sheet_png(clips, [r["prompt"] for r in results], Path(tmp) / "preview.png")
         store.write(out.join("preview.png"), path.read_bytes())
 
 

@@ -20,7 +20,7 @@ Edges found on these machines (DeepSpeed 0.19.8, Ray 2.60 with Train V2, torch 2
   trainer's torch AdamW and warm-up schedule instead (`zero_force_ds_cpu_optimizer: false` lets ZeRO-Offload
   accept it).
 - DeepSpeed's checkpoints are pickles: each rank records the sha256 of what it wrote, and every file is checked
-  (`storage.checkpoints.verify_checkpoint`) before DeepSpeed may read any of them.
+  (`storage.training_checkpoints.verify_checkpoint`) before DeepSpeed may read any of them.
 - Train V2 (the default in Ray 2.60) restores a run from the checkpoint-manager snapshot it keeps in
   RUNS/NAME: a new run must get a new name, and resuming is starting the same name again.
 - Frozen parameters (the autoencoder) are sharded by ZeRO-3 like the rest; DeepSpeed saves and restores them as
@@ -30,6 +30,7 @@ Edges found on these machines (DeepSpeed 0.19.8, Ray 2.60 with Train V2, torch 2
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -37,8 +38,9 @@ import os
 import sys
 import time
 
+from cluster.connection import connect_ray
 from jobs._entrypoint import job_arguments
-from jobs._ray import ensure_ray
+from jobs._train_worker import StepHooks, train_loop
 from jobs.train_config import DistributedConfig
 from storage.cards import parse_card
 from storage.objectstore import NotFound, ObjectStore, S3Config, StorageError, parse_uri
@@ -90,8 +92,12 @@ def load_run_config(runs: str, name: str, s3: S3Config | None = None) -> Distrib
     return DistributedConfig.model_validate({**saved, "s3": store.s3})
 
 
-def run_training(cfg: DistributedConfig, address: str | None = None, resume: str | None = None) -> dict:
-    """Run (or resume) a distributed training job and return its final metrics, package URI and run name."""
+def run_training(cfg: DistributedConfig, address: str | None = None, resume: str | None = None,
+                 hooks: StepHooks | None = None) -> dict:
+    """Run (or resume) a distributed training job and return its final metrics, package URI and run name.
+
+    `hooks`: a seam into every worker's loop for tests and benchmarks (`jobs._train_worker.StepHooks`).
+    """
     from ray.data import ExecutionOptions, ExecutionResources
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -111,17 +117,16 @@ def run_training(cfg: DistributedConfig, address: str | None = None, resume: str
     store.write(run_dir.join(JOB_FILE), cfg.model_dump_json(indent=1, exclude={"s3"}).encode())
     # A local cluster gets a CPU slot per worker plus one for the Ray Data stream, even on a smaller machine:
     # slots are scheduling tokens, and a stream with no slot left would starve the workers.
-    ensure_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.workers * cfg.cpus_per_worker + 1))
+    connect_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.workers * cfg.cpus_per_worker + 1))
     datasets = {} if cfg.data == "synth" else {"train": _check_data(cfg, store)}
     fs, path = store.filesystem(runs)
-    from jobs._train_worker import train_loop
 
     # The stream may run ahead of the trainers by this much decoded video, no more: unbounded, it took the CPU
     # the first steps needed (measured: steps 0.65 s instead of 0.4 s until backpressure set in).
     data_options = ExecutionOptions(resource_limits=ExecutionResources(object_store_memory=cfg.stream_buffer_mb
                                                                        * 2**20))
     trainer = TorchTrainer(
-        train_loop,
+        functools.partial(train_loop, hooks=hooks),
         train_loop_config=cfg.model_dump(mode="json"),
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from storage.objectstore import S3Config
-from vidgen.training import TrainConfig, autocast_dtype
-
-
-class FailOnce(BaseModel):
-    """Test hook: worker `rank` exits at `step`, once (the `marker` file records that it happened)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    step: int = Field(ge=1)
-    rank: int = Field(1, ge=0)
-    marker: str
+from vidgen.training import TrainConfig
 
 
 class DistributedConfig(BaseModel):
@@ -48,15 +37,6 @@ class DistributedConfig(BaseModel):
     max_failures: int = Field(2, ge=0, description="worker failures survived by restarting from a checkpoint")
     log_every: int = Field(10, ge=1, description="optimizer steps between reported metrics")
     s3: S3Config = Field(default_factory=S3Config)
-    fail_once: FailOnce | None = Field(None, description="test hook: make one worker die once")
-    measure_memory: bool = Field(False, description="benchmark hook: record live tensor MB between backward and "
-                                                    "optimizer step (a census of tensor storages; slow)")
-
-    def autocast_dtype(self) -> torch.dtype | None:
-        """bf16 autocast on GPUs; on CPUs fp32 unless the train config asks for bf16 outright."""
-        if self.use_gpu:
-            return None if self.train.precision == "fp32" else torch.bfloat16
-        return autocast_dtype(self.train.precision) if self.train.precision == "bf16" else None
 
 
 def deepspeed_config(cfg: DistributedConfig) -> dict:

@@ -32,8 +32,9 @@ def micro_config():
 @pytest.fixture(scope="session")
 def micro_model_dir(tmp_path_factory, encoder):
     """A micro model trained for 40 steps and written as a model folder by the real pipeline."""
-    from vidgen.pipelines import train_to_folder
-    from vidgen.training import SamplerConfig, TrainConfig
+    from vidgen.diffusion import SamplerConfig
+    from vidgen.runtime.local_training import train_to_folder
+    from vidgen.training import TrainConfig
 
     cfg = TrainConfig(model=MICRO, max_steps=40, batch_size=8, warmup_steps=5, eval_clips=4, autoencoder_steps=30,
                       sampler=SamplerConfig(steps=4))
@@ -90,7 +91,7 @@ def ray_cluster():
     ray.init(address="local", num_cpus=3, resources={"edge": 2, "cloud": 1}, object_store_memory=256 * 2**20,
              include_dashboard=False,
              _temp_dir=temp_dir, logging_level="warning", log_to_driver=False)
-    from jobs._ray import configure_data_context
+    from cluster.connection import configure_data_context
 
     configure_data_context()
     try:

@@ -1,12 +1,13 @@
-"""The shipped demo model (models/shapes-tiny): it loads verified, meets its accuracy bar and `vidgen demo` runs."""
+"""The shipped demo model (vidgen/shipped_models/shapes-tiny): it loads verified, meets its accuracy bar and `vidgen demo` runs."""
 
 import pytest
 from typer.testing import CliRunner
 
 from storage.package import verify_package
-from vidgen.checkpoint import load_model
 from vidgen.cli import app
-from vidgen.pipelines import DEFAULT_MODEL, evaluate_model, resolve_model
+from vidgen.runtime.eval_runs import evaluate_model
+from vidgen.runtime.packages import load_model
+from vidgen.runtime.references import DEFAULT_MODEL, resolve_model
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Load typed configs from YAML presets (configs/NAME.yaml) or files, with dotted `key=value` overrides."""
+"""Load typed configs from YAML presets (vidgen/configs/NAME.yaml) or files, with dotted `key=value` overrides."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: found by editable and wheel installs alike
 
 
 class ConfigError(ValueError):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from vidgen.clip_request import Guidance, Steps
 from vidgen.text import TextEmbedding
 
 MIN_T = 0.05  # clamp for 1/t in the v-loss, so near-clean samples do not dominate it
@@ -31,6 +32,15 @@ class FlowConfig(BaseModel):
     t_std: float = Field(1.0, gt=0, description="std of the logit-normal noise-level distribution")
     text_dropout: float = Field(0.1, ge=0, lt=1, description="fraction of prompts replaced by the null prompt")
     loss: str = Field("x0", pattern="^(velocity|x0)$", description="loss on x0, or on the implied velocity")
+
+
+class SamplerConfig(BaseModel):
+    """How clips are sampled for evaluation and generation (saved with a model as its defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: Steps = 24
+    guidance: Guidance = 3.0
 
 
 def flow_loss(model, x0: torch.Tensor, text: TextEmbedding, cfg: FlowConfig, generator: torch.Generator | None = None):

@@ -1,4 +1,4 @@
-"""Training pieces every trainer shares: the config, synthetic batches, the train step, EMA and evaluation.
+"""Training pieces every trainer shares: the config, synthetic batches, the train step and EMA; the local trainer.
 
 `train_step` is the one step: the local trainer below calls it, and a distributed trainer (DeepSpeed does its
 own backward and step) reuses `compute_loss`, which holds everything up to the loss.
@@ -17,22 +17,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vidgen import synth
-from vidgen.diffusion import FlowConfig, flow_loss, sample
-from vidgen.metrics import PromptAccuracy, prompt_accuracy
+from vidgen.diffusion import FlowConfig, SamplerConfig, flow_loss
+from vidgen.evaluation import evaluate_splits
 from vidgen.model import PRESETS, ModelConfig, VideoDiT
 from vidgen.perf import model_flops_utilisation
+from vidgen.precision import autocast_dtype
 from vidgen.text import TextEmbedding, TextEncoder
 
 log = logging.getLogger(__name__)
-
-
-class SamplerConfig(BaseModel):
-    """How clips are sampled for evaluation and generation."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    steps: int = Field(24, ge=1, le=1000, description="Euler steps (model evaluations) per clip")
-    guidance: float = Field(3.0, ge=1.0, le=20.0, description="classifier-free guidance scale; 1 turns it off")
 
 
 class TrainConfig(BaseModel):
@@ -60,7 +52,7 @@ class TrainConfig(BaseModel):
     eval_clips: int = Field(96, ge=1, description="clips per split for each evaluation")
     seed: int = Field(0, description="seeds data, noise and initial weights")
     precision: str = Field("auto", pattern="^(auto|bf16|fp32)$", description="bf16 autocast where the CPU has it")
-    threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
+    torch_threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
     save_dtype: str = Field("float32", pattern="^(float32|float16|bfloat16)$",
                             description="dtype of the saved weights; float16 halves the file")
 
@@ -82,23 +74,6 @@ class TrainConfig(BaseModel):
 
     def model_config_resolved(self) -> ModelConfig:
         return ModelConfig(**{**PRESETS[self.preset].model_dump(), **self.model})
-
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """bf16 where asked for, or for 'auto' where the CPU has native bf16 matmuls; None means fp32."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if _cpu_has_bf16() else None
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any("avx512_bf16" in line or "amx_bf16" in line for line in f if line.startswith("flags"))
-    except OSError:
-        return False
 
 
 # --- data ---
@@ -199,27 +174,6 @@ class EMA:
             ema_p.lerp_(p.detach(), 1 - decay)
 
 
-# --- evaluation ---
-
-
-def eval_specs(cfg: ModelConfig, split: str, n: int, seed: int, paraphrase: bool = False) -> list[synth.ClipSpec]:
-    """Evaluation prompts from their own seed stream, apart from the training stream, so the clips are new."""
-    return synth.sample_specs(n, 10_000_000 + seed, split, cfg.frames, cfg.height, cfg.width, paraphrase)
-
-
-def evaluate(model, encoder: TextEncoder, specs: list[synth.ClipSpec], sampler: SamplerConfig,
-             dtype: torch.dtype | None = None, batch_size: int = 48) -> PromptAccuracy:
-    """Generate one clip per spec's caption and score it against the spec's ground truth."""
-    model.eval()
-    clips = []
-    for i in range(0, len(specs), batch_size):
-        chunk = specs[i: i + batch_size]
-        text = encoder.encode([s.caption for s in chunk])
-        seeds = [int(s.background_seed) for s in chunk]
-        clips.extend(sample(model, text, seeds, sampler.steps, sampler.guidance, dtype).frames)
-    return prompt_accuracy(clips, [s.composition for s in specs])
-
-
 # --- the local trainer ---
 
 
@@ -244,8 +198,8 @@ class TrainResult:
 def train_local(cfg: TrainConfig, encoder: TextEncoder,
                 on_step: Callable[[dict], None] | None = None) -> TrainResult:
     """Single-process training on the built-in world until max_steps or max_minutes."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     mcfg = cfg.model_config_resolved()
     model = VideoDiT(mcfg)
@@ -293,11 +247,9 @@ def train_local(cfg: TrainConfig, encoder: TextEncoder,
 def _evaluate_during_training(model, encoder, cfg: TrainConfig, dtype, step: int, train_seconds: float) -> dict:
     """Accuracy on seen and held-out compositions (the same prompts and seeds at every evaluation, so the curve
     compares like with like); evaluation time is not counted as training time."""
-    mcfg = model.config
-    row = {"step": step, "minutes": round(train_seconds / 60, 2)}
-    for split in ("train", "heldout"):
-        acc = evaluate(model, encoder, eval_specs(mcfg, split, cfg.eval_clips, seed=0), cfg.sampler, dtype)
-        row[split] = acc.to_dict()
+    row = {"step": step, "minutes": round(train_seconds / 60, 2),
+           **evaluate_splits(model, encoder, cfg.sampler, cfg.eval_clips, seed=0, dtype=dtype,
+                             splits=("seen", "heldout"))}
     log.info("eval at %.1f min (step %d): seen all-three %.2f, held-out %.2f", row["minutes"], step,
-             row["train"]["all_three"], row["heldout"]["all_three"])
+             row["seen"]["all_three"], row["heldout"]["all_three"])
     return row

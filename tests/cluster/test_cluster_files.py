@@ -8,7 +8,7 @@ import pytest
 import ray
 import yaml
 
-from cluster.jobs import job_names
+from cluster.job_submission import job_names
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())

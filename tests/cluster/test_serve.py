@@ -50,7 +50,7 @@ def server(ray_cluster, tmp_path_factory):
     fast_scaling = {"metrics_interval_s": 0.5, "look_back_period_s": 2, "upscale_delay_s": 1,
                     "downscale_delay_s": 3}
     args = {
-        "jobs_uri": str(tmp / "jobs"),
+        "renders_uri": str(tmp / "jobs"),
         "limits": {"max_prompt_chars": 120, "max_steps": 6},
         "policy": {"overload_queue_per_replica": 50},
         "tiers": {
@@ -203,7 +203,7 @@ def test_async_job_gives_the_same_clip_as_sync(server):
     status = wait_for(lambda: (s := requests.get(f"{base}/v1/videos/{job['id']}", headers=AUTH, timeout=10).json())
                       ["status"] != "queued" and s, 60, "the job")
     assert status["status"] == "done", status
-    assert status["video_url"].startswith("file://" + cfg.jobs_uri)
+    assert status["video_url"].startswith("file://" + cfg.renders_uri)
     clip = requests.get(f"{base}{status['content_url']}", headers=AUTH, timeout=10)
     assert clip.headers["content-type"] == "video/mp4"
     assert clip.content == post(base, body).content  # deterministic sampler: the same bytes either way

@@ -6,11 +6,12 @@ import pytest
 from ray.serve.schema import ServeDeploySchema
 
 from cluster.api import VideoRequest, check_limits
+from cluster.auth import token_digest
 from cluster.deploy import DeployError, local_resources, prepare_config, unplaceable_tiers
-from cluster.router import token_digest
 from cluster.serve_config import AuthConfig, Limits, ServeConfig, read_deploy_file
+from vidgen.clip_request import Capabilities
 
-SHAPE = (8, 32, 32)
+SHAPE = Capabilities(frames=8, height=32, width=32, steps=24, guidance=3.0)  # what a tiny model reports
 
 
 @pytest.mark.parametrize("path", ["cluster/serve.yaml", "cluster/serve-local.yaml"])
@@ -48,7 +49,7 @@ def test_auth_needs_a_token_unless_insecure_on_loopback():
 
     shipped = prepare_config(cfg, "127.0.0.1", insecure_local=False, environ={"VIDGEN_SERVE_TOKEN": "s3cret"})
     assert shipped.auth.token_sha256 == digest and "s3cret" not in shipped.model_dump_json()
-    assert shipped.jobs_uri.startswith("/")  # a relative folder is resolved where the command runs
+    assert shipped.renders_uri.startswith("/")  # a relative folder is resolved where the command runs
     with pytest.raises(DeployError, match="VIDGEN_SERVE_TOKEN"):
         prepare_config(cfg, "127.0.0.1", insecure_local=False, environ={})
     with pytest.raises(DeployError, match="only on loopback"):
@@ -64,7 +65,10 @@ def test_limits_name_the_field():
     assert check_limits(ok, limits, SHAPE) == []
     bad = VideoRequest(prompt="x" * 21, steps=9, frames=16, width=64)
     assert {p.field for p in check_limits(bad, limits, SHAPE)} == {"prompt", "steps", "frames", "width"}
-    assert [p.field for p in check_limits(VideoRequest(prompt="   "), limits, SHAPE)] == ["prompt"]
+    with pytest.raises(ValueError, match="prompt"):  # blank once stripped
+        VideoRequest(prompt="   ")
+    assert [p.field for p in check_limits(VideoRequest(prompt="a", negative_prompt="a dog"), limits, SHAPE)] \
+        == ["negative_prompt"]  # the served model takes none
     with pytest.raises(ValueError, match="extra"):
         VideoRequest(prompt="a", colour="red")
 

@@ -1,11 +1,12 @@
 """Bulk render on a real local Ray cluster: bad rows isolated, exactly once after a kill, identical re-renders."""
 
 import json
+import os
 import uuid
 
 import pytest
 
-from jobs.render import RenderConfig, render
+from jobs.render import RenderConfig, Renderer, render
 from storage.objectstore import ObjectStore
 
 GOOD = [{"id": f"clip-{i:02d}", "prompt": p} for i, p in enumerate([
@@ -66,8 +67,16 @@ def test_a_killed_run_resumes_to_every_good_row_exactly_once_on_s3(ray_cluster, 
                                                                     s3_config, tmp_path):
     folder, _ = micro_model_dir
     out = f"s3://render-{uuid.uuid4().hex[:10]}/out"
-    with pytest.raises(Exception, match="(?i)actor|died|worker"):  # the actor process exits after one batch
-        render(_cfg(manifest, out, folder, s3=s3_config, die_after_batches=1, actors=1))
+
+    class DiesAfterOneBatch(Renderer):  # defined here, so it travels to the actor by value
+        def __call__(self, batch):
+            result = super().__call__(batch)
+            os._exit(1)  # the actor process dies as a lost node would, after writing its first batch
+            return result
+
+    with pytest.raises(Exception, match="(?i)actor|died|worker"):  # not restarted: the job fails
+        render(_cfg(manifest, out, folder, s3=s3_config, actors=1), renderer=DiesAfterOneBatch,
+               actor_options={"max_restarts": 0})
     store = ObjectStore(s3_config)
     assert len(store.list(f"{out}/videos")) == 3 and not store.exists(f"{out}/results.jsonl")  # one batch of 3
     summary = render(_cfg(manifest, out, folder, s3=s3_config))

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from storage.package import verify_package
-from vidgen.checkpoint import ModelFileError, load_model, save_model
 from vidgen.model import VideoDiT
+from vidgen.runtime.packages import ModelFileError, load_model, save_model
 
 
 def _saved(tmp_path, micro_config):

@@ -44,7 +44,7 @@ def test_generate_writes_mp4_and_gif(micro_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["generate", "  ", "--out", "x.mp4"], "prompt is empty"),
+    (["generate", "  ", "--out", "x.mp4"], "prompt: String should have at least 1 character"),
     (["generate", "a red ball moving up", "--out", "x.avi"], ".mp4 or .gif"),
     (["generate", "a red ball moving up", "--frames", "16", "--out", "x.mp4"], "frames=16 cannot be made"),
     (["generate", "a red ball moving up", "--model", "no-such-model"], "neither a folder, a shipped model"),

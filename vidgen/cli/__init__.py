@@ -1,6 +1,6 @@
 """`vidgen`: the command line front door. Heavy libraries are imported inside commands so --help is instant.
 
-Each command is a thin wrapper over a plain function (`vidgen.pipelines`, `jobs.*`, `storage.*`);
+Each command is a thin wrapper over a plain function (`vidgen.runtime.*`, `jobs.*`, `cluster.*`, `storage.*`);
 `vidgen data …` and `vidgen models …` live in `vidgen/cli/data.py` and `vidgen/cli/models.py`.
 """
 
@@ -103,7 +103,7 @@ def train(
         return
     out = Path(out or "runs/tiny")
 
-    from vidgen.pipelines import train_to_folder
+    from vidgen.runtime.local_training import train_to_folder
 
     bar = progress()
     by_time = cfg.max_minutes is not None
@@ -145,9 +145,9 @@ def generate(
     if out.suffix.lower() not in (".mp4", ".gif"):
         fail(f"--out {out} must end in .mp4 or .gif")
     from storage.objectstore import StorageError
+    from storage.package import ModelFileError
     from storage.video import write
-    from vidgen.checkpoint import ModelFileError
-    from vidgen.pipelines import generate as generate_clips
+    from vidgen.runtime.pipeline import generate as generate_clips
 
     bar = progress()
     try:
@@ -176,8 +176,8 @@ def eval_(
     """Prompt accuracy (colour, shape, direction, all three) on seen, held-out and paraphrased prompts."""
     setup_logging()
     from storage.objectstore import StorageError
-    from vidgen.checkpoint import ModelFileError
-    from vidgen.pipelines import evaluate_model
+    from storage.package import ModelFileError
+    from vidgen.runtime.eval_runs import evaluate_model
 
     try:
         result = evaluate_model(model, clips, seed, steps, guidance)
@@ -201,11 +201,11 @@ def demo(
     """Generate a handful of clips with the shipped demo model into OUT and report their prompt accuracy."""
     setup_logging()
     from storage.objectstore import StorageError
+    from storage.package import ModelFileError
     from storage.video import write
-    from vidgen.checkpoint import ModelFileError
-    from vidgen.pipelines import SAMPLE_PROMPTS, accuracy_of
-    from vidgen.pipelines import generate as generate_clips
-    from vidgen.report import contact_sheet_png
+    from vidgen.runtime.eval_runs import SAMPLE_PROMPTS, accuracy_of
+    from vidgen.runtime.pipeline import generate as generate_clips
+    from vidgen.runtime.plots import contact_sheet_png
 
     prompts = list(SAMPLE_PROMPTS)
     bar = progress()

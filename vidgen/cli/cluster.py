@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from typing import Annotated
 
@@ -33,19 +32,12 @@ def _join(address: str | None, token_file: str | None) -> str:
     if not address:
         address = (json.loads(state.read_text())["gcs_address"] if state.is_file()
                    else env if env and "://" not in env else "auto")
-    from cluster.connection import ClusterConnectionError, use_token_for_ray
+    from cluster.connection import ClusterConnectionError, connect_ray
 
     try:
-        use_token_for_ray(token_file)
+        connect_ray(address, token_file=token_file, log_to_driver=False)
     except ClusterConnectionError as exc:
         fail(str(exc))
-    import ray
-
-    try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        fail(f"could not join the Ray cluster at {address}: {str(exc).strip().splitlines()[0]}. Point at another "
-             "with --address HOST:PORT (its GCS port, 6379 by default)")
     return address
 
 

@@ -40,7 +40,7 @@ def train_distributed(preset_or_file: str, overrides: list[str], dry_run: bool, 
     except (TrainingError, StorageError, ValueError) as err:
         fail(str(err))
     typer.echo(f"run {summary['run']}: {summary['steps']} steps, loss {summary['first_loss']:.3f} -> "
-               f"{summary['final_loss']:.3f}; prompt accuracy seen {summary['prompt_accuracy_train']:.2f}, "
+               f"{summary['final_loss']:.3f}; prompt accuracy seen {summary['prompt_accuracy_seen']:.2f}, "
                f"held-out {summary['prompt_accuracy_heldout']:.2f}\n"
                f"checkpoints in {summary['run_dir']}/, model package (card, metrics.csv, loss_curve.png) in "
                f"{summary['package']}/")

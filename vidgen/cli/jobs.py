@@ -50,10 +50,10 @@ def submit(
     Prints the job id and how to follow it. The job runs in the cluster's Python environment (vidgen and its
     dependencies installed there, as cluster.yaml's setup commands do).
     """
-    from cluster import jobs
+    from cluster import job_submission
 
     target = _target(address, token_file)
-    job_id = _call(jobs.submit, target, job, list(args or []))
+    job_id = _call(job_submission.submit, target, job, list(args or []))
     typer.echo(f"submitted {job_id} to {target.address}")
     typer.echo(f"  follow: vidgen jobs logs {job_id} --follow --address {target.address}")
     typer.echo(f"  status: vidgen jobs status {job_id} --address {target.address}")
@@ -63,9 +63,9 @@ def submit(
 @app.command("list")
 def list_(address: AddressOption = None, token_file: TokenOption = None) -> None:
     """Every job submitted to the cluster, oldest first: id, status, command."""
-    from cluster import jobs
+    from cluster import job_submission
 
-    rows = _call(jobs.list_jobs, _target(address, token_file))
+    rows = _call(job_submission.list_jobs, _target(address, token_file))
     for row in rows:
         typer.echo(f"{row['job_id']:28s} {row['status']:10s} {row['entrypoint']}")
     if not rows:
@@ -75,9 +75,9 @@ def list_(address: AddressOption = None, token_file: TokenOption = None) -> None
 @app.command()
 def status(job_id: JobId, address: AddressOption = None, token_file: TokenOption = None) -> None:
     """A job's status; for a failed job, its error."""
-    from cluster import jobs
+    from cluster import job_submission
 
-    info = _call(jobs.describe, _target(address, token_file), job_id)
+    info = _call(job_submission.describe, _target(address, token_file), job_id)
     typer.echo(f"{info['job_id']}: {info['status']}")
     typer.echo(f"  command: {info['entrypoint']}")
     if info["message"]:
@@ -90,21 +90,21 @@ def status(job_id: JobId, address: AddressOption = None, token_file: TokenOption
 def logs(job_id: JobId, follow: Annotated[bool, typer.Option(help="keep printing until the job ends")] = False,
          address: AddressOption = None, token_file: TokenOption = None) -> None:
     """A job's output (stdout and stderr of its driver)."""
-    from cluster import jobs
+    from cluster import job_submission
 
     target = _target(address, token_file)
     if follow:
-        _call(jobs.follow, target, job_id, lambda chunk: typer.echo(chunk, nl=False))
+        _call(job_submission.follow, target, job_id, lambda chunk: typer.echo(chunk, nl=False))
     else:
-        typer.echo(_call(jobs.logs, target, job_id), nl=False)
+        typer.echo(_call(job_submission.logs, target, job_id), nl=False)
 
 
 @app.command()
 def stop(job_id: JobId, address: AddressOption = None, token_file: TokenOption = None) -> None:
     """Stop a running job (its driver and the tasks and actors it started)."""
-    from cluster import jobs
+    from cluster import job_submission
 
-    if _call(jobs.stop, _target(address, token_file), job_id):
+    if _call(job_submission.stop, _target(address, token_file), job_id):
         typer.echo(f"{job_id}: stop requested")
     else:
         typer.echo(f"{job_id}: had already ended")

@@ -36,17 +36,12 @@ def _connect(address: str | None) -> str:
     if not address:
         fail("no cluster to ask: give --address or set RAY_ADDRESS (a `vidgen serve up` without an address serves "
              "in its own terminal and stops with it)")
-    if _joined():
-        return address
-    from cluster.connection import use_token_for_ray
-
-    use_token_for_ray()
-    import ray
+    from cluster.connection import ClusterConnectionError, connect_ray
 
     try:
-        ray.init(address=address, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError) as exc:
-        fail(f"could not reach the Ray cluster at {address}: {exc}; check the address (or RAY_ADDRESS)")
+        connect_ray(address)
+    except ClusterConnectionError as exc:
+        fail(str(exc))
     return address
 
 
@@ -84,13 +79,15 @@ def up(
         cfg = prepare_config(cfg, http.get("host", "127.0.0.1"), insecure_local, dict(os.environ))
     except (FileNotFoundError, ValueError, DeployError) as exc:
         fail(str(exc).replace("\n", " "))
-    import ray
-    from ray import serve
+    from cluster.connection import connect_ray
 
     if address:
         _connect(address)
     else:
-        ray.init(address="local", resources=local_resources(cfg), logging_level=logging.WARNING)
+        connect_ray(None, resources=local_resources(cfg))
+    import ray
+    from ray import serve
+
     try:
         with Console(stderr=True).status(f"deploying {cfg.app_name}: loading the models of both tiers"):
             started = time.perf_counter()
@@ -101,7 +98,7 @@ def up(
     typer.echo(f"{cfg.app_name} is up at {url} in {time.perf_counter() - started:.0f} s: "
                + ", ".join(f"{n} {tier} replica(s)" for tier, n in replicas.items()))
     typer.echo(f"  API spec:      {url}/docs (OpenAPI at {url}/openapi.json)")
-    typer.echo(f"  async renders: {cfg.jobs_uri}")
+    typer.echo(f"  async renders: {cfg.renders_uri}")
     auth = "" if insecure_local else f' -H "Authorization: Bearer ${cfg.auth.token_env}"'
     typer.echo(f"  try:           curl -s{auth} -H 'Content-Type: application/json' "
                f"-d '{{\"prompt\": \"a red square moving right\"}}' {url}/v1/videos -o clip.mp4")

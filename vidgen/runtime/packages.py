@@ -13,9 +13,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from storage.package import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, ModelFileError, verify_package, write_sums
+from vidgen.clip_request import Capabilities
+from vidgen.diffusion import SamplerConfig
 from vidgen.model import ModelConfig, VideoDiT
 
-__all__ = ["ModelFileError", "load_model", "read_config", "save_model", "write_sums"]
+__all__ = ["ModelFileError", "capabilities", "load_model", "read_config", "save_model", "write_sums"]
 
 
 def save_model(model: VideoDiT, folder: str | Path, card: str | None = None, extra: dict | None = None,
@@ -37,7 +39,18 @@ def save_model(model: VideoDiT, folder: str | Path, card: str | None = None, ext
 
 
 def read_config(folder: str | Path) -> dict:
+    """config.json of a package folder (verify the folder first: `verify_package` or `load_model`)."""
     return json.loads((Path(folder) / CONFIG_FILE).read_text())
+
+
+def capabilities(config: dict) -> Capabilities:
+    """What the model in a package makes (its positional embeddings fix the clip shape) and its sampler defaults."""
+    if not isinstance(config.get("model"), dict):
+        raise ModelFileError(f"{CONFIG_FILE} has no 'model' section; it was not written by vidgen")
+    model = ModelConfig(**config["model"])
+    sampler = SamplerConfig(**config.get("sampler", {}))
+    return Capabilities(frames=model.frames, height=model.height, width=model.width, steps=sampler.steps,
+                        guidance=sampler.guidance, negative_prompt=False)
 
 
 def load_model(folder: str | Path) -> VideoDiT:

@@ -1,5 +1,7 @@
 """Render manifests: JSONL or CSV rows of `{id, prompt, seed?, frames?, height?, width?, steps?, guidance?, ...}`.
 
+Each row is a `ClipRequest` (`vidgen.clip_request`: the bounds every path shares) plus the id naming its output.
+
 Manifests come from users and other tools, so every field is untrusted: ids become object keys and must be
 plain names, numbers are range-checked, unknown keys are refused. Validation never stops at the first problem:
 every bad row is reported as a `RowError` (line numbers as an editor shows them) and the good rows go on.
@@ -15,26 +17,18 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
+
+from vidgen.clip_request import ClipRequest
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 FORMATS = ("jsonl", "csv")
 
 
-class ManifestRow(BaseModel):
-    """One clip to render. Unset optional fields take the run config's defaults."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class ManifestRow(ClipRequest):
+    """One clip to render: a clip request with the id that names its output. Unset fields take the run's defaults."""
 
     id: str = Field(pattern=ID_PATTERN, description="names the output object: letters, digits, . _ -")
-    prompt: str = Field(min_length=1, max_length=500)
-    seed: int | None = Field(None, ge=0, lt=2**63)
-    frames: int | None = Field(None, ge=1, le=1024)
-    height: int | None = Field(None, ge=8, le=4096)
-    width: int | None = Field(None, ge=8, le=4096)
-    steps: int | None = Field(None, ge=1, le=1000)
-    guidance: float | None = Field(None, ge=1.0, le=20.0)
-    negative_prompt: str | None = Field(None, max_length=500)
     tier: Literal["edge", "cloud"] | None = None
 
 

@@ -28,7 +28,7 @@ def loss_curve_png(history: list[dict], path: str | Path, evals: list[dict] = ()
     if evals:
         acc_ax = ax.twinx()
         eval_steps = [e["step"] for e in evals]
-        acc_ax.plot(eval_steps, [e["train"]["all_three"] for e in evals], "o-", color="tab:green", label="seen")
+        acc_ax.plot(eval_steps, [e["seen"]["all_three"] for e in evals], "o-", color="tab:green", label="seen")
         acc_ax.plot(eval_steps, [e["heldout"]["all_three"] for e in evals], "s--", color="tab:orange",
                     label="held-out")
         acc_ax.set_ylim(0, 1)

@@ -1,0 +1,14 @@
+"""The composition layer: load a model package by reference and run it, evaluation runs, run artifacts.
+
+It joins the model core (`vidgen.model`, `vidgen.diffusion`, ...) and `storage` (packages, registry, video), and
+knows no Ray: `jobs/` and `cluster/` build on it. Modules:
+
+    references.py      a model reference (folder, shipped name, NAME@vN) -> a verified local package folder
+    packages.py        a VideoDiT to and from a package folder (safetensors + config.json + card + SHA256SUMS)
+    pipeline.py        VideoPipeline: a loaded model with its capabilities, generating ResolvedClips
+    manifest.py        render manifests (JSONL/CSV) validated row by row into clip requests
+    eval_runs.py       prompt accuracy of a model by reference
+    local_training.py  `vidgen train` in one process, into a package folder with its artifacts
+    artifacts.py       what runs leave: the model card, metrics.csv
+    plots.py           loss curve and contact sheet PNGs
+"""
