@@ -26,8 +26,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
+# ruff, then the import contract of the layers (pyproject.toml [tool.importlinter]; tests run it too)
 lint: install
 	$(BIN)/ruff check vidgen storage jobs cluster tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cluster.connection import connect_ray
+from cluster.launcher import free_ports
 from jobs.prepare import PrepareConfig, prepare
 from storage.datasets import open_dataset
 from storage.loopback import LoopbackS3
@@ -81,7 +82,7 @@ def main() -> None:
     import ray
 
     connect_ray(None, num_cpus=args.workers)
-    with LoopbackS3() as s3, tempfile.TemporaryDirectory() as tmp:
+    with LoopbackS3(free_ports(1)[0]) as s3, tempfile.TemporaryDirectory() as tmp:
         store = ObjectStore(s3.config)
         uri = f"s3://bench-{uuid.uuid4().hex[:8]}/shapes"
         prepare(PrepareConfig(n=args.n, out=uri, s3=s3.config))

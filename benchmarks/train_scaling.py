@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 from cluster.connection import connect_ray
+from cluster.launcher import free_ports
 from jobs._train_worker import StepHooks
 from jobs.train import run_training
 from jobs.train_config import DistributedConfig
@@ -113,7 +114,7 @@ def data_wait(steps: int, runs: str) -> None:
     from jobs.prepare import PrepareConfig, prepare
     from storage.loopback import LoopbackS3
 
-    with LoopbackS3() as s3:
+    with LoopbackS3(free_ports(1)[0]) as s3:
         uri = f"s3://bench-{uuid.uuid4().hex[:8]}/shapes"
         prepare(PrepareConfig(n=2000, out=uri, s3=s3.config))
         summary = run_training(DistributedConfig(train=_train(steps, 16, threads=1), workers=2, zero_stage=2,

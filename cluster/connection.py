@@ -3,7 +3,7 @@
 The address is a Ray dashboard URL (`http://HEAD:8265`), as for `ray job submit --address`. Ray 2.60 turns token
 authentication on by default, so every request carries `Authorization: Bearer <token>`; the token is found, in order,
 in `--token-file`, `$RAY_AUTH_TOKEN`, `$RAY_AUTH_TOKEN_PATH`, the config file's `token_file`, and `~/.ray/auth_token`
-(where `ray start` writes it). The config file is `$VIDGEN_CLUSTER_CONFIG` or `~/.config/vidgen/cluster.yaml`:
+(where `ray start` writes it). The config file is `$VIDGEN_CLUSTER_CONFIG` or `~/.vidgen/cluster.yaml`:
 
     address: http://10.0.0.5:8265
     token_file: ~/.ray/prod_token
@@ -19,7 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_CONFIG = Path("~/.config/vidgen/cluster.yaml")
+from storage.user_state import cluster_config
+
 DEFAULT_TOKEN_FILE = Path("~/.ray/auth_token")
 
 
@@ -42,7 +43,7 @@ class Target:
 def _config_file(environ: dict[str, str]) -> dict:
     import yaml
 
-    path = Path(environ.get("VIDGEN_CLUSTER_CONFIG", str(DEFAULT_CONFIG))).expanduser()
+    path = cluster_config(environ)
     if not path.is_file():
         return {}
     data = yaml.safe_load(path.read_text()) or {}
@@ -102,7 +103,7 @@ def resolve(address: str | None = None, token_file: str | None = None,
         address, source = config["address"], config["path"]
     else:
         raise ClusterConnectionError("no cluster given: pass --address http://HEAD:8265, set RAY_ADDRESS, or write "
-                                     f"address: in {DEFAULT_CONFIG}")
+                                     f"address: in {cluster_config()}")
     if "://" not in address:
         address = f"http://{address}"
     token, _ = find_token(token_file, environ, config)

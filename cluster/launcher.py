@@ -21,9 +21,10 @@ from pathlib import Path
 
 import yaml
 
+from storage.user_state import local_cluster_state
+
 log = logging.getLogger(__name__)
 
-LOCAL_STATE = Path("~/.vidgen/local-cluster.json")
 # The custom resources vidgen's node types carry, and the type each one marks (cluster.yaml, cluster/local.yaml).
 TYPE_BY_RESOURCE = {"edge": "edge_cpu", "cloud": "cloud_gpu"}
 
@@ -99,8 +100,8 @@ def up(path: str | Path, port: int = 6379, dashboard_port: int = 8265) -> dict:
         raise RuntimeError(f"ray start failed: {result.stderr.strip().splitlines()[-1:]}")
     state = {"cluster": config["cluster_name"], "gcs_address": gcs_address, "temp_dir": temp_dir,
              "dashboard": f"http://127.0.0.1:{dashboard_port}"}
-    LOCAL_STATE.expanduser().parent.mkdir(parents=True, exist_ok=True)
-    LOCAL_STATE.expanduser().write_text(json.dumps(state, indent=2))
+    local_cluster_state().parent.mkdir(parents=True, exist_ok=True)
+    local_cluster_state().write_text(json.dumps(state, indent=2))
     return state
 
 
@@ -141,7 +142,7 @@ def down(path: str | Path) -> str:
 
         teardown_cluster(str(path))
         return f"{config['cluster_name']} torn down"
-    state_file = LOCAL_STATE.expanduser()
+    state_file = local_cluster_state()
     if not state_file.is_file():
         raise RuntimeError(f"no local cluster recorded in {state_file}; nothing to stop")
     state = json.loads(state_file.read_text())

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cluster.placement import PolicyConfig
+from vidgen.clip_request import MAX_PROMPT_CHARS, Guidance, Steps
 
 TierName = Literal["edge", "cloud"]
 
@@ -49,8 +50,8 @@ class TierConfig(BaseModel):
 
     model: str = Field("shapes-tiny", description="model reference: a shipped name, a folder or NAME@latest; both "
                                                   "tiers serve the same clip shape (edge is a cheaper copy)")
-    steps: int | None = Field(None, ge=1, le=1000, description="Euler steps per clip; None: the model's own")
-    guidance: float | None = Field(None, ge=1.0, le=20.0)
+    steps: Steps | None = Field(None, description="Euler steps per clip; None: the model's own")
+    guidance: Guidance | None = Field(None, description="guidance scale; None: the model's own")
     int8: bool = Field(False, description="int8 linear weights (vidgen.quantize)")
     torch_threads: int = Field(1, ge=1)
     cost_per_clip: float = Field(ge=0, description="relative cost the placement policy minimises")
@@ -71,8 +72,8 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_prompt_chars: int = Field(200, ge=1, le=1000)
-    max_steps: int = Field(64, ge=1, le=1000)
+    max_prompt_chars: int = Field(200, ge=1, le=MAX_PROMPT_CHARS)
+    max_steps: Steps = 64
 
 
 class AuthConfig(BaseModel):

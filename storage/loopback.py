@@ -3,7 +3,7 @@
 It speaks S3 over HTTP exactly as AWS does and enforces credentials: only the access key made at start
 is let in. Data lives in the server's memory and is gone when it stops. Needs `moto[server]` (a dev extra).
 
-    with LoopbackS3() as s3:
+    with LoopbackS3(port) as s3:        # a free loopback port, e.g. cluster.launcher.free_ports(1)[0]
         store = ObjectStore(s3.config)
 """
 
@@ -21,17 +21,11 @@ from storage.objectstore import S3Config
 BOOTSTRAP_CALLS = 3  # the IAM calls below, let through before any key exists
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LoopbackS3:
-    """Start moto's S3 server in its own process on a free loopback port, with one IAM user allowed everything."""
+    """Start moto's S3 server in its own process on a loopback port, with one IAM user allowed everything."""
 
-    def __init__(self, start_timeout_s: float = 30):
-        self.port = free_port()
+    def __init__(self, port: int, start_timeout_s: float = 30):
+        self.port = port
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self.start_timeout_s = start_timeout_s
         self.process: subprocess.Popen | None = None

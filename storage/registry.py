@@ -27,19 +27,12 @@ from pathlib import Path
 
 from storage.objectstore import AlreadyExists, Location, ObjectStore, StorageError, parse_uri
 from storage.package import SUMS_FILE, ModelFileError, format_sums, parse_sums, verify_package
+from storage.user_state import model_cache, registry_root
 
 log = logging.getLogger(__name__)
 CLAIM_FILE = ".claim"
 VERSION = re.compile(r"^v([1-9][0-9]*)$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def default_root() -> str:
-    return os.environ.get("VIDGEN_REGISTRY") or str(Path("~/.vidgen/registry").expanduser())
-
-
-def default_cache() -> Path:
-    return Path(os.environ.get("VIDGEN_CACHE") or "~/.cache/vidgen/models").expanduser()
 
 
 @dataclass(frozen=True)
@@ -60,7 +53,7 @@ def parse_ref(ref: str, root: str | None = None) -> ModelRef:
     body, _, version = text.rpartition("@") if "@" in text else (text, "", "latest")
     if version != "latest" and not VERSION.match(version):
         raise StorageError(f"model reference {ref!r} has version {version!r}: use vN (e.g. v3) or latest")
-    model_uri = parse_uri(body) if "://" in body else parse_uri(root or default_root()).join(body)
+    model_uri = parse_uri(body) if "://" in body else parse_uri(root or registry_root()).join(body)
     if not NAME.match(model_uri.name):
         raise StorageError(f"model reference {ref!r} has no usable model name: write NAME@VERSION, e.g. shapes@v1")
     return ModelRef(model_uri, version)
@@ -86,7 +79,7 @@ def list_versions(model_uri: str | Location, store: ObjectStore | None = None) -
 def list_models(root: str | None = None, store: ObjectStore | None = None) -> dict[str, list[str]]:
     """{name: complete versions} for every model under a registry root."""
     store = store or ObjectStore()
-    loc = parse_uri(root or default_root())
+    loc = parse_uri(root or registry_root())
     prefix = loc.uri.rstrip("/") + "/"
     found: dict[str, set[str]] = {}
     for obj in store.list(loc):
@@ -147,7 +140,7 @@ def pull(ref: str | ModelRef, root: str | None = None, store: ObjectStore | None
     """Download a model version into the cache (if not there already), verify every file, return its folder."""
     store = store or ObjectStore()
     ref = resolve(ref, root, store)
-    dest = (cache_dir or default_cache()) / ref.name / ref.version
+    dest = (cache_dir or model_cache()) / ref.name / ref.version
     if dest.is_dir():
         verify_package(dest)  # a cached copy is trusted only while it still matches
         return dest

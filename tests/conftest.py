@@ -49,9 +49,10 @@ def micro_model_dir(tmp_path_factory, encoder):
 @pytest.fixture(scope="session")
 def s3_config():
     """The S3Config of a loopback S3 server that lives for the whole session."""
+    from cluster.launcher import free_ports
     from storage.loopback import LoopbackS3
 
-    with LoopbackS3() as server:
+    with LoopbackS3(free_ports(1)[0]) as server:
         yield server.config
 
 

@@ -1,4 +1,4 @@
-"""The shipped demo model (vidgen/shipped_models/shapes-tiny): it loads verified, meets its accuracy bar and `vidgen demo` runs."""
+"""The shipped demo model (vidgen/shipped_models/shapes-tiny): loads verified, meets its bar, `vidgen demo` runs."""
 
 import pytest
 from typer.testing import CliRunner

@@ -4,7 +4,6 @@ One deployment for the module (deploying loads both tiers' models): placement se
 asynchronous jobs, an OpenAPI fuzz, autoscaling of the edge tier up and down, and a replica killed under load.
 """
 
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,17 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from cluster.launcher import free_ports
+
 pytestmark = pytest.mark.slow
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROMPT = "a red square moving right"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.25):
@@ -46,7 +41,7 @@ def server(ray_cluster, tmp_path_factory):
     from vidgen.cli import app
 
     tmp = tmp_path_factory.mktemp("serve")
-    port = free_port()
+    port = free_ports(1)[0]
     fast_scaling = {"metrics_interval_s": 0.5, "look_back_period_s": 2, "upscale_delay_s": 1,
                     "downscale_delay_s": 3}
     args = {
@@ -222,7 +217,7 @@ def test_openapi_fuzz_finds_no_server_error(server):
 
     base, _ = server
     schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
-    assert {"/v1/videos", "/v1/videos/{job_id}", "/v1/models", "/healthz"} <= set(schema.raw_schema["paths"])
+    assert {"/v1/videos", "/v1/videos/{render_id}", "/v1/models", "/healthz"} <= set(schema.raw_schema["paths"])
     calls = []
     for result in schema.get_all_operations():
         operation = result.ok()

@@ -114,7 +114,7 @@ def test_cli_exit_status_says_whether_every_row_rendered(ray_cluster, micro_mode
 
 
 @pytest.mark.slow
-def test_the_make_demo_manifest_renders_all_but_its_two_bad_rows(ray_cluster, tmp_path):
+def test_the_make_demo_manifest_renders_all_but_its_two_bad_rows(ray_cluster, tmp_path, monkeypatch):
     """What `make demo` runs: examples/manifest.jsonl with the shipped model, a preview sheet."""
     from pathlib import Path
 
@@ -123,9 +123,13 @@ def test_the_make_demo_manifest_renders_all_but_its_two_bad_rows(ray_cluster, tm
     from vidgen.cli import app
 
     manifest = Path(__file__).resolve().parents[2] / "examples" / "manifest.jsonl"
+    reads = []
+    original_read = ObjectStore.read
+    monkeypatch.setattr(ObjectStore, "read", lambda self, uri: reads.append(str(uri)) or original_read(self, uri))
     result = CliRunner().invoke(app, ["render", str(manifest), "--out", str(tmp_path), "--preview"])
     assert result.exit_code == 2, result.output  # the two bad rows, on purpose
     assert "26 rows: 24 rendered now" in result.output
     errors = [json.loads(line) for line in (tmp_path / "errors.jsonl").read_text().splitlines()]
     assert sorted(e["id"] for e in errors) == ["demo-bad-no-prompt", "demo-bad-size"]
     assert len(list((tmp_path / "videos").glob("*.mp4"))) == 24 and (tmp_path / "preview.png").stat().st_size > 0
+    assert not [uri for uri in reads if uri.endswith(".mp4")]  # the preview came from the clips, not re-read MP4s

@@ -25,9 +25,9 @@ TokenOption = Annotated[str | None, typer.Option(help="file holding the cluster'
 
 def _join(address: str | None, token_file: str | None) -> str:
     """Join the cluster as a driver (needed for the autoscaler SDK); the token must be set before Ray loads."""
-    from cluster.launcher import LOCAL_STATE
+    from storage.user_state import local_cluster_state
 
-    state = LOCAL_STATE.expanduser()
+    state = local_cluster_state()
     env = os.environ.get("RAY_ADDRESS", "")
     if not address:
         address = (json.loads(state.read_text())["gcs_address"] if state.is_file()

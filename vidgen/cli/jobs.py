@@ -12,7 +12,7 @@ app = typer.Typer(help="Follow and stop the jobs submitted to a Ray cluster (thr
                   no_args_is_help=True)
 
 AddressOption = Annotated[str | None, typer.Option(help="the cluster's dashboard URL, e.g. http://HEAD:8265 "
-                                                        "(default: $RAY_ADDRESS, then ~/.config/vidgen/cluster.yaml)")]
+                                                        "(default: $RAY_ADDRESS, then ~/.vidgen/cluster.yaml)")]
 TokenOption = Annotated[str | None, typer.Option(help="file holding the cluster's auth token (default: "
                                                       "$RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)")]
 JobId = Annotated[str, typer.Argument(help="the id `vidgen submit` printed (or `vidgen jobs list` shows)")]

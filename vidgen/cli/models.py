@@ -26,10 +26,10 @@ def push(
     setup_logging()
     from storage.objectstore import StorageError, parse_uri
     from storage.package import ModelFileError
-    from storage.registry import default_root
     from storage.registry import push as push_model
+    from storage.user_state import registry_root
 
-    model_uri = parse_uri(root or default_root()).join(name).uri
+    model_uri = parse_uri(root or registry_root()).join(name).uri
     try:
         version = push_model(folder, model_uri)
     except (StorageError, ModelFileError) as err:
@@ -62,13 +62,14 @@ def list_(
     """List every model in the registry with its complete versions."""
     setup_logging()
     from storage.objectstore import StorageError
-    from storage.registry import default_root, list_models
+    from storage.registry import list_models
+    from storage.user_state import registry_root
 
     try:
         models = list_models(root)
     except StorageError as err:
         fail(str(err))
     if not models:
-        typer.echo(f"no models in {root or default_root()}")
+        typer.echo(f"no models in {root or registry_root()}")
     for name, versions in models.items():
         typer.echo(f"{name}: {', '.join(versions)} (latest {versions[-1]})")

@@ -7,6 +7,7 @@ model is refused with the name of the file that does not match.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,7 +18,8 @@ from vidgen.clip_request import Capabilities
 from vidgen.diffusion import SamplerConfig
 from vidgen.model import ModelConfig, VideoDiT
 
-__all__ = ["ModelFileError", "capabilities", "load_model", "read_config", "save_model", "write_sums"]
+__all__ = ["ModelFileError", "Package", "capabilities", "load_model", "load_package", "read_config", "save_model",
+           "write_sums"]
 
 
 def save_model(model: VideoDiT, folder: str | Path, card: str | None = None, extra: dict | None = None,
@@ -53,13 +55,28 @@ def capabilities(config: dict) -> Capabilities:
                         guidance=sampler.guidance, negative_prompt=False)
 
 
-def load_model(folder: str | Path) -> VideoDiT:
-    """Verify and load a model folder into a VideoDiT in eval mode."""
+@dataclass
+class Package:
+    """A verified, loaded package: its model (eval mode), config.json and the SHA256SUMS it was checked against."""
+
+    folder: Path
+    model: VideoDiT
+    config: dict
+    sums: dict[str, str]
+
+
+def load_package(folder: str | Path) -> Package:
+    """Verify every file of a package folder (once), then load it."""
     folder = Path(folder)
-    verify_package(folder)
+    sums = verify_package(folder)
     config = read_config(folder)
     if not isinstance(config.get("model"), dict):
         raise ModelFileError(f"{folder / CONFIG_FILE} has no 'model' section; it was not written by vidgen")
     model = VideoDiT(ModelConfig(**config["model"]))
     model.load_state_dict({k: v.float() for k, v in load_file(folder / WEIGHTS_FILE).items()})
-    return model.eval()
+    return Package(folder, model.eval(), config, sums)
+
+
+def load_model(folder: str | Path) -> VideoDiT:
+    """Verify and load a model folder into a VideoDiT in eval mode."""
+    return load_package(folder).model

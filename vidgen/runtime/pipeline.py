@@ -18,7 +18,7 @@ from vidgen.clip_request import Capabilities, ClipRequest, ResolvedClip, field_p
 from vidgen.diffusion import GenerationOutput, sample
 from vidgen.metrics import Detection, detect
 from vidgen.precision import autocast_dtype
-from vidgen.runtime.packages import capabilities, load_model, read_config
+from vidgen.runtime.packages import capabilities, load_package
 from vidgen.runtime.references import model_label, resolve_model
 from vidgen.text import TextEmbedding, TextEncoder
 
@@ -39,12 +39,13 @@ class VideoPipeline:
                        device: str | torch.device = "cpu", int8: bool = False) -> VideoPipeline:
         """Resolve, verify and load a model reference; `int8` quantizes its linear weights (the edge tier)."""
         folder = resolve_model(ref)
-        model = load_model(folder)
+        package = load_package(folder)
+        model = package.model
         if int8:
             from vidgen.quantize import quantize_int8
 
             model = quantize_int8(model)
-        return cls(model, capabilities(read_config(folder)), model_label(ref, folder), folder, encoder, device)
+        return cls(model, capabilities(package.config), model_label(ref, folder, package.sums), folder, encoder, device)
 
     def encode(self, prompts: Sequence[str]) -> tuple[TextEmbedding | None, dict[int, str]]:
         """Embeddings of the prompts the text encoder accepts (in order), and why it refuses each other one (by

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.package import WEIGHTS_FILE, ModelFileError, verify_package
+from storage.package import WEIGHTS_FILE, ModelFileError
 
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "shipped_models"
 DEFAULT_MODEL = "shapes-tiny"
@@ -34,10 +34,9 @@ def resolve_model(ref: str | Path | None) -> Path:
                          "reference such as NAME@latest")
 
 
-def model_label(ref: str | Path | None, folder: Path) -> str:
+def model_label(ref: str | Path | None, folder: Path, sums: dict[str, str]) -> str:
     """How runs name the model they used: name@version for registry models, else the folder's name and a digest of
-    its weights. Verifies the package (the digest is the one its SHA256SUMS holds)."""
-    sums = verify_package(folder)
+    its weights, as its verified SHA256SUMS (`sums`) holds it: nothing is hashed again."""
     if ref is not None and "@" in str(ref):
         return f"{folder.parent.name}@{folder.name}"
     return f"{folder.name}#{sums[WEIGHTS_FILE][:12]}"
