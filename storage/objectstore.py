@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -237,8 +238,7 @@ class ObjectStore:
                         f.write(data)
             return
         path = Path(loc.key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        tmp = _local_temp(path)
         tmp.write_bytes(data)
         try:
             if if_absent:
@@ -274,10 +274,12 @@ class ObjectStore:
         loc = parse_uri(uri)
         if loc.scheme == "file":
             path = Path(loc.key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-            shutil.copyfile(src, tmp)
-            tmp.replace(path)
+            tmp = _local_temp(path)
+            try:
+                shutil.copyfile(src, tmp)
+                tmp.replace(path)
+            finally:
+                tmp.unlink(missing_ok=True)
             return
         fs, path = self.filesystem(loc)
         with self._errors(loc, "write"), open(src, "rb") as f, fs.open_output_stream(path) as out:
@@ -338,3 +340,12 @@ class ObjectStore:
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.s3.region}
         with self._errors(loc, "create the bucket of"):
             self._boto().create_bucket(Bucket=loc.bucket, **kwargs)
+
+
+def _local_temp(path: Path) -> Path:
+    """A new, uniquely named temp file beside `path` (its folder made first), so that concurrent writers of one
+    key, threads or hosts on a shared filesystem, never share one; hidden and `.partial`, so listings skip it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    return Path(name)

@@ -90,3 +90,27 @@ def test_config_reads_the_usual_aws_environment(monkeypatch):
     with pytest.raises(ValueError, match="endpoint"):
         S3Config(endpoint="typo")
 
+
+
+def test_threads_writing_one_local_key_never_collide(tmp_path):
+    """Each writer gets its own temp file: the object ends whole, as one of the writes, and no write fails."""
+    import threading
+
+    store, key = ObjectStore(), tmp_path / "out" / "same.bin"
+    payloads = [bytes([i]) * 200_000 for i in range(8)]
+    errors = []
+
+    def write(data: bytes) -> None:
+        try:
+            for _ in range(20):
+                store.write(key, data)
+        except Exception as e:  # noqa: BLE001 - any failure is what this test looks for
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and store.read(key) in payloads
+    assert [p.name for p in key.parent.iterdir()] == ["same.bin"]  # no temp file left behind
