@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cluster.placement import PolicyConfig
-from vidgen.clip_request import MAX_PROMPT_CHARS, Guidance, Steps
+from vidgen.clip_request import DEFAULT_MAX_STEPS, MAX_PROMPT_CHARS, Guidance, Steps
 
 TierName = Literal["edge", "cloud"]
 
@@ -73,7 +73,7 @@ class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_prompt_chars: int = Field(200, ge=1, le=MAX_PROMPT_CHARS)
-    max_steps: Steps = 64
+    max_steps: Steps = DEFAULT_MAX_STEPS
 
 
 class AuthConfig(BaseModel):

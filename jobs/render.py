@@ -36,7 +36,15 @@ from cluster.connection import connect_ray
 from jobs._entrypoint import job_arguments
 from storage.objectstore import AlreadyExists, ObjectStore, S3Config, parse_uri
 from storage.package import sha256_bytes, verify_package
-from vidgen.clip_request import Capabilities, Guidance, ResolvedClip, Steps, resolve_clip
+from vidgen.clip_request import (
+    DEFAULT_MAX_STEPS,
+    Capabilities,
+    FieldProblem,
+    Guidance,
+    ResolvedClip,
+    Steps,
+    resolve_clip,
+)
 from vidgen.runtime.manifest import RowError, derive_seed, manifest_format, output_key, parse_manifest
 from vidgen.runtime.packages import capabilities, read_config
 from vidgen.runtime.references import model_label, resolve_model
@@ -58,6 +66,8 @@ class RenderConfig(BaseModel):
     seed: int = Field(0, description="run seed: rows without a seed get one derived from (seed, id)")
     steps: Steps | None = Field(None, description="sampler steps for rows that name none (default: the model's)")
     guidance: Guidance | None = Field(None, description="guidance for rows that name none (default: the model's)")
+    max_steps: Steps = Field(DEFAULT_MAX_STEPS, description="rows asking for more sampler steps are refused (steps "
+                                                            "are what a row's cost grows with)")
     batch_size: int = Field(8, ge=1, le=256, description="clips sampled together by one actor")
     # 2 single-threaded actors beat 1 two-threaded one on 2 cores (benchmarks/render.py: 1.3x steady state)
     actors: int = Field(2, ge=1, description="sampling actors, each holding the model once")
@@ -89,6 +99,8 @@ def plan_batches(rows: list, caps: Capabilities, cfg: RenderConfig) -> tuple[lis
     errors = []
     for item in rows:
         clip, problems = resolve_clip(item.row, caps, derive_seed(cfg.seed, item.row.id))
+        if clip is not None and clip.steps > cfg.max_steps:
+            clip, problems = None, [FieldProblem("steps", f"{clip.steps}; at most {cfg.max_steps} (max_steps)")]
         errors += [RowError(item.line, item.row.id, p.field, p.reason) for p in problems]
         if clip is not None:
             planned = PlannedClip(item.line, item.row.id, output_key(item.row), clip)

@@ -133,3 +133,19 @@ def test_the_make_demo_manifest_renders_all_but_its_two_bad_rows(ray_cluster, tm
     assert sorted(e["id"] for e in errors) == ["demo-bad-no-prompt", "demo-bad-size"]
     assert len(list((tmp_path / "videos").glob("*.mp4"))) == 24 and (tmp_path / "preview.png").stat().st_size > 0
     assert not [uri for uri in reads if uri.endswith(".mp4")]  # the preview came from the clips, not re-read MP4s
+
+
+def test_planning_caps_steps_and_marks_the_preview_clips():
+    from jobs.render import plan_batches
+    from vidgen.clip_request import Capabilities
+    from vidgen.runtime.manifest import parse_manifest
+
+    caps = Capabilities(frames=8, height=32, width=32, steps=24, guidance=3.0)
+    lines = [{"id": "over", "prompt": "x", "steps": 65}, {"id": "cap", "prompt": "y", "steps": 64}]
+    lines += [{"id": f"r{i:02d}", "prompt": "z"} for i in range(10)]
+    rows, _ = parse_manifest("\n".join(json.dumps(r) for r in lines).encode(), "jsonl")
+    batches, errors = plan_batches(rows, caps, RenderConfig(manifest="m.jsonl", batch_size=4, preview=True))
+    assert [(e.line, e.field) for e in errors] == [(1, "steps")] and "at most 64" in errors[0].reason
+    assert sorted(len(b) for b in batches) == [1, 2, 4, 4]  # 24 steps: 10 rows in 4+4+2; 64 steps: 1
+    assert sum(c.preview for b in batches for c in b) == 8
+    assert all(len({c.clip.settings for c in b}) == 1 for b in batches)

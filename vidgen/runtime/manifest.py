@@ -17,11 +17,12 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from vidgen.clip_request import ClipRequest
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 FORMATS = ("jsonl", "csv")
 
 
@@ -30,6 +31,13 @@ class ManifestRow(ClipRequest):
 
     id: str = Field(pattern=ID_PATTERN, description="names the output object: letters, digits, . _ -")
     tier: Literal["edge", "cloud"] | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _portable_file_name(cls, value: str) -> str:
+        if value.split(".")[0].upper() in WINDOWS_RESERVED:
+            raise ValueError(f"{value!r} is a reserved file name on Windows; choose another id")
+        return value
 
 
 @dataclass(frozen=True)
@@ -62,26 +70,57 @@ def output_key(row: ManifestRow) -> str:
     return f"videos/{row.id}.mp4"
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json.loads' object hook: a key given twice in one object is an error, not "the last one wins"."""
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(f"the key {key!r} appears twice in this row")
+        seen[key] = value
+    return seen
+
+
+def _json_row(line: str) -> tuple[dict | None, str | None]:
+    try:
+        record = json.loads(line, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON ({e.msg} at column {e.colno})"
+    except _DuplicateKey as e:
+        return None, str(e)
+    except ValueError as e:  # e.g. an integer of more digits than Python converts (4300)
+        return None, f"not a usable JSON row: {str(e).split(';')[0]}"
+    except RecursionError:
+        return None, "not a usable JSON row: nested too deeply"
+    if not isinstance(record, dict):
+        return None, f"a row must be a JSON object, not {type(record).__name__}"
+    return record, None
+
+
 def _records(data: bytes, fmt: str) -> list[tuple[int, dict | None, str | None]]:
-    """(line, record or None, why not) for every non-blank row of the file."""
+    """(line, record or None, why not) for every non-blank row of the file; no row's content can end the parse."""
     text = data.decode("utf-8-sig")  # tolerate a byte-order mark, as spreadsheet exports write one
     records: list[tuple[int, dict | None, str | None]] = []
     if fmt == "jsonl":
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                records.append((number, None, f"not valid JSON ({e.msg} at column {e.colno})"))
-                continue
-            if not isinstance(record, dict):
-                records.append((number, None, f"a row must be a JSON object, not {type(record).__name__}"))
-                continue
-            records.append((number, record, None))
+        # Lines end at \n (and \r\n) only: str.splitlines() also splits at U+2028, U+2029 and U+0085, which are
+        # valid inside JSON strings, and would cut one good row in two and shift every later line number.
+        for number, line in enumerate(text.split("\n"), 1):
+            if line.strip():
+                records.append((number, *_json_row(line.removesuffix("\r"))))
         return records
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    for record in reader:
+    while True:
+        last_line = reader.line_num
+        try:
+            record = next(reader)
+        except StopIteration:
+            return records
+        except csv.Error as e:  # e.g. a cell over the csv module's field limit (128 KiB)
+            records.append((last_line + 1, None, f"not a usable CSV row: {e}"))
+            continue
         number = reader.line_num
         if None in record:
             records.append((number, None, "more cells than the header has columns"))
@@ -89,7 +128,6 @@ def _records(data: bytes, fmt: str) -> list[tuple[int, dict | None, str | None]]
         cleaned = {k.strip(): v for k, v in record.items() if v is not None and v.strip() != ""}
         if cleaned:
             records.append((number, cleaned, None))
-    return records
 
 
 def parse_manifest(data: bytes, fmt: str) -> tuple[list[Row], list[RowError]]:
@@ -113,16 +151,18 @@ def parse_manifest(data: bytes, fmt: str) -> tuple[list[Row], list[RowError]]:
                 field = ".".join(str(p) for p in err["loc"]) or None
                 reason = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
                 errors.append(RowError(number, row_id, field, reason))
+    # Ids name files, and common filesystems (macOS, Windows) do not tell `Clip` from `clip`.
     lines_by_id: dict[str, list[int]] = {}
     for r in rows:
-        lines_by_id.setdefault(r.row.id, []).append(r.line)
+        lines_by_id.setdefault(r.row.id.casefold(), []).append(r.line)
     duplicated = {i: lines for i, lines in lines_by_id.items() if len(lines) > 1}
     for r in rows:
-        if r.row.id in duplicated:
-            others = ", ".join(str(n) for n in duplicated[r.row.id])
-            errors.append(RowError(r.line, r.row.id, "id", f"duplicate id: it appears on lines {others}; ids name "
-                                                             "the output files, so each must be unique"))
-    good = [r for r in rows if r.row.id not in duplicated]
+        if r.row.id.casefold() in duplicated:
+            others = ", ".join(str(n) for n in duplicated[r.row.id.casefold()])
+            errors.append(RowError(r.line, r.row.id, "id", f"duplicate id: it appears on lines {others} (ids that "
+                                                             "differ only by case count as one); ids name the output "
+                                                             "files, so each must be unique"))
+    good = [r for r in rows if r.row.id.casefold() not in duplicated]
     return good, sorted(errors, key=lambda e: (e.line, e.field or ""))
 
 

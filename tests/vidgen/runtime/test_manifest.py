@@ -63,3 +63,35 @@ def test_seeds_derive_stably_and_formats_come_from_the_name():
         manifest_format("prompts.txt")
     with pytest.raises(ValueError, match="not UTF-8"):
         parse_manifest(b"\xff\xfe\x00bad", "jsonl")
+
+
+def test_hostile_rows_are_row_errors_and_the_rest_still_parse():
+    good = {"id": "good", "prompt": "a red square moving up"}
+    data = _jsonl(
+        '{"id": "bigint", "prompt": "x", "seed": ' + "9" * 4301 + "}",  # over Python's int-conversion limit
+        '{"id": "deep", "prompt": "x", "tier": ' + "[" * 100_000 + "]" * 100_000 + "}",  # RecursionError
+        '{"id": "twice", "prompt": "x", "prompt": "y"}',  # a duplicate key is not "last wins"
+        {"id": "sep", "prompt": "a red square\u2028moving up\u0085now"},  # separators inside a JSON string
+        good)
+    rows, errors = parse_manifest(data, "jsonl")
+    assert [(r.line, r.row.id) for r in rows] == [(4, "sep"), (5, "good")]
+    assert rows[0].row.prompt == "a red square\u2028moving up\u0085now"
+    by_line = {e.line: e.reason for e in errors}
+    assert set(by_line) == {1, 2, 3}
+    assert "digits" in by_line[1] and "nested too deeply" in by_line[2] and "'prompt' appears twice" in by_line[3]
+
+
+def test_a_csv_cell_over_the_field_limit_fails_its_row_only():
+    data = ("id,prompt\nok1,a red square\nhuge," + "x" * 200_000 + "\nok2,a blue circle\n").encode()
+    rows, errors = parse_manifest(data, "csv")
+    assert [r.row.id for r in rows] == ["ok1", "ok2"]
+    assert [(e.line, e.reason.split(":")[0]) for e in errors] == [(3, "not a usable CSV row")]
+
+
+def test_ids_that_collide_on_common_filesystems_are_refused():
+    rows, errors = parse_manifest(_jsonl({"id": "Clip", "prompt": "x"}, {"id": "clip", "prompt": "y"},
+                                         {"id": "CON", "prompt": "x"}, {"id": "nul.mp4", "prompt": "x"},
+                                         {"id": "console", "prompt": "x"}), "jsonl")
+    assert [r.row.id for r in rows] == ["console"]
+    assert [(e.line, e.field) for e in errors] == [(1, "id"), (2, "id"), (3, "id"), (4, "id")]
+    assert "differ only by case" in errors[0].reason and "reserved file name on Windows" in errors[2].reason
