@@ -36,6 +36,7 @@ class Generator:
         # Imported here: the driver and the router import this module to build the app, and need no model code.
         from cluster.serve_config import TierConfig
         from vidgen.runtime.pipeline import VideoPipeline
+        from vidgen.text import TextEncoder
 
         cfg = TierConfig.model_validate(tier_config)
         torch.set_num_threads(cfg.torch_threads)
@@ -43,7 +44,8 @@ class Generator:
                                                  initargs=(cfg.torch_threads,))
         self.tier, self.board, self.report_every_s = tier, board, report_every_s
         device = "cuda" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
-        self.pipeline = VideoPipeline.from_reference(cfg.model, device=device, int8=cfg.int8)
+        self.pipeline = VideoPipeline.from_reference(cfg.model, TextEncoder(cache_entries=cfg.text_cache_entries),
+                                                     device=device, int8=cfg.int8)
         self.capabilities = self.pipeline.capabilities.with_defaults(cfg.steps, cfg.guidance)
         caps = self.capabilities
         # What this replica serves, reported with its state (GET /v1/models, the router's request checks).

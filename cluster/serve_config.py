@@ -54,6 +54,8 @@ class TierConfig(BaseModel):
     guidance: Guidance | None = Field(None, description="guidance scale; None: the model's own")
     int8: bool = Field(False, description="int8 linear weights (vidgen.quantize)")
     torch_threads: int = Field(1, ge=1)
+    text_cache_entries: int = Field(1024, ge=0, description="prompt embeddings a replica keeps (LRU, ~26 KB each, "
+                                                            "keyed by the prompt's sha256: no prompt text is kept)")
     cost_per_clip: float = Field(ge=0, description="relative cost the placement policy minimises")
     regions: list[str] = Field(default_factory=list, description="regions it may serve; empty means any")
     num_cpus: float = Field(1.0, ge=0)

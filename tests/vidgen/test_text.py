@@ -28,3 +28,20 @@ def test_bad_prompts_are_refused(encoder):
         encoder.encode(["  "])
     with pytest.raises(ValueError, match="tokens long"):
         encoder.encode(["a very long prompt " * 10])
+
+
+def test_the_cache_is_a_bounded_lru_that_keeps_no_prompt_text(encoder, monkeypatch):
+    from collections import OrderedDict
+
+    small = encoder  # the session's encoder, with a fresh cache of 2 entries for this test
+    monkeypatch.setattr(small, "cache_entries", 2)
+    monkeypatch.setattr(small, "_cache", OrderedDict())
+    first = small.encode(["a red circle moving left"]).pooled
+    small.encode(["a blue square moving up"])
+    small.encode(["a red circle moving left"])  # used again: now the most recent
+    small.encode(["a green triangle moving down"])  # evicts the blue square, the least recently used
+    assert small.cache_size == 2
+    assert torch.equal(small.encode(["a red circle moving left"]).pooled, first)
+    keys = list(small._cache)
+    assert all(isinstance(k, bytes) and len(k) == 32 for k in keys)  # sha256 digests, not prompts
+    assert small._key("a blue square moving up") not in keys
