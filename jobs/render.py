@@ -185,15 +185,16 @@ def _done_ids(store: ObjectStore, out) -> set[str]:
     return {o.uri.removeprefix(prefix).removesuffix(".json") for o in store.list(out.join(RECORDS))}
 
 
-def _ledger(store: ObjectStore, out, record_ids: set[str]) -> list[dict]:
-    """Every record, by id: those already in results.jsonl (records are written once, never changed) and a read of
-    each record written since. A re-run with nothing to do reads one object, not one per row."""
+def _ledger(store: ObjectStore, out, record_ids: set[str], rendered_now: set[str]) -> list[dict]:
+    """Every record, by id. The record files are the truth: the previous results.jsonl supplies the records that
+    have not changed since (records are written once per render), and every record written since, or rewritten
+    by this run's renders, is read. A re-run with nothing to do reads one object, not one per row."""
     known: dict[str, dict] = {}
     if store.exists(out.join(RESULTS)):
         for line in store.read(out.join(RESULTS)).decode().splitlines():
             record = json.loads(line)
             known[record["id"]] = record
-    for record_id in sorted(record_ids - known.keys()):
+    for record_id in sorted((record_ids - known.keys()) | (rendered_now & record_ids)):
         known[record_id] = json.loads(store.read(out.join(RECORDS, f"{record_id}.json")))
     return [known[i] for i in sorted(record_ids)]
 
@@ -221,7 +222,7 @@ def render(cfg: RenderConfig, address: str | None = None,
     done = _done_ids(store, out)
     batches, plan_errors = plan_batches([r for r in rows if r.row.id not in done], caps, cfg)
     errors += plan_errors
-    rendered, failed, preview = 0, [], []
+    rendered, failed, preview = set(), [], []
     if batches:
         connect_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.actors * cfg.cpus_per_actor))
         stream = ray.data.from_items([{"clips": [asdict(c) for c in b]} for b in batches],
@@ -235,19 +236,19 @@ def render(cfg: RenderConfig, address: str | None = None,
         left = sum(len(b) for b in batches)
         for table in stream.iter_batches(batch_size=None, batch_format="pyarrow"):
             results = table.to_pylist()
-            rendered += sum(r["ok"] for r in results)
+            rendered |= {r["id"] for r in results if r["ok"]}
             failed += [RowError(r["line"], r["id"], r["field"], r["reason"]) for r in results if not r["ok"]]
             preview += [r for r in results if r["frames"] is not None]
             left -= len(results)
             if on_batch:
                 on_batch(results, left)
     errors = sorted(errors + failed, key=lambda e: e.line)
-    records = _ledger(store, out, _done_ids(store, out))
+    records = _ledger(store, out, _done_ids(store, out), rendered)
     store.write(out.join(RESULTS), "".join(json.dumps(r) + "\n" for r in records).encode())
     store.write(out.join(ERRORS), "".join(e.to_json() + "\n" for e in errors).encode())
     summary = {"out": out.uri, "manifest": str(cfg.manifest), "manifest_sha256": sha256_bytes(manifest_bytes),
                "model": label, "rows": total_rows,
-               "rendered_now": rendered, "already_done": len(done & {r.row.id for r in rows}),
+               "rendered_now": len(rendered), "already_done": len(done & {r.row.id for r in rows}),
                "videos": len(records), "errors": len(errors), "started": started, "finished": time.time(),
                "config": cfg.model_dump(mode="json", exclude={"s3"})}
     store.write(out.join(RUN), json.dumps(summary, indent=1).encode())

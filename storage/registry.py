@@ -9,7 +9,9 @@ Layout under a registry root (a local folder or `s3://BUCKET/PREFIX`; default `$
 A push claims the next version number with a conditional write of `vN/.claim` (two pushers never get the
 same number), uploads the files, and writes `SHA256SUMS` last: a version without it is invisible to `list`,
 `latest` and `pull`. A pull downloads into a cache folder, checks every file against `SHA256SUMS`, and only
-then moves it into place; a cached copy is re-verified each time it is used. Stages for promotion and
+then moves it into place; a cached copy is re-verified each time it is used. The cache is keyed by where the
+version came from and by its content (`CACHE/NAME/VERSION-<digest of the registry URI and SHA256SUMS>`), so
+`shapes@v1` from one registry never answers for `shapes@v1` from another. Stages for promotion and
 rollback will live beside the versions (`ROOT/NAME/stages/STAGE` naming a version).
 
 References: `NAME@v2`, `NAME@latest`, `NAME` (= latest), `registry://NAME@v2` (in the default root), or a
@@ -18,6 +20,7 @@ full URI with a version, `s3://bucket/models/NAME@latest`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -47,15 +50,32 @@ class ModelRef:
         return self.model_uri.name
 
 
+def check_name(name: str) -> str:
+    """A model name as it may appear in a registry: letters, digits, `.`, `_`, `-`; no separators, no `..`."""
+    if not NAME.match(name) or ".." in name:
+        raise StorageError(f"{name!r} is not a model name: use letters, digits, '.', '_' and '-' (e.g. shapes), "
+                           "with no '/' and no '..'")
+    return name
+
+
+def model_location(root: str | Location, name: str) -> Location:
+    """ROOT/NAME, refusing a name that would leave the root."""
+    return parse_uri(root).join(check_name(name))
+
+
 def parse_ref(ref: str, root: str | None = None) -> ModelRef:
     """`NAME[@VERSION]`, `registry://NAME[@VERSION]` or `URI/NAME[@VERSION]`; VERSION is `vN` or `latest`."""
     text = ref.removeprefix("registry://")
     body, _, version = text.rpartition("@") if "@" in text else (text, "", "latest")
     if version != "latest" and not VERSION.match(version):
         raise StorageError(f"model reference {ref!r} has version {version!r}: use vN (e.g. v3) or latest")
-    model_uri = parse_uri(body) if "://" in body else parse_uri(root or registry_root()).join(body)
-    if not NAME.match(model_uri.name):
-        raise StorageError(f"model reference {ref!r} has no usable model name: write NAME@VERSION, e.g. shapes@v1")
+    if "://" in body or "/" in body:  # a registry given by URI or path, ending in the model's name
+        if ".." in body.split("/"):
+            raise StorageError(f"model reference {ref!r} has a '..' in its path: give the model's own URI")
+        model_uri = parse_uri(body)
+        check_name(model_uri.name)
+    else:
+        model_uri = model_location(root or registry_root(), body)
     return ModelRef(model_uri, version)
 
 
@@ -110,8 +130,7 @@ def push(local_dir: str | Path, model_uri: str, store: ObjectStore | None = None
     local_dir = Path(local_dir)
     sums = verify_package(local_dir)  # never publish a package that does not match its own sums
     loc = parse_uri(model_uri)
-    if not NAME.match(loc.name):
-        raise StorageError(f"{model_uri!r} does not end in a model name (letters, digits, . _ -)")
+    check_name(loc.name)
     store.ensure_bucket(loc)
     existing = list_versions(loc, store)
     number = _version_number(existing[-1]) + 1 if existing else 1
@@ -140,13 +159,15 @@ def pull(ref: str | ModelRef, root: str | None = None, store: ObjectStore | None
     """Download a model version into the cache (if not there already), verify every file, return its folder."""
     store = store or ObjectStore()
     ref = resolve(ref, root, store)
-    dest = (cache_dir or model_cache()) / ref.name / ref.version
+    remote = ref.model_uri.join(ref.version)
+    sums_text = store.read(remote.join(SUMS_FILE)).decode()
+    sums = parse_sums(sums_text, remote.join(SUMS_FILE).uri)
+    key = hashlib.sha256(f"{remote.uri}\n{sums_text}".encode()).hexdigest()[:16]
+    dest = (cache_dir or model_cache()) / ref.name / f"{ref.version}-{key}"
     if dest.is_dir():
         verify_package(dest)  # a cached copy is trusted only while it still matches
         return dest
-    remote = ref.model_uri.join(ref.version)
-    sums = parse_sums(store.read(remote.join(SUMS_FILE)).decode(), remote.join(SUMS_FILE).uri)
-    tmp = dest.with_name(f".{ref.version}.{os.getpid()}.partial")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -165,3 +186,8 @@ def pull(ref: str | ModelRef, root: str | None = None, store: ObjectStore | None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def cached_version(folder: Path) -> tuple[str, str]:
+    """(NAME, VERSION) of a folder `pull` returned."""
+    return folder.parent.name, folder.name.split("-")[0]

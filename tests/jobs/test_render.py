@@ -63,6 +63,24 @@ def test_good_rows_render_once_and_every_bad_row_is_reported(ray_cluster, micro_
     assert [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()] == results
 
 
+
+def test_a_forced_re_render_leaves_a_ledger_that_matches_the_video(ray_cluster, micro_model_dir, manifest, tmp_path):
+    """The record files are the truth: results.jsonl must not keep the sha256 of a video that was replaced."""
+    import hashlib
+
+    folder, _ = micro_model_dir
+    out = tmp_path / "out"
+    render(_cfg(manifest, str(out), folder))
+    target = GOOD[0]["id"]
+    (out / "videos" / f"{target}.mp4").unlink()  # force a re-render of one row, with other settings
+    (out / "results" / f"{target}.json").unlink()
+    again = render(RenderConfig(manifest=str(manifest), model=str(folder), out=str(out), batch_size=3, steps=3))
+    assert again["rendered_now"] == 1
+    ledger = {r["id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    video = (out / "videos" / f"{target}.mp4").read_bytes()
+    assert ledger[target]["steps"] == 3 and ledger[target]["sha256"] == hashlib.sha256(video).hexdigest()
+    assert ledger[target] == json.loads((out / "results" / f"{target}.json").read_text())
+
 def test_a_killed_run_resumes_to_every_good_row_exactly_once_on_s3(ray_cluster, micro_model_dir, manifest,
                                                                     s3_config, tmp_path):
     folder, _ = micro_model_dir

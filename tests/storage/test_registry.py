@@ -4,7 +4,7 @@ import pytest
 
 from storage.objectstore import StorageError
 from storage.package import ModelFileError, write_sums
-from storage.registry import list_models, list_versions, parse_ref, pull, push, resolve
+from storage.registry import list_models, list_versions, model_location, parse_ref, pull, push, resolve
 
 
 def _package(folder, weights=b"w" * 1000):
@@ -23,7 +23,7 @@ def test_push_twice_then_pull_latest_and_a_pinned_version(store_root, tmp_path):
     assert list_versions(f"{root}/shapes", store) == ["v1", "v2"]
     assert list_models(root, store) == {"shapes": ["v1", "v2"]}
     latest = pull("shapes@latest", root, store, cache_dir=tmp_path / "cache")
-    assert latest == tmp_path / "cache" / "shapes" / "v2"
+    assert latest.parent == tmp_path / "cache" / "shapes" and latest.name.startswith("v2-")
     assert (latest / "model.safetensors").read_bytes() == b"second"
     pinned = pull("shapes@v1", root, store, cache_dir=tmp_path / "cache")
     assert (pinned / "model.safetensors").read_bytes() == b"first"
@@ -47,7 +47,41 @@ def test_tampered_stored_weights_are_refused_on_pull(store_root, tmp_path):
     store.write(f"{root}/shapes/v1/model.safetensors", b"w" * 999 + b"X")
     with pytest.raises(ModelFileError, match=r"model.safetensors does not match its SHA256SUMS.*push the model again"):
         pull("shapes@v1", root, store, cache_dir=tmp_path / "cache")
-    assert not (tmp_path / "cache" / "shapes" / "v1").exists()
+    assert not list((tmp_path / "cache").rglob("v1*"))
+
+
+def test_the_same_name_and_version_from_two_registries_are_two_models(tmp_path):
+    ours, theirs = str(tmp_path / "ours"), str(tmp_path / "theirs")
+    push(_package(tmp_path / "a", b"our weights"), f"{ours}/shapes")
+    push(_package(tmp_path / "b", b"their weights"), f"{theirs}/shapes")
+    cache = tmp_path / "cache"
+    mine = pull("shapes@v1", ours, cache_dir=cache)
+    other = pull(f"{theirs}/shapes@v1", cache_dir=cache)
+    assert mine != other
+    assert (mine / "model.safetensors").read_bytes() == b"our weights"
+    assert (other / "model.safetensors").read_bytes() == b"their weights"
+    assert pull("shapes@v1", ours, cache_dir=cache) == mine  # and each is found again in the cache
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".hidden", "x..y", "sub/../escape"])
+def test_names_that_would_leave_the_registry_are_refused(name, tmp_path):
+    root = str(tmp_path / "registry")
+    with pytest.raises(StorageError, match="not a model name"):
+        model_location(root, name)  # what `vidgen models push FOLDER NAME` pushes to
+    if "/" not in name or ".." in name:
+        with pytest.raises(StorageError, match="not a model name|'..'"):
+            parse_ref(f"{name}@v1", root)
+
+
+def test_the_cli_refuses_to_push_outside_the_registry(micro_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from vidgen.cli import app
+
+    folder, _ = micro_model_dir
+    result = CliRunner().invoke(app, ["models", "push", str(folder), "../escape", "--root", str(tmp_path / "reg")])
+    assert result.exit_code == 1 and "not a model name" in result.output
+    assert not (tmp_path / "escape").exists()
 
 
 def test_a_tampered_cached_copy_is_refused(tmp_path):

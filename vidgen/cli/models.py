@@ -24,13 +24,14 @@ def push(
 ) -> None:
     """Verify a model package and upload it as the next version of NAME (v1, v2, ...)."""
     setup_logging()
-    from storage.objectstore import StorageError, parse_uri
+    from storage.objectstore import StorageError
     from storage.package import ModelFileError
+    from storage.registry import model_location
     from storage.registry import push as push_model
     from storage.user_state import registry_root
 
-    model_uri = parse_uri(root or registry_root()).join(name).uri
     try:
+        model_uri = model_location(root or registry_root(), name).uri
         version = push_model(folder, model_uri)
     except (StorageError, ModelFileError) as err:
         fail(str(err))

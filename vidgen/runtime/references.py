@@ -35,8 +35,11 @@ def resolve_model(ref: str | Path | None) -> Path:
 
 
 def model_label(ref: str | Path | None, folder: Path, sums: dict[str, str]) -> str:
-    """How runs name the model they used: name@version for registry models, else the folder's name and a digest of
-    its weights, as its verified SHA256SUMS (`sums`) holds it: nothing is hashed again."""
-    if ref is not None and "@" in str(ref):
-        return f"{folder.parent.name}@{folder.name}"
+    """How runs name the model they used: NAME@VERSION for registry models (else the folder's name), and always the
+    digest of its weights as its verified SHA256SUMS (`sums`) holds it, so two registries' `shapes@v1` differ."""
+    if ref is not None and not Path(ref).is_dir() and ("@" in str(ref) or "://" in str(ref)):
+        from storage.registry import cached_version
+
+        name, version = cached_version(folder)
+        return f"{name}@{version}#{sums[WEIGHTS_FILE][:12]}"
     return f"{folder.name}#{sums[WEIGHTS_FILE][:12]}"
