@@ -4,7 +4,9 @@
   cloud config such as cluster.yaml. A `fake_multinode` config (cluster/local.yaml) cannot go through the launcher
   in Ray 2.60 (its defaults file is missing from the wheel), so `up` starts a head on this machine with the real
   autoscaler reading that config, which then starts and stops simulated nodes; `down` stops that head's processes
-  (found by its own temp dir) by PID.
+  by PID: those `up` recorded (PID and start time) and their children, and processes of this user whose arguments
+  name a path inside the head's own temp dir (the simulated nodes the autoscaler started later). The state file
+  is not trusted: `down` touches only a temp dir of the form `up` creates, owned by this user.
 * `scale`: `ray.autoscaler.sdk.request_resources`, a standing request the autoscaler satisfies (or clears).
 * `status`: nodes by type, resources used of total, and the demands the autoscaler has not met yet.
 """
@@ -24,6 +26,7 @@ import yaml
 from storage.user_state import local_cluster_state
 
 log = logging.getLogger(__name__)
+LOCAL_TEMP_PREFIX = "vidgen-local-"  # the local heads' temp dirs: /tmp/vidgen-local-XXXXXXXX (short: socket paths)
 
 # The custom resources vidgen's node types carry, and the type each one marks (cluster.yaml, cluster/local.yaml).
 TYPE_BY_RESOURCE = {"edge": "edge_cpu", "cloud": "cloud_gpu"}
@@ -80,7 +83,7 @@ def up(path: str | Path, port: int = 6379, dashboard_port: int = 8265) -> dict:
         # start commands run only on new nodes, so they never need to stop a Ray first.
         create_or_update_cluster(str(path), no_restart=True, restart_only=False, no_config_cache=True)
         return {"cluster": config["cluster_name"], "provider": config["provider"]["type"]}
-    temp_dir = tempfile.mkdtemp(prefix="vidgen-local-", dir="/tmp")
+    temp_dir = tempfile.mkdtemp(prefix=LOCAL_TEMP_PREFIX, dir="/tmp")
     gcs_address = f"127.0.0.1:{port}"
     autoscaling = local_autoscaling_config(config, gcs_address, temp_dir)
     head_cpus = config["available_node_types"][config["head_node_type"]]["resources"].get("CPU", 0)
@@ -99,25 +102,49 @@ def up(path: str | Path, port: int = 6379, dashboard_port: int = 8265) -> dict:
     if result.returncode != 0:
         raise RuntimeError(f"ray start failed: {result.stderr.strip().splitlines()[-1:]}")
     state = {"cluster": config["cluster_name"], "gcs_address": gcs_address, "temp_dir": temp_dir,
-             "dashboard": f"http://127.0.0.1:{dashboard_port}"}
+             "dashboard": f"http://127.0.0.1:{dashboard_port}", "processes": _processes_of(temp_dir)}
     local_cluster_state().parent.mkdir(parents=True, exist_ok=True)
     local_cluster_state().write_text(json.dumps(state, indent=2))
     return state
 
 
-def stop_local(temp_dir: str) -> int:
-    """Stop the processes of the head started with `temp_dir` (unique to it; every one of its processes, the
-    simulated nodes' included, names it on its command line) and their children, by PID; then remove the folder."""
+def _names_path_inside(cmdline: list[str], folder: str) -> bool:
+    """Whether an argument is a path inside `folder` (whole argument, or the value of a `--flag=`), not merely a
+    string that contains it."""
+    inside = folder.rstrip("/") + "/"
+    return any(arg == folder or arg.startswith(inside) or ("=" in arg and
+               (arg.split("=", 1)[1] == folder or arg.split("=", 1)[1].startswith(inside))) for arg in cmdline)
+
+
+def _processes_of(temp_dir: str) -> list[dict]:
+    """This user's processes whose arguments name a path inside `temp_dir`: {pid, started} (psutil create_time)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline", "uids", "create_time"]):
+        try:
+            if proc.info["uids"].real == os.getuid() and _names_path_inside(proc.info["cmdline"] or [], temp_dir):
+                found.append({"pid": proc.pid, "started": proc.info["create_time"]})
+        except (psutil.NoSuchProcess, psutil.AccessDenied, AttributeError):  # it ended while we looked
+            continue
+    return found
+
+
+def stop_local(temp_dir: str, recorded: list[dict] = ()) -> int:
+    """Stop, by PID, the `recorded` processes that are still the ones recorded (same start time), the processes of
+    this user whose arguments name a path inside `temp_dir`, and all their children; then remove `temp_dir`."""
     import shutil
 
     import psutil
 
     mine: dict[int, psutil.Process] = {}
-    for proc in psutil.process_iter(["cmdline"]):
+    for entry in [*recorded, *_processes_of(temp_dir)]:
         try:
-            if temp_dir in " ".join(proc.info["cmdline"] or []):
-                for p in [proc, *proc.children(recursive=True)]:
-                    mine[p.pid] = p
+            proc = psutil.Process(entry["pid"])
+            if abs(proc.create_time() - entry["started"]) > 0.01:  # the PID was reused by another process
+                continue
+            for p in [proc, *proc.children(recursive=True)]:
+                mine[p.pid] = p
         except (psutil.NoSuchProcess, psutil.AccessDenied):  # it ended while we looked
             continue
     for proc in mine.values():
@@ -135,6 +162,18 @@ def stop_local(temp_dir: str) -> int:
     return len(mine)
 
 
+def _launcher_temp_dir(recorded: str) -> str:
+    """The temp dir a state file names, if it is one `up` could have made and this user owns; else RuntimeError."""
+    path = Path(recorded)
+    ok = (path.parent == Path("/tmp") and path.name.startswith(LOCAL_TEMP_PREFIX) and path.is_dir()
+          and not path.is_symlink() and path.stat().st_uid == os.getuid())
+    if not ok:
+        raise RuntimeError(f"the local cluster state names temp_dir {recorded!r}, which is not a folder `vidgen "
+                           f"cluster up` made (/tmp/{LOCAL_TEMP_PREFIX}*, owned by you); refusing to stop processes "
+                           f"or remove anything: stop that cluster by hand and delete {local_cluster_state()}")
+    return str(path)
+
+
 def down(path: str | Path) -> str:
     config = read_config(path)
     if not is_local(config):
@@ -146,7 +185,7 @@ def down(path: str | Path) -> str:
     if not state_file.is_file():
         raise RuntimeError(f"no local cluster recorded in {state_file}; nothing to stop")
     state = json.loads(state_file.read_text())
-    stopped = stop_local(state["temp_dir"])
+    stopped = stop_local(_launcher_temp_dir(state["temp_dir"]), state.get("processes", []))
     state_file.unlink()
     return f"{state['cluster']} stopped ({stopped} processes)"
 
