@@ -27,6 +27,7 @@ from vidgen.training import (
     Batch,
     clips_to_tensor,
     compute_loss,
+    encode_batch,
     make_optimizer,
     synth_batches,
     train_autoencoder,
@@ -212,7 +213,10 @@ def train_loop(config: dict, hooks: StepHooks | None = None) -> None:
             d0 = time.perf_counter()
             batch = next(batches)  # waiting for data: what the stream did not hide
             d1 = time.perf_counter()
-            text = _to(encoder.encode(batch.captions), device)  # the frozen text encoder (cached per caption)
+            batch, text = encode_batch(batch, encoder)  # the frozen text encoder (cached per caption)
+            while text is None:  # every caption of the batch refused: the next one
+                batch, text = encode_batch(next(batches), encoder)
+            text = _to(text, device)
             data_s, text_s = data_s + d1 - d0, text_s + time.perf_counter() - d1
             loss = compute_loss(engine.module, Batch(batch.x0.to(device), batch.captions), text, cfg.train.flow,
                                 dtype, generator)

@@ -5,8 +5,10 @@
         ...
     # in a Ray Train worker: ray.train.get_dataset_shard("train"), or ds.streaming_split(num_workers)
 
-A sample whose bytes do not match the index never reaches the caller: it is logged with its shard and key
-and skipped (`on_corrupt="skip"`), or it fails the run with that message (`on_corrupt="fail"`).
+A sample whose bytes do not match the index never reaches the caller, nor does one that matches but is no
+usable clip (a video that does not decode as MP4, a clip of another shape than the data set's, no caption): it is
+logged with its shard and key and skipped (`on_corrupt="skip"`), or it fails the run with that message
+(`on_corrupt="fail"`).
 Clips decode to float32 in [-1, 1] (the model's input range), or uint8 with `video_dtype="uint8"`.
 
 This module imports Ray (the one place in `storage/` that does): it moves bytes and nothing that knows a model.
@@ -24,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from storage.datasets import open_dataset
 from storage.objectstore import ObjectStore, S3Config
-from storage.shards import ShardEntry, ShardError, verified_samples
-from storage.video import decode
+from storage.shards import ShardEntry, ShardError, VerifiedSample, verified_samples
+from storage.video import MAX_FRAMES, MAX_SIDE, decode
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +62,38 @@ def _columns(rows: list[tuple], video_dtype: str) -> dict[str, np.ndarray]:
             "video": video if video_dtype == "uint8" else video.astype(np.float32) / 127.5 - 1.0}
 
 
+def _usable(sample: VerifiedSample, clip_shape: tuple[int, ...] | None) -> tuple | ShardError:
+    """(caption, clip) of a sample whose bytes matched the index, or why it cannot be trained on."""
+    caption = sample.meta.get("caption")
+    if not isinstance(caption, str) or not caption.strip():
+        return ShardError(f"shard {sample.shard} sample {sample.key}: no caption")
+    max_frames, max_side = (clip_shape[0], max(clip_shape[1:3])) if clip_shape else (MAX_FRAMES, MAX_SIDE)
+    try:
+        clip = decode(sample.mp4, max_frames=max_frames, max_side=max_side)
+    except ValueError as e:
+        return ShardError(f"shard {sample.shard} sample {sample.key}: {e}")
+    if clip_shape and clip.shape[:3] != tuple(clip_shape):
+        return ShardError(f"shard {sample.shard} sample {sample.key}: a {'x'.join(map(str, clip.shape[:3]))} clip "
+                          f"in a data set of {'x'.join(map(str, clip_shape))} clips")
+    return caption, clip
+
+
 def _decode_shards(batch: dict[str, np.ndarray], entries: dict[str, ShardEntry], on_corrupt: str,
-                   video_dtype: str) -> Iterator[dict[str, np.ndarray]]:
-    """Shards' bytes -> their verified samples, decoded, in blocks of ROWS_PER_BLOCK as they are ready."""
+                   video_dtype: str, clip_shape: tuple[int, ...] | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Shards' bytes -> their verified, usable samples, decoded, in blocks of ROWS_PER_BLOCK as they are ready."""
     rows: list[tuple] = []
     for path, data in zip(batch["path"], batch["bytes"], strict=True):
         entry = entries[str(path).rpartition("/")[2]]
         for result in verified_samples(bytes(data), entry):
+            if isinstance(result, VerifiedSample):
+                result = (result, *usable) if isinstance(usable := _usable(result, clip_shape), tuple) else usable
             if isinstance(result, ShardError):
                 if on_corrupt == "fail":
                     raise CorruptSampleError(f"{result}; the run stops (on_corrupt='fail')")
                 log.warning("skipped: %s", result)
                 continue
-            rows.append((result.key, result.shard, entry.split, result.meta["caption"], json.dumps(result.meta),
-                         decode(result.mp4)))
+            sample, caption, clip = result
+            rows.append((sample.key, sample.shard, entry.split, caption, json.dumps(sample.meta), clip))
             if len(rows) == ROWS_PER_BLOCK:
                 yield _columns(rows, video_dtype)
                 rows = []
@@ -99,4 +119,11 @@ def read_dataset(uri: str, cfg: ReaderConfig | None = None):
     return (ray.data.read_binary_files(paths, filesystem=fs, include_paths=True,
                                        override_num_blocks=len(paths))
             .map_batches(_decode_shards, batch_size=None, batch_format="numpy",
-                         fn_kwargs={"entries": entries, "on_corrupt": cfg.on_corrupt, "video_dtype": cfg.video_dtype}))
+                         fn_kwargs={"entries": entries, "on_corrupt": cfg.on_corrupt, "video_dtype": cfg.video_dtype,
+                                    "clip_shape": _clip_shape(dataset.card)}))
+
+
+def _clip_shape(card: dict) -> tuple[int, int, int] | None:
+    """(frames, height, width) every clip of the data set has, as its card says."""
+    shape = card.get("clip_shape")
+    return tuple(int(n) for n in shape[:3]) if shape else None

@@ -63,13 +63,33 @@ def _reformatter() -> av.video.reformatter.VideoReformatter:
     return av.video.reformatter.VideoReformatter()
 
 
-def decode(data: bytes) -> np.ndarray:
-    """Decode MP4 or GIF bytes to a uint8 clip (T, H, W, 3)."""
+MAX_FRAMES, MAX_SIDE = 1024, 4096  # the largest clip any vidgen path asks for (the clip request's bounds)
+
+
+def decode(data: bytes, max_frames: int = MAX_FRAMES, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Decode MP4 or GIF bytes to a uint8 clip (T, H, W, 3); ValueError for anything else or anything larger.
+
+    The container is told, never guessed: FFmpeg's probing would also accept scripts such as `ffconcat`, which
+    make the decoder open other files. Width, height and frame count are bounded before the pixels are kept.
+    """
+    fmt = "gif" if data[:6] in (b"GIF87a", b"GIF89a") else "mp4"
     reformatter = _reformatter()
-    with av.open(io.BytesIO(data), mode="r") as container:
-        stream = container.streams.video[0]
-        stream.thread_type, stream.codec_context.thread_count = "NONE", 1  # small clips: threads cost more than give
-        frames = [reformatter.reformat(frame, format="rgb24").to_ndarray() for frame in container.decode(stream)]
+    try:
+        with av.open(io.BytesIO(data), mode="r", format=fmt) as container:
+            if not container.streams.video:
+                raise ValueError(f"the {fmt} holds no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type, stream.codec_context.thread_count = "NONE", 1  # small clips: threads cost more
+            if max(stream.codec_context.width, stream.codec_context.height) > max_side:
+                raise ValueError(f"the video is {stream.codec_context.width}x{stream.codec_context.height}; at most "
+                                 f"{max_side} pixels a side")
+            frames = []
+            for frame in container.decode(stream):
+                if len(frames) == max_frames:
+                    raise ValueError(f"the video holds more than {max_frames} frames")
+                frames.append(reformatter.reformat(frame, format="rgb24").to_ndarray())
+    except av.error.FFmpegError as e:
+        raise ValueError(f"not a readable {fmt} video ({e})") from None
     if not frames:
         raise ValueError("the video holds no frames")
     return np.stack(frames)

@@ -87,6 +87,24 @@ class Batch:
     captions: list[str]
 
 
+def encode_batch(batch: Batch, encoder: TextEncoder) -> tuple[Batch, TextEmbedding | None]:
+    """The batch with its captions encoded. A data set may hold any caption: samples whose caption the encoder
+    refuses (too many tokens) are dropped with a warning, so one sample cannot end a run; (empty batch, None) when
+    every caption is refused."""
+    try:
+        return batch, encoder.encode(batch.captions)
+    except ValueError:
+        keep = []
+        for i, caption in enumerate(batch.captions):
+            try:
+                encoder.encode([caption])
+                keep.append(i)
+            except ValueError as e:
+                log.warning("skipped a training sample: %s", e)
+        kept = Batch(batch.x0[keep], [batch.captions[i] for i in keep])
+        return kept, (encoder.encode(kept.captions) if keep else None)
+
+
 def clips_to_tensor(clips: np.ndarray) -> torch.Tensor:
     """uint8 (B, T, H, W, 3) -> float (B, 3, T, H, W) in [-1, 1]."""
     return torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
