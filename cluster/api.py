@@ -56,7 +56,6 @@ class RenderStatus(BaseModel):
     tier: str
     reason: str
     replica: str | None = None
-    video_url: str | None = Field(None, description="object-store URI of the MP4 once done")
     content_url: str | None = Field(None, description="path on this server that returns the MP4 once done")
     error: str | None = None
 

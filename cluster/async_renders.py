@@ -27,10 +27,8 @@ class AsyncRenderStore:
         data = status.model_dump_json(indent=2).encode()
         await asyncio.to_thread(self.store.write, self.uri(status.id, ".json"), data)
 
-    async def write_video(self, render_id: str, mp4: bytes) -> str:
-        """Store the MP4; returns its URI."""
+    async def write_video(self, render_id: str, mp4: bytes) -> None:
         await asyncio.to_thread(self.store.write, self.uri(render_id, ".mp4"), mp4)
-        return self.uri(render_id, ".mp4")
 
     async def read_status(self, render_id: str) -> RenderStatus:
         try:

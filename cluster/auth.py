@@ -1,9 +1,16 @@
-"""Bearer-token auth for the HTTP API: only the token's sha256 is shipped to the cluster and compared."""
+"""Bearer-token auth for the HTTP API: only the token's sha256 is shipped to the cluster and compared.
+
+`BearerAuth` checks the `Authorization` header of every request to `/v1/` before anything reads its body, so a
+caller without the token gets 401 whatever it sends, and cannot make the router parse, validate or wait for a body.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
+
+from fastapi.responses import JSONResponse
 
 from cluster.serve_config import AuthConfig
 
@@ -27,3 +34,21 @@ def token_matches(presented: str | None, digest: str | None) -> bool:
         return True
     presented_digest = hashlib.sha256(presented.encode()).hexdigest() if presented else ""
     return hmac.compare_digest(presented_digest, digest)
+
+
+class BearerAuth:
+    """ASGI middleware: 401 for a request under `protected_prefix` without the token whose sha256 `digest()` gives
+    (None: serving without auth)."""
+
+    def __init__(self, app, digest: Callable[[], str | None], protected_prefix: str = "/v1/"):
+        self.app, self.digest, self.prefix = app, digest, protected_prefix
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            scheme, _, token = header.partition(" ")
+            if not token_matches(token.strip() if scheme.lower() == "bearer" else None, self.digest()):
+                refusal = JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
+                                       headers={"WWW-Authenticate": "Bearer"})
+                return await refusal(scope, receive, send)
+        return await self.app(scope, receive, send)

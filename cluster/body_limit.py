@@ -1,44 +1,57 @@
-"""An ASGI middleware that refuses request bodies over a size limit with 413."""
+"""An ASGI middleware that reads a request's body whole, within a size limit and a deadline, before the app sees it.
+
+Request bodies here are small JSON objects, so buffering costs nothing, and it means the app never starts on a
+body that is cut short: over the limit (by Content-Length, or counted as a chunked body arrives) the answer is 413,
+and a body that has not arrived by the deadline (a client trickling bytes to hold a connection) gets 408; in both
+cases the route never runs.
+
+A plain ASGI middleware: Starlette's `@app.middleware("http")` wraps every request in extra tasks and streams
+(measured: the trivial request's p50 1.4x a bare Serve app with it, see docs/BENCHMARKS.md).
+"""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
 
 from fastapi.responses import JSONResponse
 
 
 class BodyLimit:
-    """Answer 413 to a request body over the limit: by its Content-Length before anything reads it, or, for a
-    chunked body, once the bytes received pass the limit (the route's own answer to the cut body is dropped).
+    def __init__(self, app, max_bytes: int, timeout_s: Callable[[], float]):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
-    A plain ASGI middleware: Starlette's `@app.middleware("http")` wraps every request in extra tasks and streams
-    (measured: the trivial request's p50 1.4x a bare Serve app with it, see docs/BENCHMARKS.md).
-    """
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def _refuse(self, status: int, msg: str) -> JSONResponse:
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": msg}]}, status_code=status)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_large = JSONResponse({"detail": [{"loc": ["body"], "msg": f"request body over {self.max_bytes} bytes"}]},
-                                 status_code=413)
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if not length.isdigit() or int(length) > self.max_bytes:
-            return await too_large(scope, receive, send)
-        seen = {"bytes": 0, "over": False}
+            return await self._refuse(413, f"request body over {self.max_bytes} bytes")(scope, receive, send)
+        timeout_s = self.timeout_s()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        body, more = bytearray(), True
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except TimeoutError:
+                return await self._refuse(408, f"request body not received within {timeout_s:g} s")(
+                    scope, receive, send)
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await self._refuse(413, f"request body over {self.max_bytes} bytes")(scope, receive, send)
+        replayed = False
 
-        async def counted_receive():
-            message = await receive()
-            if message["type"] == "http.request":
-                seen["bytes"] += len(message.get("body", b""))
-                if seen["bytes"] > self.max_bytes:
-                    seen["over"] = True
-                    return {"type": "http.request", "body": b"", "more_body": False}  # read no further
-            return message
+        async def replay():
+            nonlocal replayed
+            if replayed:  # the body was handed over; the app may wait for a disconnect
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
 
-        async def guarded_send(message):
-            if not seen["over"]:
-                await send(message)
-
-        await self.app(scope, counted_receive, guarded_send)
-        if seen["over"]:
-            await too_large(scope, receive, send)
+        await self.app(scope, replay, send)

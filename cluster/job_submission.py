@@ -4,15 +4,37 @@ the working_dir, list, follow, stop. Nothing here schedules anything: Ray's job 
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import re
 import shlex
 from pathlib import Path
 
 from cluster.connection import ClusterConnectionError, Target
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# What the working_dir upload leaves out (Ray itself leaves out .git): environments, outputs and caches, never code
-# or shipped models.
-EXCLUDES = [".venv", "out", "runs", ".pytest_cache", "__pycache__", "*.egg-info", "*.pyc"]
+# What the working_dir upload leaves out: environments, credentials files, data, outputs and caches; never code or
+# shipped models.
+EXCLUDES = [".venv", ".git", ".env", "*.env", ".env.*", "data", "out", "runs", ".pytest_cache", ".ruff_cache",
+            "__pycache__", "*.egg-info", "*.pyc"]
+# A file whose text gives one of these a value holds a credential: it must not travel with the job (the cluster's
+# nodes take credentials from their own environment or role).
+SECRET_KEYS = re.compile(r"(secret_access_key|session_token)[\"']?\s*[:=]\s*(?!null\b|none\b|~)[\"']?[^\s\"',}]",
+                         re.IGNORECASE)
+SCANNED = (".yaml", ".yml", ".json", ".toml", ".cfg", ".ini")
+
+
+def files_with_secrets(root: Path, excludes: list[str] = EXCLUDES) -> list[Path]:
+    """Config files under `root` that an upload would carry and that hold a credential."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not any(fnmatch.fnmatch(d, pattern) for pattern in excludes)]
+        for name in files:
+            path = Path(folder, name)
+            if (path.suffix in SCANNED and not any(fnmatch.fnmatch(name, pattern) for pattern in excludes)
+                    and path.stat().st_size < 1 << 20 and SECRET_KEYS.search(path.read_text(errors="replace"))):
+                found.append(path)
+    return sorted(found)
 
 
 def job_names() -> list[str]:
@@ -41,6 +63,11 @@ def client(target: Target):
 
 def submit(target: Target, job: str, args: list[str]) -> str:
     """Submit jobs.JOB with ARGS; the repository travels as the working_dir. Returns the job id."""
+    secrets = files_with_secrets(REPO_ROOT)
+    if secrets:
+        raise ValueError(f"{', '.join(str(p.relative_to(REPO_ROOT)) for p in secrets)} would travel with the job "
+                         "and hold(s) a credential: remove it (the cluster's nodes read AWS_* from their own "
+                         "environment) or move the file out of the repository")
     runtime_env = {"working_dir": str(REPO_ROOT), "excludes": EXCLUDES}
     return client(target).submit_job(entrypoint=entrypoint(job, args), runtime_env=runtime_env,
                                      metadata={"submitted_by": "vidgen", "job": job})

@@ -15,7 +15,7 @@ import uuid
 
 from fastapi import Depends, FastAPI, HTTPException, Path
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from ray import serve
 from ray.exceptions import RayActorError
 
@@ -31,7 +31,7 @@ from cluster.api import (
     check_limits,
 )
 from cluster.async_renders import AsyncRenderStore, UnknownRender
-from cluster.auth import token_digest, token_matches
+from cluster.auth import BearerAuth, token_digest
 from cluster.body_limit import BodyLimit
 from cluster.placement import Placement, TierState, place
 from cluster.serve_config import ServeConfig
@@ -49,18 +49,28 @@ api = FastAPI(title="vidgen", version="1",
                           "(int8, fewer steps, CPU) or a cloud tier (full model). Send `Authorization: Bearer "
                           "<token>`. The chosen tier and the reason come back in the X-Vidgen-Tier and "
                           "X-Vidgen-Placement-Reason headers.")
-api.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
-bearer = HTTPBearer(auto_error=False, description="the token configured for this deployment")
 
 
-async def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-    """Route dependency: FastAPI solves it before it validates the body, so a caller without the token learns
-    nothing about the API but 401."""
-    serve.get_replica_context().servable_object.authorize(credentials)
+def _router():
+    """The Router instance serving this request (the middlewares are set up before it exists)."""
+    return serve.get_replica_context().servable_object
+
+
+# Outermost last: the token is checked before the body is read, the body is read whole before a route runs.
+api.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, timeout_s=lambda: _router().cfg.limits.body_timeout_s)
+api.add_middleware(BearerAuth, digest=lambda: _router().digest)
+# Documents the scheme in the OpenAPI spec; `BearerAuth` has already checked the token when a route runs.
+authorized = HTTPBearer(auto_error=False, description="the token configured for this deployment")
+
+
+def _header(text: str) -> str:
+    """A header value from any text: HTTP headers are Latin-1, and a reason may quote a caller's input (a region
+    in any script); non-ASCII characters are escaped."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _error(status: int, detail, placement: Placement | None = None) -> JSONResponse:
-    headers = {REASON_HEADER: placement.reason} if placement else None
+    headers = {REASON_HEADER: _header(placement.reason)} if placement else None
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
@@ -93,10 +103,6 @@ class Router:
             except Exception as exc:
                 log.warning("tier board unreachable: %s", exc)
             await asyncio.sleep(self.cfg.report_every_s)
-
-    def authorize(self, credentials: HTTPAuthorizationCredentials | None) -> None:
-        if not token_matches(credentials.credentials if credentials else None, self.digest):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     def _tier_states(self, steps: int | None) -> list[TierState]:
         states = []
@@ -134,13 +140,14 @@ class Router:
             if "rejected" in result:
                 done = status.model_copy(update={"status": "failed", "error": f"prompt: {result['rejected']}"})
             else:
-                video_url = await self.renders.write_video(status.id, result["mp4"])
+                await self.renders.write_video(status.id, result["mp4"])
                 done = status.model_copy(update={"status": "done", "replica": result["replica"],
-                                                 "video_url": video_url,
                                                  "content_url": f"/v1/videos/{status.id}/content"})
-        except Exception as exc:
+        except Exception:  # the details (paths, hosts, library internals) go to the log, not to the caller
             log.exception("asynchronous render %s failed", status.id)
-            done = status.model_copy(update={"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            done = status.model_copy(update={"status": "failed",
+                                             "error": f"the render failed on the {status.tier} tier; retry, or ask "
+                                                      f"the operator about render {status.id}"})
         self.metrics.finished(status.tier, done.status, time.perf_counter() - started)
         try:
             await self.renders.write_status(done)
@@ -187,7 +194,7 @@ class Router:
             self.metrics.refused(placement.status)
             return _error(placement.status, placement.reason, placement)
         self.metrics.placed(placement.tier, spilled=placement.reason.startswith("spilled"))
-        headers = {TIER_HEADER: placement.tier, REASON_HEADER: placement.reason}
+        headers = {TIER_HEADER: placement.tier, REASON_HEADER: _header(placement.reason)}
         payload = body.model_dump(include={"prompt", "negative_prompt", "seed", "steps", "guidance"})
         estimate_ms = next(t for t in states if t.name == placement.tier).estimated_ms()
         if body.mode == "async" or (body.mode == "auto" and estimate_ms > self.cfg.sync_max_ms):

@@ -76,6 +76,8 @@ class Limits(BaseModel):
 
     max_prompt_chars: int = Field(200, ge=1, le=MAX_PROMPT_CHARS)
     max_steps: Steps = DEFAULT_MAX_STEPS
+    body_timeout_s: float = Field(10.0, gt=0, description="a request body must have arrived this long after the "
+                                                          "request began (else 408): trickling clients hold no slot")
 
 
 class AuthConfig(BaseModel):

@@ -132,6 +132,12 @@ pixels; `vidgen data verify URI` re-checks all of them and proves no eval or hel
     return meta, body
 
 
+def _make_shard_row(plan: dict, config: dict) -> dict:
+    """In a Ray task: one shard written; its index entry as the row."""
+    cfg = PrepareConfig.model_validate(config)
+    return {"entry": json.dumps(asdict(make_shard(plan, cfg, ObjectStore(cfg.s3))))}
+
+
 def prepare(cfg: PrepareConfig, address: str | None = None,
             on_shard: Callable[[ShardEntry, int], None] | None = None) -> dict:
     """Make the data set described by `cfg`; returns a summary. `on_shard(entry, total)` reports progress."""
@@ -144,8 +150,10 @@ def prepare(cfg: PrepareConfig, address: str | None = None,
     if store.exists(out.join(INDEX_FILE)):
         raise StorageError(f"{out.uri} already holds a data set: choose another --out or delete it first")
     connect_ray(address)
+    # The tasks get the config without S3 credentials, and the credentials as environment variables
     shards = ray.data.from_items(plans, override_num_blocks=len(plans)).map(
-        lambda plan: {"entry": json.dumps(asdict(make_shard(plan, cfg, store)))})
+        _make_shard_row, fn_kwargs={"config": {**cfg.model_dump(mode="json", exclude={"s3"}), "s3": cfg.s3.public()}},
+        runtime_env={"env_vars": cfg.s3.credentials_env()})
     entries = []
     for row in shards.iter_rows():
         entries.append(ShardEntry.from_dict(json.loads(row["entry"])))

@@ -230,8 +230,10 @@ def render(cfg: RenderConfig, address: str | None = None,
         stream = stream.map_batches(
             renderer, batch_size=1, batch_format="pyarrow", num_cpus=cfg.cpus_per_actor,
             compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(batches))),
+            # S3 credentials reach the actors as environment variables, never as constructor arguments Ray records
+            runtime_env={"env_vars": cfg.s3.credentials_env()},
             fn_constructor_kwargs={"model_ref": cfg.model, "label": label, "out": out.uri,
-                                   "s3": cfg.s3.model_dump(), "threads": cfg.cpus_per_actor},
+                                   "s3": cfg.s3.public(), "threads": cfg.cpus_per_actor},
             **(actor_options or {}))
         left = sum(len(b) for b in batches)
         for table in stream.iter_batches(batch_size=None, batch_format="pyarrow"):

@@ -92,6 +92,12 @@ def load_run_config(runs: str, name: str, s3: S3Config | None = None) -> Distrib
     return DistributedConfig.model_validate({**saved, "s3": store.s3})
 
 
+def worker_config(cfg: DistributedConfig) -> dict:
+    """The config the workers get, as `train_loop_config` (which Ray Train keeps): S3 credentials left out; the
+    workers read them from their environment (set by `worker_runtime_env`, or the node's own AWS chain)."""
+    return {**cfg.model_dump(mode="json", exclude={"s3"}), "s3": cfg.s3.public()}
+
+
 def run_training(cfg: DistributedConfig, address: str | None = None, resume: str | None = None,
                  hooks: StepHooks | None = None) -> dict:
     """Run (or resume) a distributed training job and return its final metrics, package URI and run name.
@@ -127,14 +133,15 @@ def run_training(cfg: DistributedConfig, address: str | None = None, resume: str
                                                                        * 2**20))
     trainer = TorchTrainer(
         functools.partial(train_loop, hooks=hooks),
-        train_loop_config=cfg.model_dump(mode="json"),
+        train_loop_config=worker_config(cfg),
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),
         datasets=datasets,
         dataset_config=DataConfig(execution_options=data_options),
         run_config=RunConfig(name=name, storage_path=path, storage_filesystem=fs,
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
-                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             worker_runtime_env={"env_vars": cfg.s3.credentials_env()}),
     )
     log.info("run %s: %d workers, ZeRO-%d, data %s, checkpoints in %s", name, cfg.workers, cfg.zero_stage,
              cfg.data, run_dir.uri)

@@ -67,6 +67,20 @@ class S3Config(BaseModel):
     connect_timeout_s: float = Field(5.0, gt=0)
     request_timeout_s: float = Field(60.0, gt=0)
 
+    def public(self) -> dict:
+        """Everything but the credentials: what may travel in a config Ray records (Ray Train keeps its
+        train_loop_config). An S3Config built from it on a worker reads the credentials from that worker's
+        environment, which `credentials_env` can fill through a runtime_env."""
+        return self.model_dump(exclude=set(CREDENTIAL_ENV))
+
+    def credentials_env(self) -> dict[str, str]:
+        """The credentials as the standard AWS environment variables, for workers' `runtime_env={"env_vars": ...}`."""
+        return {env: getattr(self, name) for name, env in CREDENTIAL_ENV.items() if getattr(self, name)}
+
+
+CREDENTIAL_ENV = {"access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+                  "session_token": "AWS_SESSION_TOKEN"}
+
 
 @dataclass(frozen=True)
 class Location:

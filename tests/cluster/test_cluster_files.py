@@ -79,6 +79,19 @@ def test_kuberay_rayservice_serves_cluster_serve_yaml_on_the_same_cluster():
     assert manifest["spec"]["rayClusterConfig"] == load("cluster/kuberay/raycluster.yaml")["spec"]
 
 
+def test_kuberay_serving_gets_its_token_from_a_secret_in_every_container():
+    from cluster.serve_config import AuthConfig
+
+    spec = load("cluster/kuberay/rayservice.yaml")["spec"]["rayClusterConfig"]
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            token = env[AuthConfig().token_env]
+            assert token["valueFrom"]["secretKeyRef"] == {"name": "vidgen-serve-token", "key": "token"}
+            assert "value" not in token  # never the token itself
+
+
 def test_kuberay_rayjob_runs_a_vidgen_job_on_the_cluster():
     manifest = load("cluster/kuberay/rayjob.yaml")
     assert manifest["kind"] == "RayJob"

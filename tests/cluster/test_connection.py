@@ -32,3 +32,15 @@ def test_missing_pieces_are_one_line_errors(tmp_path):
     bad.write_text("adress: typo\n")
     with pytest.raises(ClusterConnectionError, match="only the keys address and token_file"):
         resolve(environ={"VIDGEN_CLUSTER_CONFIG": str(bad)})
+
+
+def test_a_submission_never_carries_credentials_files(tmp_path):
+    from cluster.job_submission import EXCLUDES, files_with_secrets
+
+    assert {".env", "data", "out", "runs", ".git", ".venv"} <= set(EXCLUDES)
+    (tmp_path / "job.yaml").write_text("data: s3://bucket/shapes\ns3:\n  secret_access_key: abc123\n")
+    (tmp_path / "creds.json").write_text('{"s3": {"session_token": "tok"}}')
+    (tmp_path / "plain.yaml").write_text("data: s3://bucket/shapes\ns3:\n  secret_access_key: null\n# no secret\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "other.yaml").write_text("secret_access_key: x\n")  # excluded from the upload anyway
+    assert [p.name for p in files_with_secrets(tmp_path)] == ["creds.json", "job.yaml"]

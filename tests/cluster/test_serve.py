@@ -4,9 +4,12 @@ One deployment for the module (deploying loads both tiers' models): placement se
 asynchronous jobs, an OpenAPI fuzz, autoscaling of the edge tier up and down, and a replica killed under load.
 """
 
+import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -46,14 +49,15 @@ def server(ray_cluster, tmp_path_factory):
                     "downscale_delay_s": 3}
     args = {
         "renders_uri": str(tmp / "jobs"),
-        "limits": {"max_prompt_chars": 120, "max_steps": 6},
+        "limits": {"max_prompt_chars": 120, "max_steps": 6, "body_timeout_s": 1.5},
         "policy": {"overload_queue_per_replica": 50},
         "tiers": {
             "edge": {"int8": True, "steps": 2, "cost_per_clip": 1, "num_cpus": 0.5, "resources": {"edge": 1},
+                     "regions": ["eu", "us"],
                      "max_ongoing_requests": 2,
                      "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
                                      **fast_scaling}},
-            "cloud": {"steps": 4, "cost_per_clip": 10, "num_cpus": 0.5, "resources": {"cloud": 1},
+            "cloud": {"steps": 4, "cost_per_clip": 10, "num_cpus": 0.5, "resources": {"cloud": 1}, "regions": ["eu"],
                       "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
         },
     }
@@ -167,6 +171,8 @@ def test_auth_limits_and_refusals_are_4xx_naming_the_field(server):
     assert requests.get(f"{base}/v1/models", timeout=10).status_code == 401
     assert requests.get(f"{base}/healthz", timeout=10).status_code == 200  # load balancers need no token
     assert post(base, {"prompt": 5, "bogus": 1}, headers={}).status_code == 401  # before any validation detail
+    for body in (b"{", b'{"prompt": ' + b"9" * 4301 + b"}", b"x" * 20_000):  # whatever the body: 401, never read
+        assert requests.post(f"{base}/v1/videos", data=body, timeout=10).status_code == 401
 
     def refused(body, status=422):
         response = post(base, body)
@@ -188,6 +194,31 @@ def test_auth_limits_and_refusals_are_4xx_naming_the_field(server):
     assert chunked.status_code == 413
 
 
+def test_a_cut_or_trickled_body_never_reaches_a_render(server):
+    base, _ = server
+    rendered = sum(r["rendered"] for r in board_reports())
+    chunks = iter([json.dumps({"prompt": PROMPT}).encode(), b" " * 20_000])  # valid JSON first, then too much
+    response = requests.post(f"{base}/v1/videos", data=chunks, headers={**AUTH, "Content-Type": "application/json"},
+                             timeout=30)
+    assert response.status_code == 413
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:  # one byte, then nothing
+        conn.sendall(f"POST /v1/videos HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{".encode())
+        started = time.monotonic()
+        answer = conn.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 408") and time.monotonic() - started < 10
+    time.sleep(1)  # replicas report every 0.25 s
+    assert sum(r["rendered"] for r in board_reports()) == rendered
+
+
+def test_a_reason_quoting_any_script_is_a_clean_451(server):
+    base, _ = server
+    response = post(base, {"prompt": PROMPT, "region": "東京"})  # the policy's reason quotes it in a header
+    assert response.status_code == 451 and response.headers["X-Vidgen-Placement-Reason"].isascii()
+    assert "\\u6771" in response.headers["X-Vidgen-Placement-Reason"]
+
+
 def test_async_job_gives_the_same_clip_as_sync(server):
     base, cfg = server
     body = {"prompt": "a blue circle moving up", "seed": 7, "quality": "draft"}
@@ -198,7 +229,8 @@ def test_async_job_gives_the_same_clip_as_sync(server):
     status = wait_for(lambda: (s := requests.get(f"{base}/v1/videos/{job['id']}", headers=AUTH, timeout=10).json())
                       ["status"] != "queued" and s, 60, "the job")
     assert status["status"] == "done", status
-    assert status["video_url"].startswith("file://" + cfg.renders_uri)
+    assert "video_url" not in status  # where the store keeps it is the operator's business
+    assert (Path(cfg.renders_uri) / f"{job['id']}.mp4").is_file()
     clip = requests.get(f"{base}{status['content_url']}", headers=AUTH, timeout=10)
     assert clip.headers["content-type"] == "video/mp4"
     assert clip.content == post(base, body).content  # deterministic sampler: the same bytes either way

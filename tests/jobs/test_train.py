@@ -134,3 +134,16 @@ def test_a_stopped_run_resumes_and_a_tampered_checkpoint_is_refused(tmp_path):
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 10})})
     with pytest.raises(TrainingError, match=rf"{states.name} does not match the sha256"):
         run_training(cfg, resume=name)
+
+
+def test_s3_credentials_never_travel_in_the_config_ray_train_keeps(s3_config):
+    import json
+
+    from jobs.train import worker_config
+
+    cfg = DistributedConfig(train=_train(2), s3=s3_config)
+    sent = json.dumps(worker_config(cfg))
+    assert s3_config.secret_access_key not in sent and s3_config.access_key_id not in sent
+    assert s3_config.endpoint_url in sent  # where S3 is may travel; who we are there comes from the environment
+    assert cfg.s3.credentials_env() == {"AWS_ACCESS_KEY_ID": s3_config.access_key_id,
+                                        "AWS_SECRET_ACCESS_KEY": s3_config.secret_access_key}
