@@ -20,7 +20,8 @@ import torch
 
 from jobs._entrypoint import quiet_known_warnings
 from jobs.train_config import DistributedConfig, deepspeed_config
-from storage.training_checkpoints import verify_checkpoint, write_rank_sums
+from storage.package import sha256_bytes
+from storage.training_checkpoints import CheckpointError, load_verified, read_rank_sums, write_rank_sums
 from vidgen.precision import autocast_dtype
 from vidgen.text import TextEmbedding, TextEncoder
 from vidgen.training import (
@@ -35,6 +36,7 @@ from vidgen.training import (
 
 log = logging.getLogger(__name__)
 DS_FOLDER, STATE_FILE, DS_TAG = "deepspeed", "trainer_state.json", "state"
+RUN_KEY_ENV = "VIDGEN_RUN_KEY"  # the run's checkpoint key (hex), set by the driver in the workers' runtime_env
 
 
 class StepHooks:
@@ -105,7 +107,7 @@ def _out_of_time(cfg: DistributedConfig, train_seconds: float, device: torch.dev
     return bool(flag.item())
 
 
-def _save(engine, state: dict, rank: int, metrics: dict) -> None:
+def _save(engine, state: dict, rank: int, metrics: dict, key: bytes) -> None:
     """Every rank writes its DeepSpeed shard and hashes it; Ray Train merges the folders into one checkpoint."""
     import ray.train
     from ray.train import Checkpoint
@@ -114,19 +116,19 @@ def _save(engine, state: dict, rank: int, metrics: dict) -> None:
         engine.save_checkpoint(os.path.join(folder, DS_FOLDER), tag=DS_TAG)
         if rank == 0:
             Path(folder, STATE_FILE).write_text(json.dumps(state))
-        write_rank_sums(Path(folder), rank)
+        write_rank_sums(Path(folder), rank, key)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 
-def _restore(engine, world_size: int) -> dict | None:
-    """Load the latest checkpoint after verifying every file against its recorded hash; None on a fresh start."""
+def _restore(engine, world_size: int, key: bytes) -> dict | None:
+    """Load the latest checkpoint from a private copy, after every file in it is verified against its rank's
+    authenticated hash list (DeepSpeed's loader unpickles); None on a fresh start."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as folder:
-        verify_checkpoint(Path(folder), world_size)  # DeepSpeed's loader unpickles: check before it reads
+    with load_verified(lambda folder: checkpoint.to_directory(str(folder)), world_size, key) as folder:
         engine.load_checkpoint(os.path.join(folder, DS_FOLDER), tag=DS_TAG)
         return json.loads(Path(folder, STATE_FILE).read_text())
 
@@ -153,10 +155,17 @@ def _progress_bar(cfg: DistributedConfig, step: int):
     return bar
 
 
-def _checkpoint_step(checkpoint) -> int:
-    """The step a checkpoint was taken at, read from its JSON state alone (nothing else is downloaded yet)."""
-    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{STATE_FILE}") as f:
-        return json.loads(f.read())["step"]
+def _checkpoint_step(checkpoint, key: bytes) -> int:
+    """The step a checkpoint was taken at, from its JSON state alone (nothing else is downloaded yet), read only
+    after rank 0's authenticated hash list vouches for it."""
+    def read(name: str) -> bytes:
+        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{name}") as f:
+            return f.read()
+
+    data = read(STATE_FILE)
+    if read_rank_sums(read, 0, key, checkpoint.path).get(STATE_FILE) != sha256_bytes(data):
+        raise CheckpointError(f"checkpoint {checkpoint.path}: {STATE_FILE} does not match rank 0's hash list")
+    return json.loads(data)["step"]
 
 
 def train_loop(config: dict, hooks: StepHooks | None = None) -> None:
@@ -177,12 +186,13 @@ def train_loop(config: dict, hooks: StepHooks | None = None) -> None:
     device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
     dtype = autocast_dtype(cfg.train.precision, device.type)
 
+    key = bytes.fromhex(os.environ[RUN_KEY_ENV])
     encoder = TextEncoder()
     hooks.start(rank)
     torch.manual_seed(cfg.train.seed)
     model = VideoDiT(cfg.train.model_config_resolved())
     resuming = ray.train.get_checkpoint() is not None
-    batches = _batches(cfg, rank, _checkpoint_step(ray.train.get_checkpoint()) if resuming else 0)
+    batches = _batches(cfg, rank, _checkpoint_step(ray.train.get_checkpoint(), key) if resuming else 0)
     ae_losses: list[float] = []
     if not resuming:  # a resumed run's autoencoder comes back with its checkpoint
         ae_losses = train_autoencoder(model, batches, cfg.train, dtype, reduce_gradients=_average_gradients)
@@ -196,7 +206,7 @@ def train_loop(config: dict, hooks: StepHooks | None = None) -> None:
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.diffusion_parameters(),
                                            optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(cfg), dist_init_required=False)
-    state = _restore(engine, world) or {"step": 0, "history": [], "autoencoder_losses": ae_losses,
+    state = _restore(engine, world, key) or {"step": 0, "history": [], "autoencoder_losses": ae_losses,
                                         "train_seconds": 0.0}
     if resuming:
         log.info("rank %d resumed at step %d", rank, state["step"])
@@ -235,7 +245,7 @@ def train_loop(config: dict, hooks: StepHooks | None = None) -> None:
         done = step >= cfg.train.max_steps or _out_of_time(cfg, train_seconds, device)
         if step % cfg.checkpoint_every == 0 or done:
             _save(engine, {**state, "step": step, "history": history, "train_seconds": train_seconds}, rank,
-                  metrics)
+                  metrics, key)
         elif step % cfg.log_every == 0:
             ray.train.report(metrics)
         if bar is not None:

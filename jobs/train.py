@@ -40,11 +40,13 @@ import time
 
 from cluster.connection import connect_ray
 from jobs._entrypoint import job_arguments
-from jobs._train_worker import StepHooks, train_loop
+from jobs._train_worker import RUN_KEY_ENV, StepHooks, train_loop
 from jobs.train_config import DistributedConfig
 from storage.cards import parse_card
 from storage.objectstore import NotFound, ObjectStore, S3Config, StorageError, parse_uri
 from storage.package import CARD_FILE
+from storage.training_checkpoints import MAC_SUFFIX, mac, mac_matches, new_key
+from storage.user_state import run_key_file
 
 log = logging.getLogger(__name__)
 JOB_FILE = "job.json"
@@ -81,15 +83,44 @@ def _check_data(cfg: DistributedConfig, store: ObjectStore):
                                                seed=train.seed, s3=cfg.s3))
 
 
+def run_key(runs: str, name: str, create: bool = False) -> bytes:
+    """The run's secret checkpoint key, kept on this machine outside the runs store (`storage.user_state`):
+    whoever can write RUNS cannot forge what it authenticates. A new run makes one."""
+    path = run_key_file(parse_uri(runs).uri, name)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = new_key()
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as f:
+            f.write(key.hex())
+        return key
+    if not path.is_file():
+        raise StorageError(f"run {name!r} has no key on this machine ({path}): resume it where it was started, or "
+                           "copy that file here from there")
+    return bytes.fromhex(path.read_text().strip())
+
+
+def write_run_config(store: ObjectStore, run_dir, cfg: DistributedConfig, key: bytes) -> None:
+    """RUNS/NAME/job.json (no S3 credentials) and its HMAC under the run's key."""
+    job = cfg.model_dump_json(indent=1, exclude={"s3"}).encode()
+    store.write(run_dir.join(JOB_FILE), job)
+    store.write(run_dir.join(JOB_FILE + MAC_SUFFIX), mac(job, key).encode())
+
+
 def load_run_config(runs: str, name: str, s3: S3Config | None = None) -> DistributedConfig:
-    """The config a run was started with (saved as RUNS/NAME/job.json, without S3 credentials)."""
+    """The config a run was started with (RUNS/NAME/job.json, without S3 credentials), once its HMAC under the
+    run's key proves that this run wrote it: `--resume` takes data, out and push from it."""
     store = ObjectStore(s3 or S3Config())
+    job = parse_uri(runs).join(name, JOB_FILE)
     try:
-        saved = json.loads(store.read(parse_uri(runs).join(name, JOB_FILE)))
+        data, presented = store.read(job), store.read(job.uri + MAC_SUFFIX).decode()
     except NotFound:
-        raise StorageError(f"no run {name!r} under {parse_uri(runs).uri} (no {JOB_FILE}); check --runs and the "
-                           "name printed when the run started") from None
-    return DistributedConfig.model_validate({**saved, "s3": store.s3})
+        raise StorageError(f"no run {name!r} under {parse_uri(runs).uri} (no authenticated {JOB_FILE}); check "
+                           "--runs and the name printed when the run started") from None
+    if not mac_matches(data, presented, run_key(runs, name)):
+        raise StorageError(f"{job.uri} was changed after run {name!r} wrote it (its HMAC does not match the run's "
+                           "key); refusing to resume from it")
+    return DistributedConfig.model_validate({**json.loads(data), "s3": store.s3})
 
 
 def worker_config(cfg: DistributedConfig) -> dict:
@@ -120,7 +151,8 @@ def run_training(cfg: DistributedConfig, address: str | None = None, resume: str
         raise StorageError(f"{run_dir.uri} already exists: resume it with --resume {name} or wait a second")
     cfg = cfg.model_copy(update={"out": cfg.out or run_dir.join("model").uri})
     store.ensure_bucket(runs)
-    store.write(run_dir.join(JOB_FILE), cfg.model_dump_json(indent=1, exclude={"s3"}).encode())
+    key = run_key(cfg.runs, name, create=not resume)
+    write_run_config(store, run_dir, cfg, key)
     # A local cluster gets a CPU slot per worker plus one for the Ray Data stream, even on a smaller machine:
     # slots are scheduling tokens, and a stream with no slot left would starve the workers.
     connect_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.workers * cfg.cpus_per_worker + 1))
@@ -141,7 +173,8 @@ def run_training(cfg: DistributedConfig, address: str | None = None, resume: str
         run_config=RunConfig(name=name, storage_path=path, storage_filesystem=fs,
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             worker_runtime_env={"env_vars": cfg.s3.credentials_env()}),
+                             worker_runtime_env={"env_vars": {**cfg.s3.credentials_env(),
+                                                              RUN_KEY_ENV: key.hex()}}),
     )
     log.info("run %s: %d workers, ZeRO-%d, data %s, checkpoints in %s", name, cfg.workers, cfg.zero_stage,
              cfg.data, run_dir.uri)

@@ -4,6 +4,7 @@
         registry/             the default model registry ($VIDGEN_REGISTRY names another: a folder or s3://)
         cluster.yaml          which cluster the Jobs commands talk to ($VIDGEN_CLUSTER_CONFIG names another)
         local-cluster.json    the head `vidgen cluster up` started on this machine
+        run-keys/             each training run's checkpoint key (outside the runs store, readable by you alone)
     ~/.cache/vidgen/          ($VIDGEN_CACHE_HOME, else $XDG_CACHE_HOME/vidgen)
         models/               registry models pulled and verified ($VIDGEN_CACHE names another)
 
@@ -12,6 +13,7 @@ Paths are read from the environment when asked for, so a test or a second user c
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -41,3 +43,8 @@ def cluster_config(environ: dict[str, str] | None = None) -> Path:
 
 def local_cluster_state() -> Path:
     return home() / "local-cluster.json"
+
+
+def run_key_file(runs_uri: str, name: str) -> Path:
+    """Where the key of training run `name` under `runs_uri` is kept."""
+    return home() / "run-keys" / f"{name}.{hashlib.sha256(runs_uri.encode()).hexdigest()[:12]}.key"

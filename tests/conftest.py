@@ -10,6 +10,8 @@ import uuid
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Per-user state (registry, run keys, cluster files) of the test session, not of the person running it.
+os.environ.setdefault("VIDGEN_HOME", tempfile.mkdtemp(prefix="vidgen-home-"))
 
 # A model far smaller than `tiny` (same world, same code paths) so unit tests stay fast.
 MICRO = {"dim": 48, "depth": 2, "heads": 2, "ae_channels": 8}

@@ -59,7 +59,7 @@ def test_cluster_up_status_down_on_this_machine(tmp_path):
 
     gcs, dashboard = free_ports(2)
     # A home of its own: the state file and the token `ray start` writes land there, not in the user's.
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "HOME": str(tmp_path)}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "VIDGEN_HOME"))}, "HOME": str(tmp_path)}
     state_file = tmp_path / ".vidgen" / "local-cluster.json"
 
     def vidgen(*args: str) -> str:

@@ -147,3 +147,23 @@ def test_s3_credentials_never_travel_in_the_config_ray_train_keeps(s3_config):
     assert s3_config.endpoint_url in sent  # where S3 is may travel; who we are there comes from the environment
     assert cfg.s3.credentials_env() == {"AWS_ACCESS_KEY_ID": s3_config.access_key_id,
                                         "AWS_SECRET_ACCESS_KEY": s3_config.secret_access_key}
+
+
+def test_a_changed_job_json_is_refused_on_resume(tmp_path):
+    """--resume takes data, out and push from job.json: a copy changed in the runs store must not steer it."""
+    from jobs.train import JOB_FILE, run_key, write_run_config
+    from storage.objectstore import StorageError, parse_uri
+
+    runs, name = str(tmp_path / "runs"), "tiny-20261201-000000"
+    cfg = DistributedConfig(train=_train(4), runs=runs)
+    write_run_config(ObjectStore(), parse_uri(runs).join(name), cfg, run_key(runs, name, create=True))
+    assert load_run_config(runs, name).train.max_steps == 4
+    job = tmp_path / "runs" / name / JOB_FILE
+    job.write_text(job.read_text().replace('"push": null', '"push": "s3://elsewhere/models/shapes"'))
+    with pytest.raises(StorageError, match="was changed after run .* wrote it"):
+        load_run_config(runs, name)
+    from storage.user_state import run_key_file
+
+    run_key_file(parse_uri(runs).uri, name).unlink()  # another machine: the key stayed where the run started
+    with pytest.raises(StorageError, match="has no key on this machine"):
+        load_run_config(runs, name)
