@@ -1,5 +1,7 @@
 """Bulk render: every row of a manifest becomes one MP4, rendered by a pool of Ray actors that load the model once.
 
+    OUT/claims/<id>.json    which run is rendering the row (taken with a conditional put before sampling; removed
+                            once its record is written): two runs on one OUT never render a row twice
     OUT/videos/<id>.mp4     one per good row, written with a conditional put (never duplicated or half-written)
     OUT/results/<id>.json   the row's ledger record, written after its video: a row with a record is done
     OUT/results.jsonl       all records (id, key, sha256, seconds, model, sampler settings), rebuilt each run from
@@ -8,8 +10,10 @@
     OUT/run.json            manifest hash, config, model, start and end, counts
 
 Run again on the same OUT, it renders only rows without a record, so a killed run loses at most the batches in
-flight. Rows are validated first (`vidgen.runtime.manifest`), then grouped by sampler settings into batches of
-`batch_size`; one bad prompt fails its row, not its batch.
+flight. A row whose claim is older than `claim_timeout_s` belongs to a run that died: the next run takes it over, and
+a video that run left without a record is this row's if the claim names the same request (model and settings),
+whatever bytes a re-render would make. Rows are validated first (`vidgen.runtime.manifest`), then grouped by
+sampler settings into batches of `batch_size`; one bad prompt fails its row, not its batch.
 
 Run it:
     vidgen render examples/manifest.jsonl --out out/demo                # starts a local Ray
@@ -25,6 +29,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -34,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cluster.connection import connect_ray
 from jobs._entrypoint import job_arguments
-from storage.objectstore import AlreadyExists, ObjectStore, S3Config, parse_uri
+from storage.objectstore import AlreadyExists, NotFound, ObjectStore, S3Config, parse_uri
 from storage.package import sha256_bytes, verify_package
 from vidgen.clip_request import (
     DEFAULT_MAX_STEPS,
@@ -50,7 +55,8 @@ from vidgen.runtime.packages import capabilities, read_config
 from vidgen.runtime.references import model_label, resolve_model
 
 log = logging.getLogger(__name__)
-RESULTS, ERRORS, RUN, RECORDS = "results.jsonl", "errors.jsonl", "run.json", "results"
+RESULTS, ERRORS, RUN, RECORDS, CLAIMS = "results.jsonl", "errors.jsonl", "run.json", "results", "claims"
+CLAIMED_ELSEWHERE = "claimed by another run"
 PREVIEW_CLIPS = 8
 
 
@@ -73,6 +79,8 @@ class RenderConfig(BaseModel):
     actors: int = Field(2, ge=1, description="sampling actors, each holding the model once")
     cpus_per_actor: int = Field(1, ge=1, description="CPUs Ray reserves per actor; also its torch threads")
     preview: bool = Field(False, description="also write preview.png, a contact sheet of the first clips rendered")
+    claim_timeout_s: float = Field(600, gt=0, description="a row another run claimed this long ago and has not "
+                                                          "finished is taken over (that run died)")
     s3: S3Config = Field(default_factory=S3Config)
 
 
@@ -84,6 +92,7 @@ class PlannedClip:
     id: str
     key: str
     clip: ResolvedClip
+    request: str = ""  # digest of the model and the resolved clip: what a claim and a left-over video belong to
     preview: bool = False
 
     @classmethod
@@ -91,7 +100,8 @@ class PlannedClip:
         return cls(**{**data, "clip": ResolvedClip(**data["clip"])})
 
 
-def plan_batches(rows: list, caps: Capabilities, cfg: RenderConfig) -> tuple[list[list[PlannedClip]], list[RowError]]:
+def plan_batches(rows: list, caps: Capabilities, cfg: RenderConfig, label: str = ""
+                 ) -> tuple[list[list[PlannedClip]], list[RowError]]:
     """Resolve each row against the model (the run's steps and guidance as defaults), then batch rows that share
     their sampler settings; the first clips are marked for the preview."""
     caps = caps.with_defaults(cfg.steps, cfg.guidance)
@@ -103,7 +113,8 @@ def plan_batches(rows: list, caps: Capabilities, cfg: RenderConfig) -> tuple[lis
             clip, problems = None, [FieldProblem("steps", f"{clip.steps}; at most {cfg.max_steps} (max_steps)")]
         errors += [RowError(item.line, item.row.id, p.field, p.reason) for p in problems]
         if clip is not None:
-            planned = PlannedClip(item.line, item.row.id, output_key(item.row), clip)
+            request = sha256_bytes(json.dumps([label, asdict(clip)], sort_keys=True).encode())
+            planned = PlannedClip(item.line, item.row.id, output_key(item.row), clip, request)
             groups.setdefault(clip.settings, []).append(planned)
     batches = [clips[i:i + cfg.batch_size] for _, clips in sorted(groups.items())
                for i in range(0, len(clips), cfg.batch_size)]
@@ -123,7 +134,8 @@ class Renderer:
     table of one result per clip.
     """
 
-    def __init__(self, model_ref: str | None, label: str, out: str, s3: dict, threads: int):
+    def __init__(self, model_ref: str | None, label: str, out: str, s3: dict, threads: int, run_id: str,
+                 claim_timeout_s: float):
         import torch
 
         from vidgen.runtime.pipeline import VideoPipeline
@@ -134,17 +146,48 @@ class Renderer:
             raise RuntimeError(f"this node's copy of {model_ref} is {self.pipeline.label}, the driver's {label}")
         self.store = ObjectStore(S3Config(**s3))
         self.out = parse_uri(out)
-        self.label = label
+        self.label, self.run_id, self.claim_timeout_s = label, run_id, claim_timeout_s
 
-    def _write(self, planned: PlannedClip, data: bytes) -> str | None:
+    def _claim(self, p: PlannedClip) -> str | None:
+        """Claim a row before sampling it: "new", "recovered" (taken over from a dead run that claimed the same
+        request: a video it left is this row's), or None when another run holds it."""
+        key = self.out.join(CLAIMS, f"{p.id}.json")
+        mine = json.dumps({"run": self.run_id, "request": p.request, "at": time.time()}).encode()
+        try:
+            self.store.write(key, mine, if_absent=True)
+            return "new"
+        except AlreadyExists:
+            pass
+        try:
+            theirs = json.loads(self.store.read(key))
+        except NotFound:  # finished (or given up) just now; its record decides on the next run
+            return None
+        if theirs.get("run") != self.run_id and time.time() - theirs.get("at", 0) < self.claim_timeout_s:
+            return None
+        self._release(p)
+        try:
+            self.store.write(key, mine, if_absent=True)
+        except AlreadyExists:  # another run took it over first
+            return None
+        return "recovered" if theirs.get("request") == p.request else "new"
+
+    def _release(self, p: PlannedClip) -> None:
+        try:
+            self.store.delete(self.out.join(CLAIMS, f"{p.id}.json"))
+        except NotFound:
+            pass
+
+    def _write(self, planned: PlannedClip, data: bytes, claim: str) -> str | None:
         """Put the video; its sha256, or None when another video already holds its key."""
         key = self.out.join(planned.key)
         digest = sha256_bytes(data)
         try:
             self.store.write(key, data, if_absent=True)
-        except AlreadyExists:  # a killed run wrote the video but not its record; the same row renders the same bytes
-            if sha256_bytes(self.store.read(key)) != digest:
+        except AlreadyExists:  # a run died between this row's video and its record
+            existing = sha256_bytes(self.store.read(key))
+            if claim != "recovered" and existing != digest:
                 return None
+            return existing  # made for this very request, whatever bytes this render made
         return digest
 
     def __call__(self, batch):
@@ -153,16 +196,27 @@ class Renderer:
         from storage.video import encode
 
         planned = [PlannedClip.from_dict(d) for d in batch.column("clips")[0].as_py()]
+        claims = {p.id: self._claim(p) for p in planned}
+        for p in planned:  # another run may have finished a row since this run planned it
+            if claims[p.id] is not None and self.store.exists(self.out.join(RECORDS, f"{p.id}.json")):
+                self._release(p)
+                claims[p.id] = None
+        results = [_result(p, False, "id", CLAIMED_ELSEWHERE) for p in planned if claims[p.id] is None]
+        planned = [p for p in planned if claims[p.id] is not None]
         text, refused = self.pipeline.encode([p.clip.prompt for p in planned])
-        results = [_result(p, False, "prompt", reason) for i, p in enumerate(planned) if (reason := refused.get(i))]
+        for i, p in enumerate(planned):
+            if i in refused:
+                results.append(_result(p, False, "prompt", refused[i]))
+                self._release(p)
         good = [p for i, p in enumerate(planned) if i not in refused]
         if good:
             started = time.perf_counter()
             out = self.pipeline.generate([p.clip for p in good], text)
             seconds = (time.perf_counter() - started) / len(good)
             for p, frames in zip(good, out.frames, strict=True):
-                digest = self._write(p, encode(frames, "mp4"))
+                digest = self._write(p, encode(frames, "mp4"), claims[p.id])
                 if digest is None:
+                    self._release(p)
                     results.append(_result(p, False, None, f"{self.out.join(p.key).uri} exists with other content; "
                                                            "move it away to render this row"))
                     continue
@@ -170,6 +224,7 @@ class Renderer:
                           "model": self.label, "seed": p.clip.seed, "steps": p.clip.steps,
                           "guidance": p.clip.guidance, "prompt": p.clip.prompt}
                 self.store.write(self.out.join(RECORDS, f"{p.id}.json"), json.dumps(record).encode())
+                self._release(p)
                 results.append(_result(p, True, frames=frames.tobytes() if p.preview else None))
         return pa.Table.from_pylist(results)
 
@@ -220,7 +275,8 @@ def render(cfg: RenderConfig, address: str | None = None,
     caps = capabilities(read_config(folder))
     store.ensure_bucket(out)
     done = _done_ids(store, out)
-    batches, plan_errors = plan_batches([r for r in rows if r.row.id not in done], caps, cfg)
+    batches, plan_errors = plan_batches([r for r in rows if r.row.id not in done], caps, cfg, label)
+    run_id = uuid.uuid4().hex
     errors += plan_errors
     rendered, failed, preview = set(), [], []
     if batches:
@@ -233,7 +289,8 @@ def render(cfg: RenderConfig, address: str | None = None,
             # S3 credentials reach the actors as environment variables, never as constructor arguments Ray records
             runtime_env={"env_vars": cfg.s3.credentials_env()},
             fn_constructor_kwargs={"model_ref": cfg.model, "label": label, "out": out.uri,
-                                   "s3": cfg.s3.public(), "threads": cfg.cpus_per_actor},
+                                   "s3": cfg.s3.public(), "threads": cfg.cpus_per_actor, "run_id": run_id,
+                                   "claim_timeout_s": cfg.claim_timeout_s},
             **(actor_options or {}))
         left = sum(len(b) for b in batches)
         for table in stream.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -244,12 +301,16 @@ def render(cfg: RenderConfig, address: str | None = None,
             left -= len(results)
             if on_batch:
                 on_batch(results, left)
+    record_ids = _done_ids(store, out)
+    # a row another run was rendering is an error of this run only while it has no record (a concurrent run that
+    # finishes later writes the ledgers again, from the record files)
+    failed = [e for e in failed if not (e.reason == CLAIMED_ELSEWHERE and e.id in record_ids)]
     errors = sorted(errors + failed, key=lambda e: e.line)
-    records = _ledger(store, out, _done_ids(store, out), rendered)
+    records = _ledger(store, out, record_ids, rendered)
     store.write(out.join(RESULTS), "".join(json.dumps(r) + "\n" for r in records).encode())
     store.write(out.join(ERRORS), "".join(e.to_json() + "\n" for e in errors).encode())
-    summary = {"out": out.uri, "manifest": str(cfg.manifest), "manifest_sha256": sha256_bytes(manifest_bytes),
-               "model": label, "rows": total_rows,
+    summary = {"out": out.uri, "run_id": run_id, "manifest": str(cfg.manifest),
+               "manifest_sha256": sha256_bytes(manifest_bytes), "model": label, "rows": total_rows,
                "rendered_now": len(rendered), "already_done": len(done & {r.row.id for r in rows}),
                "videos": len(records), "errors": len(errors), "started": started, "finished": time.time(),
                "config": cfg.model_dump(mode="json", exclude={"s3"})}

@@ -1,7 +1,9 @@
 """Bulk render on a real local Ray cluster: bad rows isolated, exactly once after a kill, identical re-renders."""
 
+import hashlib
 import json
 import os
+import time
 import uuid
 
 import pytest
@@ -110,6 +112,50 @@ def test_a_killed_run_resumes_to_every_good_row_exactly_once_on_s3(ray_cluster, 
     for record in ledger:
         assert (other / record["key"]).read_bytes() == store.read(f"{out}/{record['key']}")
 
+
+
+def test_two_runs_on_one_out_render_each_row_once_and_agree(ray_cluster, micro_model_dir, manifest, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder, _ = micro_model_dir
+    out = tmp_path / "out"
+    cfg = RenderConfig(manifest=str(manifest), model=str(folder), out=str(out), batch_size=2, steps=2, actors=1)
+    with ThreadPoolExecutor(2) as pool:
+        first, second = [f.result() for f in [pool.submit(render, cfg), pool.submit(render, cfg)]]
+    assert first["rendered_now"] + second["rendered_now"] == len(GOOD)  # every row sampled by one run only
+    assert sorted(p.name for p in (out / "videos").iterdir()) == [f"{r['id']}.mp4" for r in GOOD]
+    ledger = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in ledger] == [r["id"] for r in GOOD]
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert {e["line"] for e in errors} == BAD_LINES  # no row the other run rendered is left as an error
+    assert not list((out / "claims").iterdir())
+
+
+def test_a_video_left_without_its_record_is_kept_whatever_a_re_render_makes(ray_cluster, micro_model_dir, manifest,
+                                                                            tmp_path):
+    """A run dies between a video and its record; the next run, batched differently, must not turn the row into
+    an error just because it would render other bytes."""
+    folder, _ = micro_model_dir
+    out = tmp_path / "out"
+
+    class DiesAfterItsFirstVideo(Renderer):  # defined here, so it travels to the actor by value
+        def _write(self, planned, data, claim):
+            digest = super()._write(planned, b"bytes only the dead run made" + data, claim)
+            os._exit(1)
+            return digest
+
+    with pytest.raises(Exception, match="(?i)actor|died|worker"):
+        render(_cfg(manifest, str(out), folder, actors=1, claim_timeout_s=1), renderer=DiesAfterItsFirstVideo,
+               actor_options={"max_restarts": 0})
+    [left] = list((out / "videos").iterdir())
+    assert not (out / "results").exists() and (out / "claims" / f"{left.stem}.json").exists()
+    time.sleep(1.5)  # the dead run's claims expire
+    summary = render(RenderConfig(manifest=str(manifest), model=str(folder), out=str(out), batch_size=5, steps=2,
+                                  claim_timeout_s=1))
+    assert summary["rendered_now"] == len(GOOD) and summary["errors"] == len(BAD_LINES)
+    record = json.loads((out / "results" / f"{left.stem}.json").read_text())
+    assert record["sha256"] == hashlib.sha256(left.read_bytes()).hexdigest()  # the video it left, kept
+    assert left.read_bytes().startswith(b"bytes only the dead run made")
 
 def test_cli_exit_status_says_whether_every_row_rendered(ray_cluster, micro_model_dir, manifest, tmp_path):
     from typer.testing import CliRunner
