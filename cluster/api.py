@@ -58,6 +58,9 @@ class RenderStatus(BaseModel):
     replica: str | None = None
     content_url: str | None = Field(None, description="path on this server that returns the MP4 once done")
     error: str | None = None
+    lease_until: float | None = Field(None, description="while queued: the router rendering it renews this (Unix "
+                                                        "time); a lapsed lease means that router stopped, and the "
+                                                        "render ends failed")
 
 
 class TierInfo(BaseModel):

@@ -11,7 +11,6 @@ limit `cluster.body_limit`, the counters `cluster.serve_metrics`.
 import asyncio
 import logging
 import time
-import uuid
 
 from fastapi import Depends, FastAPI, HTTPException, Path
 from fastapi.responses import JSONResponse, Response
@@ -30,7 +29,7 @@ from cluster.api import (
     VideoRequest,
     check_limits,
 )
-from cluster.async_renders import AsyncRenderStore, UnknownRender
+from cluster.async_renders import AsyncRenderStore, UnknownRender, new_render_id
 from cluster.auth import BearerAuth, token_digest
 from cluster.body_limit import BodyLimit
 from cluster.placement import Placement, TierState, place
@@ -90,11 +89,38 @@ class Router:
         self.background: set[asyncio.Task] = set()
         self.metrics = RouterMetrics()
         self._spawn(self._refresh_forever())
+        self._spawn(self._sweep_forever())
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+
+    async def _sweep_forever(self) -> None:
+        """Delete asynchronous renders past their retention (every replica sweeps; deleting twice is harmless)."""
+        while True:
+            try:
+                await self.renders.sweep(self.cfg.renders_retention_s)
+            except Exception as exc:  # the store being away must not take the router down; the next sweep heals
+                log.warning("sweeping old renders failed: %s", exc)
+            await asyncio.sleep(min(self.cfg.renders_retention_s / 10, 600))
+
+    async def _renew_lease(self, status: RenderStatus, writing: asyncio.Lock, finished: asyncio.Event) -> None:
+        """While this router renders `status`, keep its lease ahead of the clock. Writes hold `writing`, so the
+        final status, written under it after `finished` is set, is never overwritten by a late renewal."""
+        while not finished.is_set():
+            try:
+                await asyncio.wait_for(finished.wait(), self.cfg.async_lease_s / 3)
+                return
+            except TimeoutError:
+                pass
+            async with writing:
+                if not finished.is_set():
+                    try:
+                        await self.renders.write_status(status.model_copy(
+                            update={"lease_until": time.time() + self.cfg.async_lease_s}))
+                    except Exception as exc:  # the next renewal may get through before the lease lapses
+                        log.warning("could not renew the lease of asynchronous render %s: %s", status.id, exc)
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -135,6 +161,8 @@ class Router:
 
     async def _run_async(self, status: RenderStatus, payload: dict) -> None:
         started = time.perf_counter()
+        writing, finished = asyncio.Lock(), asyncio.Event()
+        renewing = asyncio.get_running_loop().create_task(self._renew_lease(status, writing, finished))
         try:
             result = await self._render(status.tier, payload)
             if "rejected" in result:
@@ -148,11 +176,15 @@ class Router:
             done = status.model_copy(update={"status": "failed",
                                              "error": f"the render failed on the {status.tier} tier; retry, or ask "
                                                       f"the operator about render {status.id}"})
+        done = done.model_copy(update={"lease_until": None})
         self.metrics.finished(status.tier, done.status, time.perf_counter() - started)
-        try:
-            await self.renders.write_status(done)
-        except Exception:  # the video (if any) is written; the status stays `queued` and the log says why
-            log.exception("could not record the end of asynchronous render %s", status.id)
+        async with writing:
+            finished.set()
+            try:
+                await self.renders.write_status(done)
+            except Exception:  # the status stays `queued` until its lease lapses; the log says why
+                log.exception("could not record the end of asynchronous render %s", status.id)
+        await renewing
 
     @api.get("/healthz", summary="Liveness, and how many replicas each tier has reporting")
     async def healthz(self) -> dict:
@@ -198,7 +230,8 @@ class Router:
         payload = body.model_dump(include={"prompt", "negative_prompt", "seed", "steps", "guidance"})
         estimate_ms = next(t for t in states if t.name == placement.tier).estimated_ms()
         if body.mode == "async" or (body.mode == "auto" and estimate_ms > self.cfg.sync_max_ms):
-            status = RenderStatus(id=uuid.uuid4().hex, status="queued", tier=placement.tier, reason=placement.reason)
+            status = RenderStatus(id=new_render_id(), status="queued", tier=placement.tier, reason=placement.reason,
+                                  lease_until=time.time() + self.cfg.async_lease_s)
             await self.renders.write_status(status)
             self._spawn(self._run_async(status, payload))
             return JSONResponse(status.model_dump(), status_code=202,
@@ -220,7 +253,7 @@ class Router:
 
     async def _status(self, render_id: str) -> RenderStatus:
         try:
-            return await self.renders.read_status(render_id)
+            return await self.renders.read_current(render_id)
         except UnknownRender:
             raise HTTPException(404, f"no render {render_id}") from None
 

@@ -105,6 +105,10 @@ class ServeConfig(BaseModel):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     renders_uri: str = Field("out/serve-renders", description="where asynchronous renders are written (folder or s3://)")
     sync_max_ms: float = Field(10_000, gt=0, description="requests estimated to take longer are answered 202")
+    async_lease_s: float = Field(30.0, gt=0, description="a queued render whose router stops is recorded failed "
+                                                         "this long after its last lease renewal")
+    renders_retention_s: float = Field(7 * 86_400, gt=0, description="asynchronous renders (status and MP4) are "
+                                                                     "deleted this long after they were made")
     report_every_s: float = Field(0.25, gt=0, description="how often each replica reports its queue and timing")
     stale_after_s: float = Field(3.0, gt=0, description="a replica silent this long no longer counts")
 

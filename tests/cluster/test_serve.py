@@ -50,6 +50,7 @@ def server(ray_cluster, tmp_path_factory):
     args = {
         "renders_uri": str(tmp / "jobs"),
         "limits": {"max_prompt_chars": 120, "max_steps": 6, "body_timeout_s": 1.5},
+        "async_lease_s": 2,
         "policy": {"overload_queue_per_replica": 50},
         "tiers": {
             "edge": {"int8": True, "steps": 2, "cost_per_clip": 1, "num_cpus": 0.5, "resources": {"edge": 1},
@@ -318,3 +319,29 @@ def test_replica_killed_under_load_loses_almost_nothing(server):
     wait_for(lambda: any(r["tier"] == "edge" and r["replica"] not in killed for r in board_reports()), 60,
              "a replacement edge replica")
     assert post(base, {"prompt": PROMPT, "quality": "draft"}).status_code == 200
+
+
+def test_an_async_render_ends_within_a_lease_when_its_router_dies(server):
+    import ray
+
+    from cluster.async_renders import LAPSED
+
+    base, _ = server
+    accepted = post(base, {"prompt": PROMPT, "quality": "high", "steps": 6, "mode": "async"})
+    assert accepted.status_code == 202, accepted.text
+    render_id = accepted.json()["id"]
+    routers = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#Router#" in a["name"]]
+    assert routers
+    for actor in routers:  # the router rendering it dies; Serve starts another
+        ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
+
+    def ended():
+        try:
+            response = requests.get(f"{base}/v1/videos/{render_id}", headers=AUTH, timeout=5)
+        except requests.RequestException:
+            return None
+        return response.status_code == 200 and response.json()["status"] != "queued" and response.json()
+
+    status = wait_for(ended, 90, "the render to end")
+    assert status["status"] == "done" or status["error"] == LAPSED  # it finished first, or its lease lapsed
+    wait_for(lambda: post(base, {"prompt": PROMPT, "quality": "draft"}).status_code == 200, 60, "a new router")
