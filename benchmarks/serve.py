@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 import statistics
 import tempfile
 import time
@@ -27,17 +26,13 @@ import numpy as np
 import requests
 import torch
 
+from cluster.launcher import free_ports
+
 EDGE = {"int8": True, "steps": 8, "torch_threads": 1, "cost_per_clip": 1, "num_cpus": 0.5,
         "resources": {"edge": 1}, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
 CLOUD = {"int8": False, "torch_threads": 1, "cost_per_clip": 10, "num_cpus": 0.5, "resources": {"cloud": 1},
          "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
 PROMPT = "a red square moving right"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -53,7 +48,7 @@ def start(tmp: str) -> tuple[str, object]:
 
     ray.init(address="local", num_cpus=2, resources={"edge": 1, "cloud": 1}, include_dashboard=False,
              logging_level=logging.WARNING, log_to_driver=False, _temp_dir=tmp)
-    port = free_port()
+    port = free_ports(1)[0]
     cfg = ServeConfig.model_validate({"renders_uri": f"{tmp}/jobs", "tiers": {"edge": EDGE, "cloud": CLOUD}})
     cfg = prepare_config(cfg, "127.0.0.1", insecure_local=True, environ={})
     deploy({"http_options": {"host": "127.0.0.1", "port": port},

@@ -1,7 +1,8 @@
 """Bearer-token auth for the HTTP API: only the token's sha256 is shipped to the cluster and compared.
 
-`BearerAuth` checks the `Authorization` header of every request to `/v1/` before anything reads its body, so a
-caller without the token gets 401 whatever it sends, and cannot make the router parse, validate or wait for a body.
+`BearerAuth` checks the `Authorization` header of every request but a few public paths before anything reads its
+body, so a caller without the token gets 401 whatever it sends, and cannot make the router parse, validate or wait
+for a body.
 """
 
 from __future__ import annotations
@@ -36,15 +37,25 @@ def token_matches(presented: str | None, digest: str | None) -> bool:
     return hmac.compare_digest(presented_digest, digest)
 
 
-class BearerAuth:
-    """ASGI middleware: 401 for a request under `protected_prefix` without the token whose sha256 `digest()` gives
-    (None: serving without auth)."""
+PUBLIC_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
-    def __init__(self, app, digest: Callable[[], str | None], protected_prefix: str = "/v1/"):
-        self.app, self.digest, self.prefix = app, digest, protected_prefix
+
+def route_path(scope) -> str:
+    """The path the app routes on: Serve mounts an app under its `route_prefix` by setting `root_path` and keeping
+    the full path, so the prefix must come off (as Starlette's router does)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root):] or "/" if root and path.startswith(root) else path
+
+
+class BearerAuth:
+    """ASGI middleware: 401 for a request to anything but `PUBLIC_PATHS` without the token whose sha256 `digest()`
+    gives (None: serving without auth). Fails closed: a route added later is protected unless made public here."""
+
+    def __init__(self, app, digest: Callable[[], str | None]):
+        self.app, self.digest = app, digest
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+        if scope["type"] == "http" and route_path(scope) not in PUBLIC_PATHS:
             header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             scheme, _, token = header.partition(" ")
             if not token_matches(token.strip() if scheme.lower() == "bearer" else None, self.digest()):

@@ -140,6 +140,9 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, resourc
         try:
             ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=log_to_driver, **local)
         except (ConnectionError, RuntimeError, ValueError) as exc:
+            if address is None:
+                raise ClusterConnectionError(f"could not start a local Ray: {str(exc).strip().splitlines()[0]}"
+                                             ) from None
             raise ClusterConnectionError(f"could not join the Ray cluster at {address}: "
                                          f"{str(exc).strip().splitlines()[0]}. Point at another with --address "
                                          "HOST:PORT (its GCS port, 6379 by default) or RAY_ADDRESS") from None

@@ -131,8 +131,8 @@ def _processes_of(temp_dir: str) -> list[dict]:
 
 
 def stop_local(temp_dir: str, recorded: list[dict] = ()) -> int:
-    """Stop, by PID, the `recorded` processes that are still the ones recorded (same start time), the processes of
-    this user whose arguments name a path inside `temp_dir`, and all their children; then remove `temp_dir`."""
+    """Stop, by PID, the processes of this user whose arguments name a path inside `temp_dir`, found now or
+    `recorded` by `up` (still the same process: same start time), and all their children; then remove `temp_dir`."""
     import shutil
 
     import psutil
@@ -140,12 +140,14 @@ def stop_local(temp_dir: str, recorded: list[dict] = ()) -> int:
     mine: dict[int, psutil.Process] = {}
     for entry in [*recorded, *_processes_of(temp_dir)]:
         try:
-            proc = psutil.Process(entry["pid"])
-            if abs(proc.create_time() - entry["started"]) > 0.01:  # the PID was reused by another process
+            proc = psutil.Process(int(entry["pid"]))
+            if abs(proc.create_time() - float(entry["started"])) > 0.01:  # the PID was reused by another process
                 continue
+            if proc.uids().real != os.getuid() or not _names_path_inside(proc.cmdline(), temp_dir):
+                continue  # a recorded PID is believed only for a process of ours that names our temp dir
             for p in [proc, *proc.children(recursive=True)]:
                 mine[p.pid] = p
-        except (psutil.NoSuchProcess, psutil.AccessDenied):  # it ended while we looked
+        except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, TypeError, ValueError):  # gone, or not an entry
             continue
     for proc in mine.values():
         try:

@@ -117,6 +117,8 @@ class Router:
             async with writing:
                 if not finished.is_set():
                     try:
+                        if (await self.renders.read_status(status.id)).status != "queued":
+                            return  # a reader found the lease lapsed (this router was too slow to renew)
                         await self.renders.write_status(status.model_copy(
                             update={"lease_until": time.time() + self.cfg.async_lease_s}))
                     except Exception as exc:  # the next renewal may get through before the lease lapses

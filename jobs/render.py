@@ -79,8 +79,9 @@ class RenderConfig(BaseModel):
     actors: int = Field(2, ge=1, description="sampling actors, each holding the model once")
     cpus_per_actor: int = Field(1, ge=1, description="CPUs Ray reserves per actor; also its torch threads")
     preview: bool = Field(False, description="also write preview.png, a contact sheet of the first clips rendered")
-    claim_timeout_s: float = Field(600, gt=0, description="a row another run claimed this long ago and has not "
-                                                          "finished is taken over (that run died)")
+    claim_timeout_s: float = Field(3600, gt=0, description="a row another run claimed this long ago and has not "
+                                                           "finished is taken over (that run died); longer than a "
+                                                           "batch takes to render")
     s3: S3Config = Field(default_factory=S3Config)
 
 
@@ -158,9 +159,8 @@ class Renderer:
             return "new"
         except AlreadyExists:
             pass
-        try:
-            theirs = json.loads(self.store.read(key))
-        except NotFound:  # finished (or given up) just now; its record decides on the next run
+        theirs = self._read_claim(p)
+        if theirs is None:  # finished (or given up) just now; its record decides
             return None
         if theirs.get("run") != self.run_id and time.time() - theirs.get("at", 0) < self.claim_timeout_s:
             return None
@@ -170,6 +170,16 @@ class Renderer:
         except AlreadyExists:  # another run took it over first
             return None
         return "recovered" if theirs.get("request") == p.request else "new"
+
+    def _read_claim(self, p: PlannedClip) -> dict | None:
+        """A row's claim; None when there is none. An unreadable claim reads as an expired one of nobody's."""
+        try:
+            claim = json.loads(self.store.read(self.out.join(CLAIMS, f"{p.id}.json")))
+        except NotFound:
+            return None
+        except ValueError:
+            return {}
+        return claim if isinstance(claim, dict) and isinstance(claim.get("at", 0), int | float) else {}
 
     def _release(self, p: PlannedClip) -> None:
         try:
@@ -214,6 +224,9 @@ class Renderer:
             out = self.pipeline.generate([p.clip for p in good], text)
             seconds = (time.perf_counter() - started) / len(good)
             for p, frames in zip(good, out.frames, strict=True):
+                if (self._read_claim(p) or {}).get("run") != self.run_id:  # taken over while it sampled (too slow)
+                    results.append(_result(p, False, "id", CLAIMED_ELSEWHERE))
+                    continue
                 digest = self._write(p, encode(frames, "mp4"), claims[p.id])
                 if digest is None:
                     self._release(p)

@@ -80,7 +80,8 @@ def _check_data(cfg: DistributedConfig, store: ObjectStore):
     clips_needed = (train.max_steps * cfg.gradient_accumulation + train.autoencoder_steps + 2) * train.batch_size
     passes = min(MAX_PASSES, math.ceil(clips_needed * cfg.workers / dataset.index.counts()["train"]))
     return read_dataset(cfg.data, ReaderConfig(splits=["train"], video_dtype="uint8", passes=passes,
-                                               seed=train.seed, s3=cfg.s3))
+                                               seed=train.seed, s3=cfg.s3,
+                                               clip_shape=(model.frames, model.height, model.width)))
 
 
 def run_key(runs: str, name: str, create: bool = False) -> bytes:
@@ -90,7 +91,12 @@ def run_key(runs: str, name: str, create: bool = False) -> bytes:
     if create:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = new_key()
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise StorageError(f"a key for run {name!r} already exists ({path}): a run of that name was started "
+                               "here before; resume it with --resume, or delete the key file if that run is gone"
+                               ) from None
         with os.fdopen(descriptor, "w") as f:
             f.write(key.hex())
         return key
@@ -113,7 +119,7 @@ def load_run_config(runs: str, name: str, s3: S3Config | None = None) -> Distrib
     store = ObjectStore(s3 or S3Config())
     job = parse_uri(runs).join(name, JOB_FILE)
     try:
-        data, presented = store.read(job), store.read(job.uri + MAC_SUFFIX).decode()
+        data, presented = store.read(job), store.read(job.uri + MAC_SUFFIX)
     except NotFound:
         raise StorageError(f"no run {name!r} under {parse_uri(runs).uri} (no authenticated {JOB_FILE}); check "
                            "--runs and the name printed when the run started") from None

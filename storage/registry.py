@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,11 +165,13 @@ def pull(ref: str | ModelRef, root: str | None = None, store: ObjectStore | None
     key = hashlib.sha256(f"{remote.uri}\n{sums_text}".encode()).hexdigest()[:16]
     dest = (cache_dir or model_cache()) / ref.name / f"{ref.version}-{key}"
     if dest.is_dir():
-        verify_package(dest)  # a cached copy is trusted only while it still matches
+        # a cached copy is trusted only while it matches the registry's own list (not merely the copy's list)
+        if verify_package(dest) != sums:
+            raise ModelFileError(f"the cached copy {dest} does not match {remote.uri}'s SHA256SUMS: it was changed "
+                                 "after it was pulled; delete the folder and pull again")
         return dest
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
         for name in sums:
             store.copy_to_local(remote.join(name), tmp / name)

@@ -44,6 +44,8 @@ class ReaderConfig(BaseModel):
                         "shuffled shard order; a trainer asks for enough passes that it never waits at an epoch "
                         "boundary (Ray Data restarts its pipeline there: ~2 s measured)")
     seed: int = Field(0, description="seeds the shard order of each pass after the first")
+    clip_shape: tuple[int, int, int] | None = Field(None, description="(frames, height, width) every clip must have "
+                                                    "(a trainer passes its model's); default: the data set card's")
     s3: S3Config = Field(default_factory=S3Config)
 
 
@@ -120,7 +122,7 @@ def read_dataset(uri: str, cfg: ReaderConfig | None = None):
                                        override_num_blocks=len(paths))
             .map_batches(_decode_shards, batch_size=None, batch_format="numpy",
                          fn_kwargs={"entries": entries, "on_corrupt": cfg.on_corrupt, "video_dtype": cfg.video_dtype,
-                                    "clip_shape": _clip_shape(dataset.card)}))
+                                    "clip_shape": cfg.clip_shape or _clip_shape(dataset.card)}))
 
 
 def _clip_shape(card: dict) -> tuple[int, int, int] | None:

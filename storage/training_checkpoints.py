@@ -42,8 +42,11 @@ def mac(data: bytes, key: bytes) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-def mac_matches(data: bytes, presented: str, key: bytes) -> bool:
-    return hmac.compare_digest(mac(data, key), presented.strip())
+def mac_matches(data: bytes, presented: bytes | str, key: bytes) -> bool:
+    """Constant-time; whatever bytes a tampered file holds, the answer is False, never an exception."""
+    if isinstance(presented, str):
+        presented = presented.encode("utf-8", "replace")
+    return hmac.compare_digest(mac(data, key).encode(), presented.strip())
 
 
 def _walk(folder: Path) -> Iterator[tuple[str, os.stat_result]]:
@@ -66,7 +69,7 @@ def _relative_files(folder: Path) -> list[str]:
             raise CheckpointError(f"checkpoint {folder}: {name} is not a regular file; refusing to load it")
         if info.st_nlink > 1:
             raise CheckpointError(f"checkpoint {folder}: {name} is a hard link; refusing to load it")
-        if not Path(name).name.startswith(SUMS_PREFIX):
+        if not (name.startswith(SUMS_PREFIX) and "/" not in name):  # the hash lists themselves, at the top only
             names.append(name)
     return sorted(names)
 
@@ -83,7 +86,7 @@ def write_rank_sums(folder: Path, rank: int, key: bytes) -> None:
 def read_rank_sums(read: Callable[[str], bytes], rank: int, key: bytes, where: str) -> dict[str, str]:
     """One rank's hash list, after its HMAC is checked; `read(name)` gives a file of the checkpoint's bytes."""
     try:
-        text, presented = read(f"{SUMS_PREFIX}{rank}"), read(f"{SUMS_PREFIX}{rank}{MAC_SUFFIX}").decode()
+        text, presented = read(f"{SUMS_PREFIX}{rank}"), read(f"{SUMS_PREFIX}{rank}{MAC_SUFFIX}")
     except (FileNotFoundError, OSError):
         raise CheckpointError(f"checkpoint {where} has no authenticated hash list for rank {rank}: it is "
                               "incomplete, was written by another number of workers, or by an older vidgen") from None
@@ -92,7 +95,7 @@ def read_rank_sums(read: Callable[[str], bytes], rank: int, key: bytes, where: s
                               "HMAC does not match the run's key); refusing to load it")
     try:
         return parse_sums(text.decode(), f"{where}/{SUMS_PREFIX}{rank}", allow_paths=True)
-    except ModelFileError as e:
+    except (ModelFileError, UnicodeDecodeError) as e:
         raise CheckpointError(str(e)) from e
 
 

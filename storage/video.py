@@ -87,6 +87,8 @@ def decode(data: bytes, max_frames: int = MAX_FRAMES, max_side: int = MAX_SIDE) 
             for frame in container.decode(stream):
                 if len(frames) == max_frames:
                     raise ValueError(f"the video holds more than {max_frames} frames")
+                if max(frame.width, frame.height) > max_side:  # a stream may change size mid-way
+                    raise ValueError(f"a frame is {frame.width}x{frame.height}; at most {max_side} pixels a side")
                 frames.append(reformatter.reformat(frame, format="rgb24").to_ndarray())
     except av.error.FFmpegError as e:
         raise ValueError(f"not a readable {fmt} video ({e})") from None

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class TrainConfig(BaseModel):
-    """Everything a training run needs; loaded from a YAML preset in configs/ and overridable from the CLI."""
+    """Everything a training run needs; loaded from a YAML preset in vidgen/configs/ and overridable from the CLI."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -47,17 +47,20 @@ def test_only_processes_naming_a_path_inside_the_temp_dir_or_recorded_are_stoppe
     ours = _sleeper(f"--temp-dir={temp_dir}")
     inside = _sleeper(f"{temp_dir}/session_1/logs")
     lookalike = _sleeper(f"{temp_dir}-another-one", f"--note={temp_dir}x")  # contains the string, names no path in it
-    recorded = _sleeper()
+    recorded = _sleeper(f"--log-dir={temp_dir}/logs")
+    bystander = _sleeper()  # a process of ours that a tampered state file lists
     time.sleep(0.5)
     import psutil
 
-    entry = {"pid": recorded.pid, "started": psutil.Process(recorded.pid).create_time()}
-    stale = {"pid": lookalike.pid, "started": entry["started"] - 1000}  # a PID now used by some other process
+    def entry(proc, shift=0.0):
+        return {"pid": proc.pid, "started": psutil.Process(proc.pid).create_time() + shift}
+
+    stale = entry(lookalike, -1000)  # a PID now used by some other process
     try:
-        assert launcher.stop_local(temp_dir, [entry, stale]) == 3
+        assert launcher.stop_local(temp_dir, [entry(recorded), stale, entry(bystander), {"pid": "x"}]) == 3
         for proc in (ours, inside, recorded):
             assert proc.wait(timeout=10) is not None
-        assert lookalike.poll() is None and not Path(temp_dir).exists()
+        assert lookalike.poll() is None and bystander.poll() is None and not Path(temp_dir).exists()
     finally:
-        for proc in (ours, inside, lookalike, recorded):
+        for proc in (ours, inside, lookalike, recorded, bystander):
             proc.kill()

@@ -327,13 +327,18 @@ def test_an_async_render_ends_within_a_lease_when_its_router_dies(server):
     from cluster.async_renders import LAPSED
 
     base, _ = server
-    accepted = post(base, {"prompt": PROMPT, "quality": "high", "steps": 6, "mode": "async"})
+    ahead = ThreadPoolExecutor(3)  # three renders queued on the one cloud replica: the async one waits behind them
+    for i in range(3):
+        ahead.submit(lambda i=i: post(base, {"prompt": PROMPT, "quality": "high", "steps": 6, "seed": i}))
+    time.sleep(0.3)
+    accepted = post(base, {"prompt": PROMPT, "quality": "high", "steps": 6, "seed": 9, "mode": "async"})
     assert accepted.status_code == 202, accepted.text
     render_id = accepted.json()["id"]
     routers = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#Router#" in a["name"]]
     assert routers
     for actor in routers:  # the router rendering it dies; Serve starts another
         ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
+    ahead.shutdown(wait=True)  # those callers get errors: their router died
 
     def ended():
         try:
@@ -343,5 +348,5 @@ def test_an_async_render_ends_within_a_lease_when_its_router_dies(server):
         return response.status_code == 200 and response.json()["status"] != "queued" and response.json()
 
     status = wait_for(ended, 90, "the render to end")
-    assert status["status"] == "done" or status["error"] == LAPSED  # it finished first, or its lease lapsed
+    assert status["status"] == "failed" and status["error"] == LAPSED  # ended by its lapsed lease, not left queued
     wait_for(lambda: post(base, {"prompt": PROMPT, "quality": "draft"}).status_code == 200, 60, "a new router")

@@ -91,6 +91,9 @@ def test_a_tampered_cached_copy_is_refused(tmp_path):
     (folder / "card.md").write_text("edited")
     with pytest.raises(ModelFileError, match="card.md does not match"):
         pull("shapes", root, cache_dir=tmp_path / "cache")
+    write_sums(folder)  # the cached copy's own list rewritten to match: still not what the registry holds
+    with pytest.raises(ModelFileError, match="does not match .*SHA256SUMS: it was changed after it was pulled"):
+        pull("shapes", root, cache_dir=tmp_path / "cache")
 
 
 def test_a_damaged_local_package_is_not_pushed(tmp_path):

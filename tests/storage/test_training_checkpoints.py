@@ -54,6 +54,9 @@ def test_a_pickle_and_its_list_replaced_together_never_runs(tmp_path):
     write_rank_sums(folder, 0, new_key())  # a consistent list, under a key of the attacker's own
     with pytest.raises(CheckpointError, match="not written by this run"):
         _load(folder)
+    (folder / "SHA256SUMS.rank0.hmac").write_bytes("é\xff not hex".encode())  # garbage: refused, not a crash
+    with pytest.raises(CheckpointError, match="not written by this run"):
+        _load(folder)
     assert not marker.exists()
 
 

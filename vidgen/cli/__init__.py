@@ -41,7 +41,7 @@ def _add_subcommands() -> None:
 
 @app.command()
 def train(
-    preset: Annotated[str, typer.Option(help=f"training preset from configs/: {', '.join(preset_names())}")] =
+    preset: Annotated[str, typer.Option(help=f"training preset from vidgen/configs/: {', '.join(preset_names())}")] =
         "tiny",
     config: Annotated[Path | None, typer.Option(help="a YAML TrainConfig file; overrides --preset")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a config key, e.g. --set lr=5e-4 "

@@ -11,8 +11,9 @@ from vidgen.cli._common import fail, progress, setup_logging
 
 
 def render(
-    manifest: Annotated[str, typer.Argument(help="JSONL or CSV rows with id and prompt (optional: seed, frames, "
-                                                 "height, width, steps, guidance, tier); a path or s3://…")],
+    manifest: Annotated[str, typer.Argument(help="JSONL or CSV rows with id and prompt (optional: negative_prompt, "
+                                                 "seed, frames, height, width, steps, guidance, tier); a path or "
+                                                 "s3://…")],
     out: Annotated[str, typer.Option(help="output folder or s3://BUCKET/PREFIX; re-running on it renders only "
                                           "what is missing")] = "out/render",
     model: Annotated[str | None, typer.Option(help="model folder, shipped model or registry reference "

@@ -112,6 +112,13 @@ def _records(data: bytes, fmt: str) -> list[tuple[int, dict | None, str | None]]
                 records.append((number, *_json_row(line.removesuffix("\r"))))
         return records
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = [name.strip() for name in reader.fieldnames or []]
+    except csv.Error as e:
+        return [(1, None, f"the header is not a usable CSV row: {e}")]
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:  # which of the two would a row mean? (JSON rows refuse a repeated key too)
+        return [(1, None, f"the header names the column(s) {', '.join(map(repr, twice))} more than once")]
     while True:
         last_line = reader.line_num
         try:

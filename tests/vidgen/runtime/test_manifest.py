@@ -95,3 +95,9 @@ def test_ids_that_collide_on_common_filesystems_are_refused():
     assert [r.row.id for r in rows] == ["console"]
     assert [(e.line, e.field) for e in errors] == [(1, "id"), (2, "id"), (3, "id"), (4, "id")]
     assert "differ only by case" in errors[0].reason and "reserved file name on Windows" in errors[2].reason
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused_whole():
+    rows, errors = parse_manifest(b"id,prompt,prompt\na,x,y\n", "csv")
+    assert rows == [] and [(e.line, e.reason) for e in errors] == [
+        (1, "the header names the column(s) 'prompt' more than once")]
