@@ -153,7 +153,7 @@ def prepare(cfg: PrepareConfig, address: str | None = None,
     # The tasks get the config without S3 credentials, and the credentials as environment variables
     shards = ray.data.from_items(plans, override_num_blocks=len(plans)).map(
         _make_shard_row, fn_kwargs={"config": {**cfg.model_dump(mode="json", exclude={"s3"}), "s3": cfg.s3.public()}},
-        runtime_env={"env_vars": cfg.s3.credentials_env()})
+        **cfg.s3.runtime_env())
     entries = []
     for row in shards.iter_rows():
         entries.append(ShardEntry.from_dict(json.loads(row["entry"])))

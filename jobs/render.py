@@ -300,7 +300,7 @@ def render(cfg: RenderConfig, address: str | None = None,
             renderer, batch_size=1, batch_format="pyarrow", num_cpus=cfg.cpus_per_actor,
             compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(batches))),
             # S3 credentials reach the actors as environment variables, never as constructor arguments Ray records
-            runtime_env={"env_vars": cfg.s3.credentials_env()},
+            **cfg.s3.runtime_env(),
             fn_constructor_kwargs={"model_ref": cfg.model, "label": label, "out": out.uri,
                                    "s3": cfg.s3.public(), "threads": cfg.cpus_per_actor, "run_id": run_id,
                                    "claim_timeout_s": cfg.claim_timeout_s},

@@ -77,6 +77,12 @@ class S3Config(BaseModel):
         """The credentials as the standard AWS environment variables, for workers' `runtime_env={"env_vars": ...}`."""
         return {env: getattr(self, name) for name, env in CREDENTIAL_ENV.items() if getattr(self, name)}
 
+    def runtime_env(self) -> dict:
+        """Ray remote options giving tasks and actors the credentials; none when there are none (any runtime_env, an
+        empty one too, makes Ray start new worker processes: measured 2x the bulk-render start-up)."""
+        env = self.credentials_env()
+        return {"runtime_env": {"env_vars": env}} if env else {}
+
 
 CREDENTIAL_ENV = {"access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY",
                   "session_token": "AWS_SESSION_TOKEN"}
