@@ -171,6 +171,11 @@ def _checkpoint_step(checkpoint, key: bytes) -> int:
 def train_loop(config: dict, hooks: StepHooks | None = None) -> None:
     """Ray Train's per-worker function."""
     quiet_known_warnings()
+    # Ray Train logs every report and checkpoint of every rank at INFO (on loggers named by file path); the bar and
+    # rank 0's step lines say what a person needs, so only vidgen's own INFO lines pass.
+    logging.getLogger().setLevel(logging.WARNING)
+    for ours in ("jobs", "vidgen", "storage"):
+        logging.getLogger(ours).setLevel(logging.INFO)
     import deepspeed
     import ray.train.torch
     import torch.distributed as dist
