@@ -23,7 +23,7 @@ from jobs.train_config import DistributedConfig, deepspeed_config
 from storage.package import sha256_bytes
 from storage.training_checkpoints import CheckpointError, load_verified, read_rank_sums, write_rank_sums
 from vidgen.precision import autocast_dtype
-from vidgen.text import TextEmbedding, TextEncoder
+from vidgen.text import TextEncoder
 from vidgen.training import (
     Batch,
     clips_to_tensor,
@@ -72,10 +72,6 @@ def _batches(cfg: DistributedConfig, rank: int, start_step: int) -> Iterator[Bat
         for batch in shard.iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy", drop_last=True,
                                         prefetch_batches=2):
             yield Batch(clips_to_tensor(batch["video"]), [str(c) for c in batch["caption"]])
-
-
-def _to(text: TextEmbedding, device: torch.device) -> TextEmbedding:
-    return TextEmbedding(text.tokens.to(device), text.mask.to(device), text.pooled.to(device))
 
 
 def _average_gradients(module: torch.nn.Module) -> None:
@@ -231,7 +227,7 @@ def train_loop(config: dict, hooks: StepHooks | None = None) -> None:
             batch, text = encode_batch(batch, encoder)  # the frozen text encoder (cached per caption)
             while text is None:  # every caption of the batch refused: the next one
                 batch, text = encode_batch(next(batches), encoder)
-            text = _to(text, device)
+            text = text.to(device)
             data_s, text_s = data_s + d1 - d0, text_s + time.perf_counter() - d1
             loss = compute_loss(engine.module, Batch(batch.x0.to(device), batch.captions), text, cfg.train.flow,
                                 dtype, generator)

@@ -30,6 +30,9 @@ class TextEmbedding:
     mask: torch.Tensor
     pooled: torch.Tensor
 
+    def to(self, device: torch.device | str) -> TextEmbedding:
+        return TextEmbedding(self.tokens.to(device), self.mask.to(device), self.pooled.to(device))
+
 
 class TextEncoder:
     """Caption -> TextEmbedding, with a bounded in-memory cache; the underlying model is frozen and never trained."""

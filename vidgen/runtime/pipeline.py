@@ -51,7 +51,7 @@ class VideoPipeline:
         """Embeddings of the prompts the text encoder accepts (in order), and why it refuses each other one (by
         index), so one bad prompt fails alone. Accepted prompts are encoded once (the encoder caches them)."""
         try:
-            return self._to_device(self.encoder.encode(list(prompts))), {}
+            return self.encoder.encode(list(prompts)).to(self.device), {}
         except ValueError:
             refused = {}
             for i, prompt in enumerate(prompts):
@@ -60,12 +60,7 @@ class VideoPipeline:
                 except ValueError as e:
                     refused[i] = str(e)
             good = [p for i, p in enumerate(prompts) if i not in refused]
-            return (self._to_device(self.encoder.encode(good)) if good else None), refused
-
-    def _to_device(self, text: TextEmbedding) -> TextEmbedding:
-        if self.device.type == "cpu":
-            return text
-        return TextEmbedding(text.tokens.to(self.device), text.mask.to(self.device), text.pooled.to(self.device))
+            return (self.encoder.encode(good).to(self.device) if good else None), refused
 
     def generate(self, clips: Sequence[ResolvedClip], text: TextEmbedding | None = None,
                  progress: Callable[[int], None] | None = None) -> GenerationOutput:
