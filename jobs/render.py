@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cluster.connection import connect_ray
 from jobs._entrypoint import job_arguments
 from storage.objectstore import AlreadyExists, NotFound, ObjectStore, S3Config, parse_uri
-from storage.package import sha256_bytes, verify_package
+from storage.package import sha256_bytes
 from vidgen.clip_request import (
     DEFAULT_MAX_STEPS,
     Capabilities,
@@ -51,8 +51,8 @@ from vidgen.clip_request import (
     resolve_clip,
 )
 from vidgen.runtime.manifest import RowError, derive_seed, manifest_format, output_key, parse_manifest
-from vidgen.runtime.packages import capabilities, read_config
-from vidgen.runtime.references import model_label, resolve_model
+from vidgen.runtime.options import PipelineOptions
+from vidgen.runtime.pipeline import describe_model
 
 log = logging.getLogger(__name__)
 RESULTS, ERRORS, RUN, RECORDS, CLAIMS = "results.jsonl", "errors.jsonl", "run.json", "results", "claims"
@@ -66,18 +66,26 @@ class RenderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     manifest: str = Field(description="JSONL or CSV file: a local path, file:///… or s3://…")
-    model: str | None = Field(None, description="model folder, shipped model name or registry reference "
-                                                "(default: the shipped demo model)")
+    model: str | None = Field(None, description="model folder (a vidgen package or a diffusers pipeline folder), "
+                                                "shipped model name or registry reference (default: the shipped "
+                                                "demo model)")
     out: str = Field("out/render", description="output folder or s3://BUCKET/PREFIX")
     seed: int = Field(0, description="run seed: rows without a seed get one derived from (seed, id)")
     steps: Steps | None = Field(None, description="sampler steps for rows that name none (default: the model's)")
     guidance: Guidance | None = Field(None, description="guidance for rows that name none (default: the model's)")
+    frames: int | None = Field(None, ge=1, description="frames for rows that name none (default: the model's)")
+    height: int | None = Field(None, ge=1, description="height for rows that name none (default: the model's)")
+    width: int | None = Field(None, ge=1, description="width for rows that name none (default: the model's)")
     max_steps: Steps = Field(DEFAULT_MAX_STEPS, description="rows asking for more sampler steps are refused (steps "
                                                             "are what a row's cost grows with)")
     batch_size: int = Field(8, ge=1, le=256, description="clips sampled together by one actor")
     # 2 single-threaded actors beat 1 two-threaded one on 2 cores (benchmarks/render.py: 1.3x steady state)
     actors: int = Field(2, ge=1, description="sampling actors, each holding the model once")
     cpus_per_actor: int = Field(1, ge=1, description="CPUs Ray reserves per actor; also its torch threads")
+    gpus_per_actor: float = Field(0, ge=0, description="GPUs Ray reserves per actor (Ray `num_gpus`; 1: one model "
+                                                       "per GPU); above 0 the actors sample on their GPU")
+    pipeline: PipelineOptions = Field(default_factory=PipelineOptions,
+                                      description="dtype and the memory switches of diffusers pipelines")
     preview: bool = Field(False, description="also write preview.png, a contact sheet of the first clips rendered")
     claim_timeout_s: float = Field(3600, gt=0, description="a row another run claimed this long ago and has not "
                                                            "finished is taken over (that run died); longer than a "
@@ -105,7 +113,7 @@ def plan_batches(rows: list, caps: Capabilities, cfg: RenderConfig, label: str =
                  ) -> tuple[list[list[PlannedClip]], list[RowError]]:
     """Resolve each row against the model (the run's steps and guidance as defaults), then batch rows that share
     their sampler settings; the first clips are marked for the preview."""
-    caps = caps.with_defaults(cfg.steps, cfg.guidance)
+    caps = caps.with_defaults(cfg.steps, cfg.guidance, cfg.frames, cfg.height, cfg.width)
     groups: dict[tuple, list[PlannedClip]] = {}
     errors = []
     for item in rows:
@@ -136,13 +144,15 @@ class Renderer:
     """
 
     def __init__(self, model_ref: str | None, label: str, out: str, s3: dict, threads: int, run_id: str,
-                 claim_timeout_s: float):
+                 claim_timeout_s: float, gpus: float = 0, options: dict | None = None):
         import torch
 
         from vidgen.runtime.pipeline import VideoPipeline
 
         torch.set_num_threads(threads)
-        self.pipeline = VideoPipeline.from_reference(model_ref)
+        device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+        self.pipeline = VideoPipeline.from_reference(model_ref, device=device,
+                                                     options=PipelineOptions(**(options or {})))
         if self.pipeline.label != label:
             raise RuntimeError(f"this node's copy of {model_ref} is {self.pipeline.label}, the driver's {label}")
         self.store = ObjectStore(S3Config(**s3))
@@ -221,7 +231,14 @@ class Renderer:
         good = [p for i, p in enumerate(planned) if i not in refused]
         if good:
             started = time.perf_counter()
-            out = self.pipeline.generate([p.clip for p in good], text)
+            try:
+                out = self.pipeline.generate([p.clip for p in good], text)
+            except Exception as exc:  # a model failing on these settings fails their rows, not the run
+                log.exception("sampling %d clips failed", len(good))
+                for p in good:
+                    self._release(p)
+                reason = f"the model failed on these settings ({type(exc).__name__}: {str(exc)[:300]})"
+                return pa.Table.from_pylist(results + [_result(p, False, None, reason) for p in good])
             seconds = (time.perf_counter() - started) / len(good)
             for p, frames in zip(good, out.frames, strict=True):
                 if (self._read_claim(p) or {}).get("run") != self.run_id:  # taken over while it sampled (too slow)
@@ -234,8 +251,7 @@ class Renderer:
                                                            "move it away to render this row"))
                     continue
                 record = {"id": p.id, "key": p.key, "sha256": digest, "seconds": round(seconds, 4),
-                          "model": self.label, "seed": p.clip.seed, "steps": p.clip.steps,
-                          "guidance": p.clip.guidance, "prompt": p.clip.prompt}
+                          "model": self.label, **asdict(p.clip)}
                 self.store.write(self.out.join(RECORDS, f"{p.id}.json"), json.dumps(record).encode())
                 self._release(p)
                 results.append(_result(p, True, frames=frames.tobytes() if p.preview else None))
@@ -245,7 +261,7 @@ class Renderer:
 def _result(p: PlannedClip, ok: bool, field: str | None = None, reason: str | None = None,
             frames: bytes | None = None) -> dict:
     return {"line": p.line, "id": p.id, "prompt": p.clip.prompt, "ok": ok, "field": field, "reason": reason,
-            "frames": frames}
+            "frames": frames, "shape": [p.clip.frames, p.clip.height, p.clip.width]}
 
 
 def _done_ids(store: ObjectStore, out) -> set[str]:
@@ -283,12 +299,11 @@ def render(cfg: RenderConfig, address: str | None = None,
     manifest_bytes = store.read(cfg.manifest)
     rows, errors = parse_manifest(manifest_bytes, manifest_format(str(cfg.manifest)))
     total_rows = len(rows) + len({e.line for e in errors})
-    folder = resolve_model(cfg.model)
-    label = model_label(cfg.model, folder, verify_package(folder))
-    caps = capabilities(read_config(folder))
+    info = describe_model(cfg.model)
+    label = info.label
     store.ensure_bucket(out)
     done = _done_ids(store, out)
-    batches, plan_errors = plan_batches([r for r in rows if r.row.id not in done], caps, cfg, label)
+    batches, plan_errors = plan_batches([r for r in rows if r.row.id not in done], info.capabilities, cfg, label)
     run_id = uuid.uuid4().hex
     errors += plan_errors
     rendered, failed, preview = set(), [], []
@@ -298,12 +313,14 @@ def render(cfg: RenderConfig, address: str | None = None,
                                      override_num_blocks=len(batches))
         stream = stream.map_batches(
             renderer, batch_size=1, batch_format="pyarrow", num_cpus=cfg.cpus_per_actor,
+            **({"num_gpus": cfg.gpus_per_actor} if cfg.gpus_per_actor else {}),
             compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(batches))),
             # S3 credentials reach the actors as environment variables, never as constructor arguments Ray records
             **cfg.s3.runtime_env(),
             fn_constructor_kwargs={"model_ref": cfg.model, "label": label, "out": out.uri,
                                    "s3": cfg.s3.public(), "threads": cfg.cpus_per_actor, "run_id": run_id,
-                                   "claim_timeout_s": cfg.claim_timeout_s},
+                                   "claim_timeout_s": cfg.claim_timeout_s, "gpus": cfg.gpus_per_actor,
+                                   "options": cfg.pipeline.model_dump()},
             **(actor_options or {}))
         left = sum(len(b) for b in batches)
         for table in stream.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -323,21 +340,25 @@ def render(cfg: RenderConfig, address: str | None = None,
     store.write(out.join(RESULTS), "".join(json.dumps(r) + "\n" for r in records).encode())
     store.write(out.join(ERRORS), "".join(e.to_json() + "\n" for e in errors).encode())
     summary = {"out": out.uri, "run_id": run_id, "manifest": str(cfg.manifest),
-               "manifest_sha256": sha256_bytes(manifest_bytes), "model": label, "rows": total_rows,
+               "manifest_sha256": sha256_bytes(manifest_bytes), "model": label,
+               "pipeline": {"backend": info.backend, "class": info.pipeline_class, "folder": str(info.folder)},
+               "rows": total_rows,
                "rendered_now": len(rendered), "already_done": len(done & {r.row.id for r in rows}),
                "videos": len(records), "errors": len(errors), "started": started, "finished": time.time(),
                "config": cfg.model_dump(mode="json", exclude={"s3"})}
     store.write(out.join(RUN), json.dumps(summary, indent=1).encode())
     if preview:
-        _preview(store, out, sorted(preview, key=lambda r: r["line"]), caps.shape)
+        _preview(store, out, sorted(preview, key=lambda r: r["line"]))
     return summary
 
 
-def _preview(store: ObjectStore, out, results: list[dict], shape: tuple[int, int, int]) -> None:
-    """A contact sheet of clips this run rendered, from the frames the actors handed back (nothing re-read)."""
+def _preview(store: ObjectStore, out, results: list[dict]) -> None:
+    """A contact sheet of clips this run rendered, from the frames the actors handed back (nothing re-read); clips
+    of the first clip's shape only (a sheet is a grid)."""
     from vidgen.runtime.plots import contact_sheet_png
 
-    clips = np.stack([np.frombuffer(r["frames"], np.uint8).reshape(*shape, 3) for r in results])
+    results = [r for r in results if r["shape"] == results[0]["shape"]]
+    clips = np.stack([np.frombuffer(r["frames"], np.uint8).reshape(*r["shape"], 3) for r in results])
     with tempfile.TemporaryDirectory() as tmp:
         path = contact_sheet_png(clips, [r["prompt"] for r in results], Path(tmp) / "preview.png")
         store.write(out.join("preview.png"), path.read_bytes())

@@ -1,8 +1,12 @@
-"""The model package: `config.json` + `model.safetensors` + `card.md` + `SHA256SUMS`, in a folder.
+"""The model package: a folder of files and its `SHA256SUMS`, in one of two kinds.
 
-`SHA256SUMS` (in `sha256sum -c` format) lists every other file and is written last, so a package
-whose sums file exists is complete; every file is checked against it before anything is loaded,
-and a missing or changed file is refused by name.
+    vidgen      config.json + model.safetensors (+ card.md)
+    diffusers   a diffusers pipeline folder: model_index.json + one subfolder per component (+ card.md)
+
+`SHA256SUMS` (in `sha256sum -c` format) lists every other file under the folder by its relative path and is
+written last, so a package whose sums file exists is complete; every file is checked against it before anything
+is loaded, a missing, changed or unlisted file is refused by name, and pickled weights (`.bin`, `.pt`, ...) are
+refused outright: loading a pickle runs code.
 """
 
 from __future__ import annotations
@@ -11,7 +15,11 @@ import hashlib
 from pathlib import Path
 
 CONFIG_FILE, WEIGHTS_FILE, SUMS_FILE, CARD_FILE = "config.json", "model.safetensors", "SHA256SUMS", "card.md"
-REQUIRED = (CONFIG_FILE, WEIGHTS_FILE)
+PIPELINE_INDEX = "model_index.json"
+REQUIRED = {"vidgen": (CONFIG_FILE, WEIGHTS_FILE), "diffusers": (PIPELINE_INDEX,)}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+CONVERT_HINT = ("convert it to safetensors first, e.g. `python -c \"from diffusers import DiffusionPipeline; "
+                "DiffusionPipeline.from_pretrained('IN').save_pretrained('OUT', safe_serialization=True)\"`")
 
 
 class ModelFileError(ValueError):
@@ -43,18 +51,45 @@ def parse_sums(text: str, where: str = SUMS_FILE, allow_paths: bool = False) -> 
     for number, line in enumerate(text.splitlines(), 1):
         digest, sep, name = line.partition("  ")
         parts = name.split("/")
-        bad_name = "/" in name if not allow_paths else (name.startswith("/") or ".." in parts)
+        bad_name = "/" in name if not allow_paths else (name.startswith("/") or
+                                                        any(not part or part.startswith(".") for part in parts))
         if not sep or len(digest) != 64 or not name or bad_name or parts[-1].startswith("."):
             raise ModelFileError(f"{where} line {number} is not '<sha256>  <file name>': {line[:80]!r}")
         sums[name] = digest
     return sums
 
 
-def write_sums(folder: Path) -> dict[str, str]:
-    """(Re)write SHA256SUMS over every other file in the folder; returns what it wrote."""
+def package_kind(folder: Path) -> str:
+    """"diffusers" for a pipeline folder (it has model_index.json), else "vidgen"."""
+    return "diffusers" if (Path(folder) / PIPELINE_INDEX).is_file() else "vidgen"
+
+
+def package_files(folder: Path) -> list[str]:
+    """Every file under the folder as a relative path, except SHA256SUMS and hidden files or folders (a download
+    tool's cache, a partial write); a pickled weight file is a ModelFileError."""
     folder = Path(folder)
-    sums = {p.name: sha256_file(p) for p in folder.iterdir()
-            if p.is_file() and p.name != SUMS_FILE and not p.name.startswith(".")}
+    names = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        if path.suffix in PICKLE_SUFFIXES:
+            raise ModelFileError(f"{path} holds pickled weights, which vidgen never loads (unpickling runs code); "
+                                 + CONVERT_HINT)
+        if relative.as_posix() != SUMS_FILE:
+            names.append(relative.as_posix())
+    return names
+
+
+def tree_sums(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every package file under the folder (see `package_files`)."""
+    return {name: sha256_file(Path(folder) / name) for name in package_files(folder)}
+
+
+def write_sums(folder: Path) -> dict[str, str]:
+    """(Re)write SHA256SUMS over every other file under the folder; returns what it wrote."""
+    folder = Path(folder)
+    sums = tree_sums(folder)
     tmp = folder / f".{SUMS_FILE}.partial"
     tmp.write_text(format_sums(sums))
     tmp.replace(folder / SUMS_FILE)
@@ -62,18 +97,26 @@ def write_sums(folder: Path) -> dict[str, str]:
 
 
 def verify_package(folder: Path) -> dict[str, str]:
-    """Raise ModelFileError unless config, weights and every file in SHA256SUMS match; returns the sums."""
+    """Raise ModelFileError unless the kind's required files and every file under the folder match SHA256SUMS;
+    returns the sums."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelFileError(f"model path {folder} does not exist or is not a folder")
-    for required in (*REQUIRED, SUMS_FILE):
-        if not (folder / required).is_file():
-            raise ModelFileError(f"{folder} has no {required}: it is not a complete vidgen model package "
-                                 "(expected config.json, model.safetensors and SHA256SUMS)")
-    sums = parse_sums((folder / SUMS_FILE).read_text(), str(folder / SUMS_FILE))
-    for required in REQUIRED:
-        if required not in sums:
-            raise ModelFileError(f"{folder / SUMS_FILE} does not list {required}; the model cannot be verified")
+    required = REQUIRED[package_kind(folder)]
+    for name in (*required, SUMS_FILE):
+        if not (folder / name).is_file():
+            raise ModelFileError(f"{folder} has no {name}: it is not a complete model package (expected "
+                                 f"{', '.join(required)} and SHA256SUMS; a diffusers folder is packaged by "
+                                 "`vidgen models import`)")
+    sums = parse_sums((folder / SUMS_FILE).read_text(), str(folder / SUMS_FILE), allow_paths=True)
+    for name in required:
+        if name not in sums:
+            raise ModelFileError(f"{folder / SUMS_FILE} does not list {name}; the model cannot be verified")
+    present = package_files(folder)
+    unlisted = sorted(set(present) - sums.keys())
+    if unlisted:
+        raise ModelFileError(f"{folder / unlisted[0]} is not listed in SHA256SUMS: a file was added to the package "
+                             "after it was made; remove it or re-package the model")
     for name, digest in sums.items():
         path = folder / name
         if not path.is_file():

@@ -3,7 +3,8 @@
 Layout under a registry root (a local folder or `s3://BUCKET/PREFIX`; default `$VIDGEN_REGISTRY` or
 `~/.vidgen/registry`):
 
-    ROOT/NAME/v1/{config.json, model.safetensors, card.md, ..., SHA256SUMS}
+    ROOT/NAME/v1/{config.json, model.safetensors, card.md, ..., SHA256SUMS}   a vidgen package
+    ROOT/NAME/v1/{model_index.json, vae/..., transformer/..., card.md, SHA256SUMS}   a diffusers one
     ROOT/NAME/v2/...
 
 A push claims the next version number with a conditional write of `vN/.claim` (two pushers never get the
@@ -161,7 +162,7 @@ def pull(ref: str | ModelRef, root: str | None = None, store: ObjectStore | None
     ref = resolve(ref, root, store)
     remote = ref.model_uri.join(ref.version)
     sums_text = store.read(remote.join(SUMS_FILE)).decode()
-    sums = parse_sums(sums_text, remote.join(SUMS_FILE).uri)
+    sums = parse_sums(sums_text, remote.join(SUMS_FILE).uri, allow_paths=True)
     key = hashlib.sha256(f"{remote.uri}\n{sums_text}".encode()).hexdigest()[:16]
     dest = (cache_dir or model_cache()) / ref.name / f"{ref.version}-{key}"
     if dest.is_dir():
@@ -174,6 +175,7 @@ def pull(ref: str | ModelRef, root: str | None = None, store: ObjectStore | None
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
         for name in sums:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             store.copy_to_local(remote.join(name), tmp / name)
         (tmp / SUMS_FILE).write_text(format_sums(sums))
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 Steps = Annotated[int, Field(ge=1, le=1000, description="sampler steps (model evaluations) per clip")]
 Guidance = Annotated[float, Field(ge=1.0, le=20.0, description="classifier-free guidance scale; 1 turns it off")]
@@ -40,25 +40,97 @@ class ClipRequest(BaseModel):
     guidance: Guidance | None = None
 
 
-class Capabilities(BaseModel):
-    """What a loaded model can make, and its defaults for what a request leaves out."""
+class Dimension(BaseModel):
+    """The sizes a model makes along one axis (frames, height or width): `default`, and every n in [min, max] with
+    n % multiple == remainder. A fixed size has min == max; Wan's frames are 4k+1 (multiple 4, remainder 1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    frames: int
-    height: int
-    width: int
+    default: int = Field(ge=1)
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+    multiple: int = Field(1, ge=1)
+    remainder: int = Field(0, ge=0)
+
+    @classmethod
+    def fixed(cls, size: int) -> Dimension:
+        return cls(default=size, min=size, max=size)
+
+    @model_validator(mode="after")
+    def _default_admitted(self):
+        if not self.admits(self.default):
+            raise ValueError(f"default {self.default} is not one of {self.describe()}")
+        return self
+
+    def admits(self, n: int) -> bool:
+        return self.min <= n <= self.max and n % self.multiple == self.remainder % self.multiple
+
+    def nearest(self, n: int) -> int:
+        """The admitted size closest to n (for the fix a refusal suggests)."""
+        lowest = self.min + (self.remainder - self.min) % self.multiple
+        highest = self.max - (self.max - self.remainder) % self.multiple
+        return min(max(lowest + round((n - lowest) / self.multiple) * self.multiple, lowest), highest)
+
+    def describe(self) -> str:
+        if self.min == self.max:
+            return str(self.min)
+        if self.multiple == 1:
+            return f"{self.min} to {self.max}"
+        rule = f"{self.multiple}k+{self.remainder}" if self.remainder else f"multiples of {self.multiple}"
+        lowest = self.min + (self.remainder - self.min) % self.multiple
+        highest = self.max - (self.max - self.remainder) % self.multiple
+        return f"{rule} from {lowest} to {highest}"
+
+
+def _dimension(value):
+    return Dimension.fixed(value) if isinstance(value, int) else value
+
+
+SizeRule = Annotated[Dimension, BeforeValidator(_dimension)]
+
+
+class Capabilities(BaseModel):
+    """What a loaded model can make, and its defaults for what a request leaves out. `frames`, `height` and `width`
+    take a Dimension, or an int for a model that makes only that size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    frames: SizeRule
+    height: SizeRule
+    width: SizeRule
     steps: Steps
     guidance: Guidance
     negative_prompt: bool = False
+    dtype: str = Field("float32", description="what the model computes in")
+    device: str = Field("cpu", description="where it runs")
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.frames, self.height, self.width
+        """The default clip: (frames, height, width)."""
+        return self.frames.default, self.height.default, self.width.default
 
-    def with_defaults(self, steps: int | None = None, guidance: float | None = None) -> Capabilities:
-        """The same model with a run's (or a tier's) own defaults for steps and guidance, where given."""
-        return self.model_copy(update={k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None})
+    @property
+    def fixed_shape(self) -> bool:
+        return all(d.min == d.max for d in (self.frames, self.height, self.width))
+
+    def describe(self) -> str:
+        if self.fixed_shape:
+            return "x".join(map(str, self.shape)) + " clips"
+        return (f"frames {self.frames.describe()}, height {self.height.describe()}, "
+                f"width {self.width.describe()}")
+
+    def with_defaults(self, steps: int | None = None, guidance: float | None = None, frames: int | None = None,
+                      height: int | None = None, width: int | None = None) -> Capabilities:
+        """The same model with a run's (or a tier's) own defaults, where given; a default size the model cannot
+        make is a ValueError naming it."""
+        update: dict = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None}
+        for name, size in (("frames", frames), ("height", height), ("width", width)):
+            if size is not None:
+                rule = getattr(self, name)
+                if not rule.admits(size):
+                    raise ValueError(f"{name}: {size} cannot be made by this model ({name} {rule.describe()})")
+                update[name] = rule.model_copy(update={"default": size})
+        return self.model_copy(update=update)
 
 
 @dataclass(frozen=True)
@@ -92,12 +164,14 @@ def resolve_clip(request: ClipRequest, caps: Capabilities, default_seed: int = 0
                  ) -> tuple[ResolvedClip | None, list[FieldProblem]]:
     """(the resolved clip, []) when the model can make `request`, else (None, every problem, field by field)."""
     problems = []
-    for name, native in zip(("frames", "height", "width"), caps.shape, strict=True):
+    for name, rule in (("frames", caps.frames), ("height", caps.height), ("width", caps.width)):
         asked = getattr(request, name)
-        if asked is not None and asked != native:
-            problems.append(FieldProblem(name, f"{name}={asked} cannot be made by this model, which makes "
-                                               f"{caps.frames}x{caps.height}x{caps.width} clips; leave {name} out "
-                                               f"or set it to {native}"))
+        if asked is not None and not rule.admits(asked):
+            if caps.fixed_shape:
+                fix = f"which makes {caps.describe()}; leave {name} out or set it to {rule.default}"
+            else:
+                fix = f"which makes {name} {rule.describe()}; e.g. {rule.nearest(asked)}"
+            problems.append(FieldProblem(name, f"{name}={asked} cannot be made by this model, {fix}"))
     if request.negative_prompt and not caps.negative_prompt:
         problems.append(FieldProblem("negative_prompt", "this model does not take negative prompts; leave the "
                                                         "field out"))
@@ -105,7 +179,8 @@ def resolve_clip(request: ClipRequest, caps: Capabilities, default_seed: int = 0
         return None, problems
     return ResolvedClip(prompt=request.prompt, negative_prompt=request.negative_prompt,
                         seed=default_seed if request.seed is None else request.seed,
-                        frames=caps.frames, height=caps.height, width=caps.width,
+                        frames=request.frames or caps.frames.default, height=request.height or caps.height.default,
+                        width=request.width or caps.width.default,
                         steps=caps.steps if request.steps is None else request.steps,
                         guidance=caps.guidance if request.guidance is None else request.guidance), []
 

@@ -130,15 +130,17 @@ def train(
 def generate(
     prompt: Annotated[str, typer.Argument(help="what to show, e.g. 'a blue square moving up'")],
     out: Annotated[Path, typer.Option(help="output video file: .mp4 or .gif")] = Path("clip.mp4"),
-    model: Annotated[str | None, typer.Option(help="model folder or shipped model name (default: the demo)")] =
+    model: Annotated[str | None, typer.Option(help="model folder (vidgen package or diffusers pipeline folder), "
+                                                   "shipped model name or registry reference (default: the demo)")] =
         None,
     seed: Annotated[int, typer.Option(help="noise seed; the same seed gives the same clip")] = 0,
+    negative_prompt: Annotated[str | None, typer.Option(help="what not to show (models that take one)")] = None,
     steps: Annotated[int | None, typer.Option(help="sampler steps (default: the model's)")] = None,
     guidance: Annotated[float | None, typer.Option(help="classifier-free guidance scale (default: the model's)")]
         = None,
-    frames: Annotated[int | None, typer.Option(help="frames (must match the model)")] = None,
-    height: Annotated[int | None, typer.Option(help="height in pixels (must match the model)")] = None,
-    width: Annotated[int | None, typer.Option(help="width in pixels (must match the model)")] = None,
+    frames: Annotated[int | None, typer.Option(help="frames (one the model makes; default: the model's)")] = None,
+    height: Annotated[int | None, typer.Option(help="height in pixels (one the model makes)")] = None,
+    width: Annotated[int | None, typer.Option(help="width in pixels (one the model makes)")] = None,
 ) -> None:
     """Generate one clip from a text prompt and write it as MP4 or GIF."""
     setup_logging()
@@ -154,37 +156,52 @@ def generate(
         with bar:
             task = bar.add_task("sampling", total=steps, status="")
             result = generate_clips(model, [prompt], [seed], steps, guidance, frames, height, width,
-                                    progress=lambda i: bar.update(task, completed=i))
+                                    progress=lambda i: bar.update(task, completed=i),
+                                    negative_prompt=negative_prompt)
     except (ModelFileError, StorageError, ValueError) as err:
         fail(str(err))
     write(result.frames[0], out)
-    d = result.detections[0]
-    typer.echo(f"wrote {out} ({result.timings['sample_s']:.1f} s); detector reads: "
-               f"{d.colour} {d.shape} moving {d.direction}")
+    reads = ""
+    if result.detections:
+        d = result.detections[0]
+        reads = f"; detector reads: {d.colour} {d.shape} moving {d.direction}"
+    typer.echo(f"wrote {out} with {result.label} ({result.timings['sample_s']:.1f} s){reads}")
 
 
 @app.command("eval")
 def eval_(
-    model: Annotated[str | None, typer.Option(help="model folder or shipped model name (default: the demo)")] =
-        None,
+    model: Annotated[str | None, typer.Option(help="model folder, shipped model or registry reference (default: "
+                                                   "the demo)")] = None,
     clips: Annotated[int, typer.Option(help="clips per split")] = 96,
     seed: Annotated[int, typer.Option(help="evaluation seed")] = 0,
     steps: Annotated[int | None, typer.Option(help="sampler steps (default: the model's)")] = None,
     guidance: Annotated[float | None, typer.Option(help="guidance scale (default: the model's)")] = None,
+    frames: Annotated[int | None, typer.Option(help="frames of the clips to time (diffusers models)")] = None,
+    height: Annotated[int | None, typer.Option(help="height of the clips to time (diffusers models)")] = None,
+    width: Annotated[int | None, typer.Option(help="width of the clips to time (diffusers models)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Prompt accuracy (colour, shape, direction, all three) on seen, held-out and paraphrased prompts."""
+    """Prompt accuracy (colour, shape, direction, all three) on seen, held-out and paraphrased prompts.
+
+    Prompt accuracy scores the built-in world; a diffusers model was not trained on it, so for one this reports
+    what applies: seconds per clip.
+    """
     setup_logging()
     from storage.objectstore import StorageError
     from storage.package import ModelFileError
     from vidgen.runtime.eval_runs import evaluate_model
 
     try:
-        result = evaluate_model(model, clips, seed, steps, guidance)
+        result = evaluate_model(model, clips, seed, steps, guidance, frames, height, width)
     except (ModelFileError, StorageError, ValueError) as err:
         fail(str(err))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
+        return
+    if result["backend"] != "vidgen":
+        typer.echo(f"{result['model']} ({result['pipeline_class']}): {result['seconds_per_clip']:.2f} s a "
+                   f"{'x'.join(map(str, result['clip_shape']))} clip at {result['sampler']['steps']} steps, over "
+                   f"{clips} clips; {result['applies']}")
         return
     typer.echo(f"{result['model']}: {clips} clips per split")
     for split in ("seen", "heldout", "paraphrase"):

@@ -1,4 +1,4 @@
-"""`vidgen models push|pull|list`: versioned model packages in a registry (a folder or an S3 prefix)."""
+"""`vidgen models push|import|pull|list`: versioned model packages in a registry (a folder or an S3 prefix)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import typer
 
 from vidgen.cli._common import fail, setup_logging
 
-app = typer.Typer(help="Models: push, pull and list versioned model packages (NAME@vN, NAME@latest).",
+app = typer.Typer(help="Models: push vidgen packages or import diffusers pipeline folders as versions (NAME@vN, "
+                       "NAME@latest); pull and list them.",
                   no_args_is_help=True)
 
 ROOT_HELP = "registry root: a folder or s3://BUCKET/PREFIX (default: $VIDGEN_REGISTRY or ~/.vidgen/registry)"
@@ -36,6 +37,41 @@ def push(
     except (StorageError, ModelFileError) as err:
         fail(str(err))
     typer.echo(f"pushed {folder} as {name}@{version} to {model_uri}/{version}")
+
+
+@app.command("import")
+def import_(
+    folder: Annotated[Path, typer.Argument(help="a diffusers pipeline folder (model_index.json and one subfolder "
+                                                "per component), e.g. what pipeline.save_pretrained wrote")],
+    name: Annotated[str, typer.Argument(help="model name in the registry, e.g. wan-1.3b")],
+    licence: Annotated[str | None, typer.Option(help="the model's licence as its publisher states it (e.g. "
+                                                     "apache-2.0); default: the license in FOLDER/README.md")] = None,
+    source: Annotated[str | None, typer.Option(help="where the weights came from, for the card (e.g. "
+                                                    "Wan-AI/Wan2.1-T2V-1.3B-Diffusers); default: the folder")] = None,
+    root: Annotated[str | None, typer.Option(help=ROOT_HELP)] = None,
+) -> None:
+    """Package a diffusers pipeline folder (every file checked, a model card written, SHA256SUMS over all files) and
+    upload it as the next version of NAME. Pickled weights (.bin, .pt) are refused: convert them to safetensors."""
+    setup_logging()
+    import tempfile
+
+    from storage.objectstore import StorageError
+    from storage.package import ModelFileError
+    from storage.registry import model_location
+    from storage.registry import push as push_model
+    from storage.user_state import registry_root
+    from vidgen.runtime.model_import import import_diffusers_folder
+
+    try:
+        model_uri = model_location(root or registry_root(), name).uri
+        with tempfile.TemporaryDirectory(prefix="vidgen-import-") as tmp:
+            package = import_diffusers_folder(folder, Path(tmp) / name, licence, source)
+            files = sum(1 for p in package.rglob("*") if p.is_file())
+            version = push_model(package, model_uri)
+    except (StorageError, ModelFileError) as err:
+        fail(str(err))
+    typer.echo(f"imported {folder} ({files} files with card.md and SHA256SUMS) as {name}@{version} to "
+               f"{model_uri}/{version}")
 
 
 @app.command()

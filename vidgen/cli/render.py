@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
 from vidgen.cli._common import fail, progress, setup_logging
 
@@ -14,15 +16,27 @@ def render(
     manifest: Annotated[str, typer.Argument(help="JSONL or CSV rows with id and prompt (optional: negative_prompt, "
                                                  "seed, frames, height, width, steps, guidance, tier); a path or "
                                                  "s3://…")],
-    out: Annotated[str, typer.Option(help="output folder or s3://BUCKET/PREFIX; re-running on it renders only "
-                                          "what is missing")] = "out/render",
-    model: Annotated[str | None, typer.Option(help="model folder, shipped model or registry reference "
-                                                   "(default: the demo model)")] = None,
-    batch_size: Annotated[int, typer.Option(help="clips sampled together")] = 8,
-    actors: Annotated[int, typer.Option(help="sampling actors, one CPU each (each loads the model once)")] = 2,
-    seed: Annotated[int, typer.Option(help="run seed: rows without a seed get one derived from (seed, id)")] = 0,
-    preview: Annotated[bool, typer.Option(help="also write preview.png, a contact sheet of the first clips")] =
-        False,
+    out: Annotated[str | None, typer.Option(help="output folder or s3://BUCKET/PREFIX (default out/render); "
+                                                 "re-running on it renders only what is missing")] = None,
+    model: Annotated[str | None, typer.Option(help="model folder (a vidgen package or a diffusers pipeline "
+                                                   "folder), shipped model or registry reference (default: the "
+                                                   "demo model)")] = None,
+    config: Annotated[Path | None, typer.Option(help="a RenderConfig YAML (see jobs/render.py) for the rest, e.g. "
+                                                     "pipeline: {dtype: bfloat16, cpu_offload: true}; flags given "
+                                                     "here override it")] = None,
+    frames: Annotated[int | None, typer.Option(help="frames for rows that name none (default: the model's)")] = None,
+    height: Annotated[int | None, typer.Option(help="height for rows that name none")] = None,
+    width: Annotated[int | None, typer.Option(help="width for rows that name none")] = None,
+    steps: Annotated[int | None, typer.Option(help="sampler steps for rows that name none")] = None,
+    gpus_per_actor: Annotated[float | None, typer.Option(help="GPUs per actor (1: one model per GPU); default 0, "
+                                                              "sampling on CPUs")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="clips sampled together (default 8)")] = None,
+    actors: Annotated[int | None, typer.Option(help="sampling actors (default 2), each loading the model once")] =
+        None,
+    seed: Annotated[int | None, typer.Option(help="run seed: rows without a seed get one derived from (seed, id)")]
+        = None,
+    preview: Annotated[bool | None, typer.Option(help="also write preview.png, a contact sheet of the first clips")]
+        = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster to run on (e.g. auto)")] = None,
 ) -> None:
     """Render every row of a manifest to OUT/videos/<id>.mp4, with a ledger (results.jsonl), errors.jsonl, run.json.
@@ -35,10 +49,14 @@ def render(
     from storage.objectstore import StorageError
     from storage.package import ModelFileError
 
+    flags = {"out": out, "model": model, "frames": frames, "height": height, "width": width, "steps": steps,
+             "gpus_per_actor": gpus_per_actor, "batch_size": batch_size, "actors": actors, "seed": seed,
+             "preview": preview}
     try:
-        cfg = RenderConfig(manifest=manifest, model=model, out=out, batch_size=batch_size, actors=actors, seed=seed,
-                           preview=preview)
-    except ValueError as err:
+        base = yaml.safe_load(config.read_text()) or {} if config else {}
+        cfg = RenderConfig.model_validate({**base, "manifest": manifest,
+                                           **{k: v for k, v in flags.items() if v is not None}})
+    except (OSError, ValueError) as err:
         fail(str(err).replace("\n", " "))
     bar = progress()
     try:

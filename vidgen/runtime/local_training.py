@@ -55,9 +55,10 @@ same run)."""
     write_metrics_csv(result.history, out / "metrics.csv")
     (out / "evals.json").write_text(json.dumps({"during": result.evals, "final": final}, indent=2) + "\n")
     loss_curve_png(result.history, out / "loss_curve.png", result.evals)
+    write_sums(out)  # `generate` verifies the folder, which lists every file
     samples = generate(out, list(SAMPLE_PROMPTS), seeds=list(range(len(SAMPLE_PROMPTS))), encoder=encoder)
     contact_sheet_png(samples.frames, list(SAMPLE_PROMPTS), out / "samples.png")
-    write_sums(out)  # again: the files above were added after save_model, whose folder `generate` had to verify
+    write_sums(out)  # again, with samples.png
     last_loss = float(np.mean([h["loss"] for h in result.history[-20:]]))
     return {"out": str(out), "steps": result.steps, "minutes": result.minutes, "final": final, "mfu": mfu,
             "first_loss": result.history[0]["loss"], "last_loss": last_loss}

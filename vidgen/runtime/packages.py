@@ -13,13 +13,23 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from storage.package import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, ModelFileError, verify_package, write_sums
+from storage.package import (
+    CARD_FILE,
+    CONFIG_FILE,
+    SUMS_FILE,
+    WEIGHTS_FILE,
+    ModelFileError,
+    package_kind,
+    tree_sums,
+    verify_package,
+    write_sums,
+)
 from vidgen.clip_request import Capabilities
 from vidgen.diffusion import SamplerConfig
 from vidgen.model import ModelConfig, VideoDiT
 
-__all__ = ["ModelFileError", "Package", "capabilities", "load_model", "load_package", "read_config", "save_model",
-           "write_sums"]
+__all__ = ["ModelFileError", "Package", "capabilities", "folder_sums", "load_model", "load_package", "read_config",
+           "save_model", "write_sums"]
 
 
 def save_model(model: VideoDiT, folder: str | Path, card: str | None = None, extra: dict | None = None,
@@ -38,6 +48,16 @@ def save_model(model: VideoDiT, folder: str | Path, card: str | None = None, ext
         (folder / CARD_FILE).write_text(card)
     write_sums(folder)
     return folder
+
+
+def folder_sums(folder: str | Path) -> dict[str, str]:
+    """The verified sums of a model folder. A diffusers folder without SHA256SUMS (as `save_pretrained` left it) is
+    hashed as it is: nodes that load it check they hold the same bytes, but only a packaged folder
+    (`vidgen models import`) can prove nobody changed it since."""
+    folder = Path(folder)
+    if package_kind(folder) == "diffusers" and not (folder / SUMS_FILE).is_file():
+        return tree_sums(folder)
+    return verify_package(folder)
 
 
 def read_config(folder: str | Path) -> dict:

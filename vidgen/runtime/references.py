@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.package import WEIGHTS_FILE, ModelFileError
+from storage.package import WEIGHTS_FILE, ModelFileError, format_sums, sha256_bytes
 
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "shipped_models"
 DEFAULT_MODEL = "shapes-tiny"
@@ -35,11 +35,13 @@ def resolve_model(ref: str | Path | None) -> Path:
 
 
 def model_label(ref: str | Path | None, folder: Path, sums: dict[str, str]) -> str:
-    """How runs name the model they used: NAME@VERSION for registry models (else the folder's name), and always the
-    digest of its weights as its verified SHA256SUMS (`sums`) holds it, so two registries' `shapes@v1` differ."""
+    """How runs name the model they used: NAME@VERSION for registry models (else the folder's name), and always a
+    digest from its verified sums (a vidgen package's weights; every file of a diffusers folder), so two
+    registries' `shapes@v1` differ."""
+    digest = sums[WEIGHTS_FILE] if WEIGHTS_FILE in sums else sha256_bytes(format_sums(sums).encode())
     if ref is not None and not Path(ref).is_dir() and ("@" in str(ref) or "://" in str(ref)):
         from storage.registry import cached_version
 
         name, version = cached_version(folder)
-        return f"{name}@{version}#{sums[WEIGHTS_FILE][:12]}"
-    return f"{folder.name}#{sums[WEIGHTS_FILE][:12]}"
+        return f"{name}@{version}#{digest[:12]}"
+    return f"{folder.name}#{digest[:12]}"

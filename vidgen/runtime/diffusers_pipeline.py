@@ -1,0 +1,283 @@
+"""The diffusers backend of VideoPipeline: a text-to-video pipeline folder (Wan, LTX-Video, CogVideoX, ...).
+
+A folder is `model_index.json` (the pipeline class and its components) plus one subfolder per component. What the
+pipeline can make is read from the pipeline itself, not from a table per model: the VAE's temporal and spatial
+compression and the transformer's patch sizes give the frame counts (Wan/LTX/CogVideoX: 4k+1) and the height and
+width multiples, and the defaults of its `__call__` give the default clip, steps and guidance. For the drivers that
+plan work (bulk render) the pipeline is built from its configs with empty (meta) weights, so planning never loads
+or holds a model.
+
+Nothing is downloaded: `HF_HUB_OFFLINE` is set before diffusers is imported and every load is local-files-only;
+weights load only from safetensors (pickled weights are refused by `storage.package`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from storage.package import PIPELINE_INDEX, ModelFileError
+from vidgen.clip_request import Capabilities, Dimension, ResolvedClip
+from vidgen.diffusion import GenerationOutput
+from vidgen.runtime.options import PipelineOptions
+from vidgen.runtime.pipeline import VideoPipeline
+
+log = logging.getLogger(__name__)
+MAX_FRAMES, MAX_PIXELS_SIDE = 1024, 4096  # ClipRequest's own ceilings
+# Height/width multiples some pipelines check in code beyond their VAE and patch sizes (`check_inputs`).
+CHECKED_MULTIPLES = {"Wan": 16, "LTX": 32}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _offline() -> None:
+    """Make every Hugging Face library refuse the network (read at import: call before importing diffusers), and
+    quiet their per-component loading bars (a render loads its pipeline once per actor) and the notices torchao
+    logs when diffusers imports it (kernels for other GPUs, a torch.compile deprecation): nothing a user can act on."""
+    for noisy in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def read_index(folder: Path) -> tuple[str, dict[str, tuple[str, str]], dict]:
+    """model_index.json -> (pipeline class name, {component: (library, class)}, the pipeline's other settings).
+    A component the index lists but the folder lacks is a ModelFileError naming it."""
+    path = Path(folder) / PIPELINE_INDEX
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"{path} is not readable JSON ({e}); it is not a diffusers pipeline folder") from e
+    class_name = index.get("_class_name")
+    if not isinstance(class_name, str):
+        raise ModelFileError(f"{path} has no _class_name: it does not say which pipeline it is")
+    components, settings = {}, {}
+    for name, value in index.items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, list) and len(value) == 2:
+            if value[0] is not None:
+                components[name] = (value[0], value[1])
+        else:
+            settings[name] = value
+    for name, (_, cls) in components.items():
+        if not (Path(folder) / name).is_dir():
+            raise ModelFileError(f"{folder} has no {name}/ folder, the {cls} component model_index.json lists; "
+                                 "copy the whole pipeline folder")
+    return class_name, components, settings
+
+
+def _classes(class_name: str, components: dict[str, tuple[str, str]]):
+    _offline()
+    import importlib
+
+    import diffusers
+
+    pipeline_class = getattr(diffusers, class_name, None)
+    if pipeline_class is None:
+        raise ModelFileError(f"{class_name} is not a pipeline diffusers {diffusers.__version__} knows")
+    found = {}
+    for name, (library, cls) in components.items():
+        try:
+            found[name] = getattr(importlib.import_module(library), cls)
+        except (ImportError, AttributeError) as e:
+            raise ModelFileError(f"component {name}: {library}.{cls} cannot be imported ({e})") from e
+    return pipeline_class, found
+
+
+def skeleton(folder: Path):
+    """The pipeline built from its configs, every weight on the meta device: what it can make, without loading it."""
+    class_name, components, settings = read_index(folder)
+    pipeline_class, classes = _classes(class_name, components)
+    import diffusers
+    import transformers
+    from accelerate import init_empty_weights
+
+    built = {}
+    for name, cls in classes.items():
+        where = Path(folder) / name
+        try:
+            if issubclass(cls, diffusers.ModelMixin):
+                with init_empty_weights():
+                    built[name] = cls.from_config(cls.load_config(where))
+            elif issubclass(cls, transformers.PreTrainedModel):
+                config = transformers.AutoConfig.from_pretrained(where, local_files_only=True)
+                with init_empty_weights():
+                    built[name] = cls._from_config(config)
+            else:  # schedulers, tokenizers, processors: small files
+                built[name] = cls.from_pretrained(where, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ModelFileError(f"component {name} ({cls.__name__}) in {where} cannot be read: {e}") from e
+    for name in inspect.signature(pipeline_class.__init__).parameters:
+        if name in components or name in ("self", "args", "kwargs"):
+            continue
+        if name in settings:
+            built[name] = settings[name]
+    return pipeline_class(**{k: v for k, v in built.items()})
+
+
+def _first(obj, *names):
+    return next((getattr(obj, n) for n in names if getattr(obj, n, None)), None)
+
+
+def _call_default(parameters, name: str):
+    param = parameters.get(name)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+
+def _dimension(default: int | None, lowest: int, multiple: int, remainder: int, ceiling: int) -> Dimension:
+    rule = Dimension(default=lowest, min=lowest, max=ceiling, multiple=multiple, remainder=remainder)
+    return rule.model_copy(update={"default": rule.nearest(default or lowest)})
+
+
+def capabilities_of(pipe, dtype: str = "float32", device: str = "cpu") -> Capabilities:
+    """What a diffusers pipeline (loaded, or a `skeleton`) can make, read from its components and `__call__`."""
+    name = type(pipe).__name__
+    parameters = inspect.signature(type(pipe).__call__).parameters
+    if "num_frames" not in parameters or "prompt" not in parameters:
+        raise ModelFileError(f"{name} takes no prompt and num_frames: it is not a text-to-video pipeline")
+    temporal = _first(pipe, "vae_scale_factor_temporal", "vae_temporal_compression_ratio") or 1
+    spatial = _first(pipe, "vae_scale_factor_spatial", "vae_spatial_compression_ratio", "vae_scale_factor") or 8
+    denoiser = getattr(pipe, "transformer", None) or getattr(pipe, "unet", None)
+    config = dict(getattr(denoiser, "config", {}) or {})
+    patch = config.get("patch_size") or 1
+    patch = patch[-1] if isinstance(patch, list | tuple) else patch
+    patch_t = config.get("patch_size_t") or 1
+    checked = next((m for prefix, m in CHECKED_MULTIPLES.items() if name.startswith(prefix)), 1)
+    side = math.lcm(spatial * patch, checked)
+    # latent frames (n - 1) / temporal + 1 must divide into temporal patches: n = 1 + temporal * (patch_t * j - 1)
+    frame_multiple = temporal * patch_t
+    remainder = (1 + temporal * (patch_t - 1)) % frame_multiple if temporal > 1 else 0
+    first_frames = 1 + temporal * (patch_t - 1) if temporal > 1 else patch_t
+    frames = _dimension(_call_default(parameters, "num_frames") or config.get("sample_frames"), first_frames,
+                        frame_multiple, remainder, MAX_FRAMES)
+    sample_h, sample_w = config.get("sample_height"), config.get("sample_width")
+    height = _dimension(_call_default(parameters, "height") or (sample_h and sample_h * spatial), side, side, 0,
+                        MAX_PIXELS_SIDE)
+    width = _dimension(_call_default(parameters, "width") or (sample_w and sample_w * spatial), side, side, 0,
+                       MAX_PIXELS_SIDE)
+    steps = _call_default(parameters, "num_inference_steps") or 50
+    guidance = min(max(float(_call_default(parameters, "guidance_scale") or 5.0), 1.0), 20.0)
+    return Capabilities(frames=frames, height=height, width=width, steps=steps, guidance=guidance,
+                        negative_prompt="negative_prompt" in parameters, dtype=dtype, device=device)
+
+
+def text_limit(pipe) -> int:
+    """The most prompt tokens the pipeline reads: a transformer's fixed text length (CogVideoX), else the default
+    `max_sequence_length` of its `__call__`, else the tokenizer's."""
+    denoiser = getattr(pipe, "transformer", None)
+    fixed = dict(getattr(denoiser, "config", {}) or {}).get("max_text_seq_length")
+    parameters = inspect.signature(type(pipe).__call__).parameters
+    return int(fixed or _call_default(parameters, "max_sequence_length")
+               or getattr(getattr(pipe, "tokenizer", None), "model_max_length", 77))
+
+
+def parameter_counts(folder: Path) -> dict[str, int]:
+    """Parameters of each weighted component, read from the safetensors headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    counts = {}
+    for path in sorted(Path(folder).glob("*/*.safetensors")):
+        with safe_open(path, "pt") as f:
+            total = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 (not a dict)
+        counts[path.parent.name] = counts.get(path.parent.name, 0) + total
+    return counts
+
+
+def resolve_dtype(options: PipelineOptions, device: torch.device) -> str:
+    if options.dtype != "auto":
+        return options.dtype
+    return "bfloat16" if device.type == "cuda" else "float32"
+
+
+class DiffusersPipeline(VideoPipeline):
+    """A diffusers text-to-video pipeline loaded once (by `VideoPipeline.from_reference`), generating clips."""
+
+    backend = "diffusers"
+
+    def __init__(self, folder: Path, label: str, device: str | torch.device = "cpu",
+                 options: PipelineOptions | None = None, int8: bool = False):
+        options = options or PipelineOptions()
+        self.folder, self.label, self.device = Path(folder), label, torch.device(device)
+        class_name, components, _ = read_index(folder)
+        _classes(class_name, components)
+        from diffusers import DiffusionPipeline
+
+        self.dtype = resolve_dtype(options, self.device)
+        self.pipe = DiffusionPipeline.from_pretrained(folder, dtype=DTYPES[self.dtype], local_files_only=True,
+                                                      use_safetensors=True)
+        self.pipeline_class = type(self.pipe).__name__
+        if int8:
+            from vidgen.quantize import quantize_int8
+
+            self.pipe.transformer = quantize_int8(self.pipe.transformer)
+        vae = getattr(self.pipe, "vae", None)
+        if options.vae_tiling and hasattr(vae, "enable_tiling"):
+            vae.enable_tiling()
+        if options.vae_slicing and hasattr(vae, "enable_slicing"):
+            vae.enable_slicing()
+        if options.cpu_offload and self.device.type != "cpu":
+            self.pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            if options.cpu_offload:
+                log.warning("cpu_offload moves components to a GPU as needed; on a CPU it does nothing")
+            self.pipe.to(self.device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.capabilities = capabilities_of(self.pipe, self.dtype, self.device.type)
+        self.max_tokens = text_limit(self.pipe)
+
+    def encode(self, prompts: Sequence[str]) -> tuple[list[str] | None, dict[int, str]]:
+        """The prompts the pipeline's tokenizer takes whole (in order), and why it refuses each other one: a prompt
+        longer than the pipeline reads would be cut silently, so it is refused instead."""
+        tokenizer = getattr(self.pipe, "tokenizer", None)
+        refused = {}
+        for i, prompt in enumerate(prompts):
+            tokens = len(tokenizer(prompt).input_ids) if tokenizer is not None else 0
+            if tokens > self.max_tokens:
+                refused[i] = f"{tokens} tokens; this model reads at most {self.max_tokens}: shorten the prompt"
+        good = [p for i, p in enumerate(prompts) if i not in refused]
+        return (good or None), refused
+
+    def generate(self, clips: Sequence[ResolvedClip], text: list[str] | None = None,
+                 progress: Callable[[int], None] | None = None) -> GenerationOutput:
+        """Sample clips that share their settings in one pipeline call, one torch.Generator per clip (on the CPU,
+        so a clip depends on its seed alone, not on its batch or device)."""
+        text = self.batch_text(clips, text)
+        first = clips[0]
+        kwargs = {}
+        if self.capabilities.negative_prompt:
+            kwargs["negative_prompt"] = [c.negative_prompt or "" for c in clips]
+        if "max_sequence_length" in inspect.signature(type(self.pipe).__call__).parameters:
+            kwargs["max_sequence_length"] = self.max_tokens
+        if progress is not None:
+            def on_step(pipe, step, timestep, tensors):
+                progress(step + 1)
+                return tensors
+
+            kwargs["callback_on_step_end"] = on_step
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = self.pipe(prompt=list(text), num_frames=first.frames, height=first.height, width=first.width,
+                            num_inference_steps=first.steps, guidance_scale=first.guidance,
+                            generator=[torch.Generator("cpu").manual_seed(c.seed) for c in clips],
+                            output_type="np", **kwargs)
+        frames = np.asarray(out.frames, dtype=np.float32)
+        expected = (len(clips), first.frames, first.height, first.width, 3)
+        if frames.shape != expected:
+            raise RuntimeError(f"{self.pipeline_class} made clips of shape {frames.shape}, asked {expected}")
+        uint8 = (frames * 255).round().clip(0, 255).astype(np.uint8)
+        return GenerationOutput(uint8, [c.seed for c in clips], {"sample_s": time.perf_counter() - started})
