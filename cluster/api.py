@@ -37,15 +37,15 @@ class VideoRequest(ClipRequest):
                                 region=self.region, allow_spill=self.allow_spill)
 
 
-def check_limits(request: VideoRequest, limits: Limits, caps: Capabilities) -> list[FieldProblem]:
-    """Problems with `request` under this deployment's limits and what the served model can make."""
+def check_limits(request: VideoRequest, limits: Limits, caps: Capabilities | None = None) -> list[FieldProblem]:
+    """Problems with `request` under this deployment's limits and, given `caps`, what that model can make."""
     problems = []
     if len(request.prompt) > limits.max_prompt_chars:
         problems.append(FieldProblem("prompt", f"{len(request.prompt)} characters; at most "
                                                f"{limits.max_prompt_chars}"))
     if request.steps is not None and request.steps > limits.max_steps:
         problems.append(FieldProblem("steps", f"{request.steps}; at most {limits.max_steps}"))
-    return problems + resolve_clip(request, caps)[1]
+    return problems + (resolve_clip(request, caps)[1] if caps is not None else [])
 
 
 class RenderStatus(BaseModel):
@@ -67,8 +67,12 @@ class TierInfo(BaseModel):
     tier: str
     replicas: int = Field(description="replicas reporting now")
     seconds_per_clip: float | None = Field(None, description="measured, at the tier's default steps")
-    serves: dict | None = Field(None, description="model, folder, int8, steps, guidance, clip shape, device; "
-                                                  "null while no replica reports")
+    serves: dict | None = Field(None, description="model, folder, backend and pipeline class, int8, steps, "
+                                                  "guidance, default clip shape, device, max_batch_size; null "
+                                                  "while no replica reports")
+    capabilities: dict | None = Field(None, description="what the tier's model makes: frames, height and width "
+                                                        "(default, min, max, multiple, remainder), default steps "
+                                                        "and guidance, negative prompts, dtype, device")
 
 
 class ModelsResponse(BaseModel):

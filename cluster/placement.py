@@ -2,7 +2,9 @@
 
 A pure function, so it is tested without a cluster. The rules apply in order:
   1. jurisdiction  a tier may only serve the regions it is allowed in (451 when none may)
-  2. capability    the edge model renders only up to a quality, frame count and pixel count (422 when none can)
+  2. capability    a tier's model must make the clip asked (its declared frames and sizes; the router says why
+                   not), and the edge tier renders only up to a quality, frame count and pixel count (422 when
+                   no tier can)
   3. health        an unhealthy, empty or overloaded tier is skipped; the request's preferred (cheapest capable)
                    tier spills to the other only when the request allows it (503 otherwise)
   4. latency       the queue-adjusted estimate must fit the request's budget (503 naming the estimates otherwise;
@@ -44,6 +46,7 @@ class TierState(BaseModel):
     seconds_per_clip: float = Field(gt=0, description="measured time of one clip on one replica")
     cost_per_clip: float = Field(ge=0)
     regions: list[str] = Field(default_factory=list, description="regions it may serve; empty means any")
+    cannot: str | None = Field(None, description="why the tier's model cannot make this request, if it cannot")
 
     def estimated_ms(self) -> float:
         """Time to a finished clip if sent now: its own clip plus its share of the queue ahead of it."""
@@ -73,6 +76,8 @@ class Placement:
 
 def _can_render(tier: TierState, request: PlacementRequest, cfg: PolicyConfig) -> str | None:
     """None if the tier's model can make the request, else why not."""
+    if tier.cannot:
+        return f"{tier.name}: {tier.cannot}"
     if tier.name == "cloud":
         return None
     if QUALITY_ORDER[request.quality] > QUALITY_ORDER[cfg.edge_max_quality]:

@@ -156,10 +156,13 @@ class Router:
         finally:
             self.outstanding[tier] -= 1
 
-    def _served_capabilities(self) -> Capabilities | None:
-        """What the replicas report serving (both tiers serve one clip shape); None before any reports."""
-        serves = next((r["serves"] for r in self.reports), None)
-        return Capabilities.model_validate(serves["capabilities"]) if serves else None
+    def _tier_capabilities(self) -> dict[str, Capabilities]:
+        """What each tier's replicas report their model makes (tiers with no replica reporting are left out)."""
+        found = {}
+        for report in self.reports:
+            if report["tier"] not in found:
+                found[report["tier"]] = Capabilities.model_validate(report["serves"]["capabilities"])
+        return found
 
     async def _run_async(self, status: RenderStatus, payload: dict) -> None:
         started = time.perf_counter()
@@ -200,6 +203,7 @@ class Router:
         for state in self._tier_states(None):
             serves = next((r["serves"] for r in self.reports if r["tier"] == state.name), None)
             tiers.append(TierInfo(tier=state.name, replicas=state.replicas, serves=serves,
+                                  capabilities=serves["capabilities"] if serves else None,
                                   seconds_per_clip=state.seconds_per_clip if state.healthy else None))
         return ModelsResponse(tiers=tiers)
 
@@ -215,21 +219,34 @@ class Router:
               dependencies=[Depends(authorized)])
     async def create_video(self, body: VideoRequest):
         started = time.perf_counter()
-        caps = self._served_capabilities()
-        if caps is None:
+        caps = self._tier_capabilities()
+        if not caps:
             self.metrics.refused(503)
             return _error(503, "no replica of either tier is reporting yet; retry shortly")
-        problems = check_limits(body, self.cfg.limits, caps)
+        problems = check_limits(body, self.cfg.limits)
         if problems:
             return _error(422, [{"loc": ["body", p.field], "msg": p.reason} for p in problems])
-        states = self._tier_states(body.steps)
-        placement = place(body.placement_request(caps.shape), states, self.cfg.policy)
+        cannot = {tier: check_limits(body, self.cfg.limits, c) for tier, c in caps.items()}
+        capable = [tier for tier in caps if not cannot[tier]]
+        if not capable:
+            if len(caps) < len(self.cfg.tiers):
+                self.metrics.refused(503)
+                return _error(503, "no reporting tier's model can make this request and "
+                                   f"{', '.join(t for t in self.cfg.tiers if t not in caps)} is not reporting yet; "
+                                   "retry shortly")
+            return _error(422, [{"loc": ["body", p.field], "msg": f"{tier}: {p.reason}"}
+                                for tier, found in cannot.items() for p in found])
+        states = [s.model_copy(update={"cannot": "; ".join(f"{p.field}: {p.reason}" for p in cannot[s.name])
+                                       if cannot.get(s.name) else None})
+                  for s in self._tier_states(body.steps)]
+        placement = place(body.placement_request(caps[capable[0]].shape), states, self.cfg.policy)
         if placement.tier is None:
             self.metrics.refused(placement.status)
             return _error(placement.status, placement.reason, placement)
         self.metrics.placed(placement.tier, spilled=placement.reason.startswith("spilled"))
         headers = {TIER_HEADER: placement.tier, REASON_HEADER: _header(placement.reason)}
-        payload = body.model_dump(include={"prompt", "negative_prompt", "seed", "steps", "guidance"})
+        payload = body.model_dump(include={"prompt", "negative_prompt", "seed", "steps", "guidance", "frames",
+                                           "height", "width"})
         estimate_ms = next(t for t in states if t.name == placement.tier).estimated_ms()
         if body.mode == "async" or (body.mode == "auto" and estimate_ms > self.cfg.sync_max_ms):
             status = RenderStatus(id=new_render_id(), status="queued", tier=placement.tier, reason=placement.reason,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cluster.placement import PolicyConfig
 from vidgen.clip_request import DEFAULT_MAX_STEPS, MAX_PROMPT_CHARS, Guidance, Steps
+from vidgen.runtime.options import PipelineOptions
 
 TierName = Literal["edge", "cloud"]
 
@@ -48,11 +49,21 @@ class TierConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("shapes-tiny", description="model reference: a shipped name, a folder or NAME@latest; both "
-                                                  "tiers serve the same clip shape (edge is a cheaper copy)")
-    steps: Steps | None = Field(None, description="Euler steps per clip; None: the model's own")
+    model: str = Field("shapes-tiny", description="model reference: a shipped name, a folder (vidgen package or "
+                                                  "diffusers pipeline folder) or NAME@latest; a request goes only "
+                                                  "to a tier whose model can make it")
+    steps: Steps | None = Field(None, description="sampler steps per clip; None: the model's own")
     guidance: Guidance | None = Field(None, description="guidance scale; None: the model's own")
-    int8: bool = Field(False, description="int8 linear weights (vidgen.quantize)")
+    frames: int | None = Field(None, ge=1, description="frames of a request that names none; None: the model's")
+    height: int | None = Field(None, ge=1, description="height of a request that names none; None: the model's")
+    width: int | None = Field(None, ge=1, description="width of a request that names none; None: the model's")
+    int8: bool = Field(False, description="int8 linear weights (vidgen.quantize; a diffusers model's transformer)")
+    pipeline: PipelineOptions = Field(default_factory=PipelineOptions,
+                                      description="dtype and the memory switches of diffusers pipelines")
+    max_batch_size: int = Field(1, ge=1, le=64, description="requests a replica samples together (Ray Serve "
+                                                            "dynamic batching; those sharing shape and settings)")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, le=10, description="how long a batch waits to fill once its "
+                                                                      "first request arrived")
     torch_threads: int = Field(1, ge=1)
     text_cache_entries: int = Field(1024, ge=0, description="prompt embeddings a replica keeps (LRU, ~26 KB each, "
                                                             "keyed by the prompt's sha256: no prompt text is kept)")
@@ -61,9 +72,16 @@ class TierConfig(BaseModel):
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources, e.g. {edge: 1}")
-    max_ongoing_requests: int = Field(4, ge=1, description="requests a replica holds; it samples one at a time "
-                                                           "and queues the rest where it can count them")
+    max_ongoing_requests: int = Field(4, ge=1, description="requests a replica holds; it samples one batch at a "
+                                                           "time and queues the rest where it can count them")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+
+    @model_validator(mode="after")
+    def _batch_fits(self):
+        if self.max_batch_size > self.max_ongoing_requests:
+            raise ValueError(f"max_batch_size ({self.max_batch_size}) is above max_ongoing_requests "
+                             f"({self.max_ongoing_requests}): a batch can never fill; raise max_ongoing_requests")
+        return self
 
     def actor_options(self) -> dict:
         return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": dict(self.resources)}

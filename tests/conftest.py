@@ -12,6 +12,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Per-user state (registry, run keys, cluster files) of the test session, not of the person running it.
 os.environ.setdefault("VIDGEN_HOME", tempfile.mkdtemp(prefix="vidgen-home-"))
+os.environ.setdefault("VIDGEN_CACHE", tempfile.mkdtemp(prefix="vidgen-cache-"))
 
 # A model far smaller than `tiny` (same world, same code paths) so unit tests stay fast.
 MICRO = {"dim": 48, "depth": 2, "heads": 2, "ae_channels": 8}
@@ -43,6 +44,21 @@ def micro_model_dir(tmp_path_factory, encoder):
     out = tmp_path_factory.mktemp("micro-model")
     summary = train_to_folder(cfg, out, encoder=encoder)
     return out, summary
+
+
+@pytest.fixture(scope="session")
+def tiny_pipelines(tmp_path_factory) -> dict:
+    """{kind: folder} of tiny random-weight Wan, LTX-Video and CogVideoX pipelines, saved by `save_pretrained` as a
+    user's own script would (examples/tiny_pipelines.py, nothing downloaded)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "tiny_pipelines.py"
+    spec = importlib.util.spec_from_file_location("tiny_pipelines", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root = tmp_path_factory.mktemp("pipelines")
+    return {kind: module.save_tiny_pipeline(kind, root / f"tiny-{kind}") for kind in module.KINDS}
 
 
 # --- object storage: a real S3 endpoint (moto's server) on 127.0.0.1, with credentials checked ---
