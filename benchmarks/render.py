@@ -1,12 +1,17 @@
 """Bulk render throughput: the whole pipeline against the raw batched sampler and a naive one-row-at-a-time loop.
 
-In one run, with the shipped demo model, the same prompts and seeds, the same sampler steps and 2 cores:
-  pipeline  `jobs.render.render`: manifest -> Ray Data -> 1 actor (model loaded once) -> sample in batches
+In one run, with the same prompts and seeds, the same sampler steps and 2 cores:
+  pipeline  `jobs.render.render`: manifest -> Ray Data -> actors (model loaded once each) -> sample in batches
             -> H.264 encode -> conditional put into a folder -> ledger (actor start-up and model load included)
-  sampler   `vidgen.diffusion.sample` alone on the same batches in this process: no I/O, no encode, no Ray
+  sampler   the model alone on the same batches in this process: no I/O, no encode, no Ray
+            (vidgen: `vidgen.diffusion.sample`; diffusers: the pipeline object called directly, one
+            torch.Generator per clip, as its own docs show)
   naive     one row at a time, loading the model for each row (what scripts that call a generate() per prompt do)
 
-    python benchmarks/render.py --rows 64 --batch 8
+`--backend vidgen` renders with the shipped demo model; `--backend diffusers` with a tiny random-weight Wan
+pipeline saved by examples/tiny_pipelines.py (9x32x32 clips).
+
+    python benchmarks/render.py --rows 64 --batch 8 [--backend diffusers]
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,42 +44,37 @@ def main() -> None:
     parser.add_argument("--naive-rows", type=int, default=16, help="rows timed for the naive loop (it is slow)")
     parser.add_argument("--actors", type=int, default=2, help="render actors; actors x cpus = the 2 cores")
     parser.add_argument("--cpus-per-actor", type=int, default=1)
+    parser.add_argument("--backend", choices=("vidgen", "diffusers"), default="vidgen")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
     prompts = [SAMPLE_PROMPTS[i % len(SAMPLE_PROMPTS)] for i in range(args.rows)]
     seeds = list(range(args.rows))
-    folder = resolve_model(None)
-    dtype = autocast_dtype("auto")
 
     connect_ray(None, num_cpus=2)
     with tempfile.TemporaryDirectory() as tmp:
+        if args.backend == "diffusers":
+            folder = tiny_wan(Path(tmp) / "tiny-wan")
+            shape, baselines = {"frames": 9, "height": 32, "width": 32}, diffusers_baselines
+        else:
+            folder, shape, baselines = resolve_model(None), {}, vidgen_baselines
         manifest = Path(tmp) / "manifest.jsonl"
         manifest.write_text("".join(json.dumps({"id": f"r{i:04d}", "prompt": p, "seed": s}) + "\n"
                                     for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))))
         arrivals: list[tuple[float, int]] = []  # (time, rows) as batches come back to the driver
         pipeline_start = time.perf_counter()
-        summary = render(RenderConfig(manifest=str(manifest), out=str(Path(tmp) / "out"), batch_size=args.batch,
-                                      steps=args.steps, actors=args.actors, cpus_per_actor=args.cpus_per_actor),
+        summary = render(RenderConfig(manifest=str(manifest), model=str(folder), out=str(Path(tmp) / "out"),
+                                      batch_size=args.batch, steps=args.steps, actors=args.actors,
+                                      cpus_per_actor=args.cpus_per_actor, **shape),
                          on_batch=lambda results, left: arrivals.append((time.perf_counter(), len(results))))
         pipeline_s = time.perf_counter() - pipeline_start
         assert summary["videos"] == args.rows, summary
-
-    model, encoder = load_model(folder), TextEncoder()
-    start = time.perf_counter()
-    for i in range(0, args.rows, args.batch):
-        sample(model, encoder.encode(prompts[i:i + args.batch]), seeds[i:i + args.batch], args.steps, 3.0, dtype)
-    sampler_s = time.perf_counter() - start
-
-    start = time.perf_counter()
-    for i in range(args.naive_rows):
-        one = load_model(folder)
-        sample(one, encoder.encode([prompts[i]]), [seeds[i]], args.steps, 3.0, dtype)
-    naive_rate = args.naive_rows / (time.perf_counter() - start)
+        sampler_s, naive_rate = baselines(folder, prompts, seeds, args)
 
     pipeline_rate, sampler_rate = args.rows / pipeline_s, args.rows / sampler_s
     steady_rate = sum(n for _, n in arrivals[1:]) / (arrivals[-1][0] - arrivals[0][0])
-    print(f"{args.rows} rows, batch {args.batch}, {args.steps} sampler steps, shipped demo model; pipeline: "
+    model = "tiny Wan pipeline (diffusers)" if args.backend == "diffusers" else "shipped demo model"
+    print(f"{args.rows} rows, batch {args.batch}, {args.steps} sampler steps, {model}; pipeline: "
           f"{args.actors} actors x {args.cpus_per_actor} CPUs; sampler and naive: one process, 2 threads")
     print(f"{'path':<10}{'clips/s':>10}")
     for name, rate in (("pipeline", pipeline_rate), ("sampler", sampler_rate), ("naive", naive_rate)):
@@ -86,6 +87,51 @@ def main() -> None:
           f"{steady_rate / sampler_rate:.3f} steady (goal >= 0.90)")
     print(f"ratio pipeline / naive:   {pipeline_rate / naive_rate:.2f} end to end, {steady_rate / naive_rate:.2f} "
           "steady (goal >= 3 at batch 8)")
+
+
+def tiny_wan(folder: Path) -> Path:
+    """A tiny random-weight Wan pipeline folder, saved by the example script a user would run."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from tiny_pipelines import save_tiny_pipeline
+
+    return save_tiny_pipeline("wan", folder)
+
+
+def vidgen_baselines(folder: Path, prompts: list[str], seeds: list[int], args) -> tuple[float, float]:
+    """(seconds for the batched sampler over every row, naive clips/s) with a vidgen package."""
+    dtype = autocast_dtype("auto")
+    model, encoder = load_model(folder), TextEncoder()
+    start = time.perf_counter()
+    for i in range(0, args.rows, args.batch):
+        sample(model, encoder.encode(prompts[i:i + args.batch]), seeds[i:i + args.batch], args.steps, 3.0, dtype)
+    sampler_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(args.naive_rows):
+        one = load_model(folder)
+        sample(one, encoder.encode([prompts[i]]), [seeds[i]], args.steps, 3.0, dtype)
+    return sampler_s, args.naive_rows / (time.perf_counter() - start)
+
+
+def diffusers_baselines(folder: Path, prompts: list[str], seeds: list[int], args) -> tuple[float, float]:
+    """The same with the diffusers pipeline object called directly, as its documentation calls it."""
+    from diffusers import DiffusionPipeline
+
+    def call(pipe, batch_prompts, batch_seeds):
+        pipe(prompt=batch_prompts, num_frames=9, height=32, width=32, num_inference_steps=args.steps,
+             generator=[torch.Generator().manual_seed(s) for s in batch_seeds], output_type="np")
+
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    start = time.perf_counter()
+    for i in range(0, args.rows, args.batch):
+        call(pipe, prompts[i:i + args.batch], seeds[i:i + args.batch])
+    sampler_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(args.naive_rows):
+        one = DiffusionPipeline.from_pretrained(folder)
+        one.set_progress_bar_config(disable=True)
+        call(one, [prompts[i]], [seeds[i]])
+    return sampler_s, args.naive_rows / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,14 @@
       p50 and p99. Goal <= 1.3x.
   (c) edge vs cloud over HTTP: latency per clip and prompt accuracy of the decoded MP4s (the detector reads
       colour, shape and direction back), on evaluation prompts of seen compositions.
+  (d) with --batching, only this: edge-tier throughput at N concurrent HTTP clients with dynamic batching
+      (`max_batch_size` N) against the same tier without (`max_batch_size` 1), p50 and p99 latency of both; the
+      two deployments alternate, R rounds each. Goal >= 2.5x.
 
-Requests are sequential (one client) and A/B rounds alternate so drift hits both sides.
+In (a)-(c) requests are sequential (one client) and A/B rounds alternate so drift hits both sides.
 
     python benchmarks/serve.py --clips 24 --trivial 400 --accuracy-clips 48
+    python benchmarks/serve.py --batching --clients 8 --batch-clips 64 --rounds 2
 """
 
 from __future__ import annotations
@@ -39,21 +43,26 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def start(tmp: str) -> tuple[str, object]:
+def start(tmp: str, edge: dict = EDGE, port: int | None = None, bare: bool = True) -> tuple[str, object]:
+    """Deploy the app (starting Ray on first use) with this edge tier config, and a bare Serve app beside it when
+    `bare`; (base URL, config)."""
     import ray
     from ray import serve
 
     from cluster.deploy import deploy, prepare_config
     from cluster.serve_config import ServeConfig
 
-    ray.init(address="local", num_cpus=2, resources={"edge": 1, "cloud": 1}, include_dashboard=False,
-             logging_level=logging.WARNING, log_to_driver=False, _temp_dir=tmp)
-    port = free_ports(1)[0]
-    cfg = ServeConfig.model_validate({"renders_uri": f"{tmp}/jobs", "tiers": {"edge": EDGE, "cloud": CLOUD}})
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, resources={"edge": 1, "cloud": 1}, include_dashboard=False,
+                 logging_level=logging.WARNING, log_to_driver=False, _temp_dir=tmp)
+    port = port or free_ports(1)[0]
+    cfg = ServeConfig.model_validate({"renders_uri": f"{tmp}/jobs", "tiers": {"edge": edge, "cloud": CLOUD}})
     cfg = prepare_config(cfg, "127.0.0.1", insecure_local=True, environ={})
     deploy({"http_options": {"host": "127.0.0.1", "port": port},
             "applications": [{"name": "vidgen", "route_prefix": "/", "import_path": "cluster.serve_app:build_app"}]},
            cfg, insecure_local=True)
+    if not bare:
+        return f"http://127.0.0.1:{port}", cfg
 
     @serve.deployment(ray_actor_options={"num_cpus": 0})
     class Bare:
@@ -166,17 +175,66 @@ def part_c(base: str, n: int) -> None:
               f"{accuracy['direction']:.2f}) [{synth.GENERATOR_VERSION}]")
 
 
+def part_d(tmp: str, clients: int, clips: int, rounds: int) -> None:
+    """Throughput of the edge tier at `clients` concurrent clients, with and without dynamic batching."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = free_ports(1)[0]
+    tiers = {"batched": {**EDGE, "max_batch_size": clients, "batch_wait_timeout_s": 0.05,
+                         "max_ongoing_requests": clients},
+             "one by one": {**EDGE, "max_batch_size": 1, "max_ongoing_requests": clients}}
+    results: dict[str, list[tuple[float, list[float]]]] = {name: [] for name in tiers}
+
+    def client(base: str, seeds: list[int]) -> list[float]:
+        session, latencies = requests.Session(), []
+        for seed in seeds:
+            started = time.perf_counter()
+            response = session.post(f"{base}/v1/videos", json={"prompt": PROMPT, "quality": "draft", "seed": seed})
+            latencies.append(time.perf_counter() - started)
+            response.raise_for_status()
+            assert response.headers["X-Vidgen-Tier"] == "edge" and response.headers["content-type"] == "video/mp4"
+        return latencies
+
+    for r in range(rounds):
+        for name in (tiers if r % 2 == 0 else reversed(tiers)):
+            base, _ = start(tmp, tiers[name], port, bare=False)  # returns once every tier reports
+            client(base, list(range(clients)))  # warm: replicas measured, connections open
+            shares = [list(range(c, clips, clients)) for c in range(clients)]
+            started = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                latencies = [t for part in pool.map(client, [base] * clients, shares) for t in part]
+            results[name].append((clips / (time.perf_counter() - started), latencies))
+    rate = {name: statistics.median(r for r, _ in runs) for name, runs in results.items()}
+    for name, runs in results.items():
+        latencies = [t for _, ts in runs for t in ts]
+        print(f"(d) edge, {clients} clients, {name:<10}: {rate[name]:.2f} clips/s (median of {rounds} rounds: "
+              f"{', '.join(f'{r:.2f}' for r, _ in runs)}), latency p50 {1000 * percentile(latencies, 50):.0f} ms "
+              f"p99 {1000 * percentile(latencies, 99):.0f} ms")
+    print(f"ratio batched / one by one: {rate['batched'] / rate['one by one']:.2f}x (goal >= 2.5x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=24, help="edge clips per side in (a)")
     parser.add_argument("--trivial", type=int, default=400, help="trivial requests per side in (b)")
     parser.add_argument("--accuracy-clips", type=int, default=48, help="clips per tier in (c)")
+    parser.add_argument("--batching", action="store_true", help="run only (d), dynamic batching")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients in (d), and the batch size")
+    parser.add_argument("--batch-clips", type=int, default=64, help="clips per round and side in (d)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per side in (d)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import ray
     from ray import serve
 
     tmp = tempfile.mkdtemp(prefix="vidgen-bench-", dir="/tmp")
+    if args.batching:
+        try:
+            part_d(tmp, args.clients, args.batch_clips, args.rounds)
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+        return
     base, _ = start(tmp)
     try:
         part_a(base, args.clips)

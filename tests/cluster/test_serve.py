@@ -14,37 +14,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from cluster.launcher import free_ports
+from tests.serving import AUTH, PROMPT, TOKEN, board_reports, deployed, post, wait_for
 
 pytestmark = pytest.mark.slow
-
-TOKEN = "test-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-PROMPT = "a red square moving right"
-
-
-def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.25):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"gave up after {timeout_s:.0f} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
 def server(ray_cluster, tmp_path_factory):
     """(base URL, ServeConfig) of the application deployed by `vidgen serve up --config FILE --address auto`."""
-    import yaml
-    from ray import serve
-    from typer.testing import CliRunner
-
-    from cluster.serve_config import read_deploy_file
-    from vidgen.cli import app
-
     tmp = tmp_path_factory.mktemp("serve")
-    port = free_ports(1)[0]
     fast_scaling = {"metrics_interval_s": 0.5, "look_back_period_s": 2, "upscale_delay_s": 1,
                     "downscale_delay_s": 3}
     args = {
@@ -62,40 +40,14 @@ def server(ray_cluster, tmp_path_factory):
                       "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
         },
     }
-    config = tmp / "serve.yaml"
-    config.write_text(yaml.safe_dump({
-        "http_options": {"host": "127.0.0.1", "port": port},
-        "applications": [{"name": "vidgen", "route_prefix": "/", "import_path": "cluster.serve_app:build_app",
-                          "args": args}]}))
-    runner = CliRunner()
-    result = runner.invoke(app, ["serve", "up", "--config", str(config), "--address", "auto"],
-                           env={"VIDGEN_SERVE_TOKEN": TOKEN})
-    base = f"http://127.0.0.1:{port}"
-    assert result.exit_code == 0, result.output
-    assert f"vidgen is up at {base}" in result.output and "1 edge replica(s), 1 cloud replica(s)" in result.output
-    wait_for(lambda: requests.get(f"{base}/healthz", timeout=5).json()["status"] == "ok", 30, "the router")
-    try:
-        yield base, read_deploy_file(config)[1]
-    finally:
-        result = runner.invoke(app, ["serve", "down", "--address", "auto"])
-        assert result.exit_code == 0 and "vidgen deleted" in result.output, result.output
-        serve.shutdown()
-
-
-def board_reports() -> list[dict]:
-    from ray import serve
-
-    return serve.get_deployment_handle("TierBoard", app_name="vidgen").snapshot.remote().result()
+    with deployed(tmp, args) as server:
+        yield server
 
 
 def running_replicas(deployment: str) -> int:
     from cluster.deploy import status
 
     return status("vidgen")["deployments"][deployment]["replicas"].get("RUNNING", 0)
-
-
-def post(base: str, body: dict, headers=AUTH, timeout=60) -> requests.Response:
-    return requests.post(f"{base}/v1/videos", json=body, headers=headers, timeout=timeout)
 
 
 def test_status_command_lists_the_deployments(server):

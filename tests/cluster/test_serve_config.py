@@ -14,13 +14,30 @@ from vidgen.clip_request import Capabilities
 SHAPE = Capabilities(frames=8, height=32, width=32, steps=24, guidance=3.0)  # what a tiny model reports
 
 
-@pytest.mark.parametrize("path", ["cluster/serve.yaml", "cluster/serve-local.yaml"])
+@pytest.mark.parametrize("path", ["cluster/serve.yaml", "cluster/serve-local.yaml",
+                                  "cluster/serve-diffusers.yaml"])
 def test_shipped_files_are_serve_deploy_files_and_valid_configs(path):
     deploy, cfg = read_deploy_file(path)
     ServeDeploySchema.model_validate(deploy)
     assert set(cfg.tiers) == {"edge", "cloud"}
     assert cfg.tiers["edge"].int8 and cfg.tiers["edge"].resources == {"edge": 1}
     assert cfg.tiers["cloud"].resources == {"cloud": 1}
+
+
+def test_a_gpu_diffusers_tier_is_configuration_that_reaches_ray_and_the_pipeline():
+    """No GPU here: what a GPU tier asks of Ray and of the pipeline is checked as configuration."""
+    _, cfg = read_deploy_file("cluster/serve-diffusers.yaml")
+    cloud = cfg.tiers["cloud"]
+    assert cloud.actor_options() == {"num_cpus": 8, "num_gpus": 1, "resources": {"cloud": 1}}
+    assert cloud.pipeline.dtype == "bfloat16" and cloud.pipeline.vae_tiling and not cloud.pipeline.cpu_offload
+    assert (cloud.frames, cloud.height, cloud.width) == (33, 480, 832)
+    assert cfg.tiers["edge"].max_batch_size == 8 and cfg.tiers["edge"].batch_wait_timeout_s == 0.05
+    with pytest.raises(ValueError, match=r"max_batch_size \(8\) is above max_ongoing_requests \(4\)"):
+        ServeConfig.model_validate({"tiers": {"edge": {"cost_per_clip": 1, "max_batch_size": 8},
+                                              "cloud": {"cost_per_clip": 2}}})
+    with pytest.raises(ValueError, match="dtype"):
+        ServeConfig.model_validate({"tiers": {"edge": {"cost_per_clip": 1, "pipeline": {"dtype": "int4"}},
+                                              "cloud": {"cost_per_clip": 2}}})
 
 
 def test_bad_configs_name_the_problem(tmp_path):

@@ -96,3 +96,27 @@ def test_a_packaged_folder_refuses_a_tampered_or_added_file_by_name(tiny_pipelin
     config.write_text(json.dumps({**json.loads(config.read_text()), "num_layers": 2}))
     with pytest.raises(ModelFileError, match=r"transformer/config.json does not match its SHA256SUMS"):
         VideoPipeline.from_reference(folder)
+
+
+def test_generate_and_eval_commands_take_a_pipeline_folder(tiny_pipelines, tmp_path):
+    from typer.testing import CliRunner
+
+    from storage.video import decode
+    from vidgen.cli import app
+
+    runner = CliRunner()
+    size = ["--frames", "9", "--height", "32", "--width", "32", "--steps", "2"]
+    out = tmp_path / "ltx.mp4"
+    result = runner.invoke(app, ["generate", "a cat", "--model", str(tiny_pipelines["ltx"]), "--negative-prompt",
+                                 "blurry", "--out", str(out), *size])
+    assert result.exit_code == 0, result.output
+    assert "tiny-ltx#" in result.output and "detector reads" not in result.output  # not the built-in world
+    assert decode(out.read_bytes()).shape == (9, 32, 32, 3)
+    refused = runner.invoke(app, ["generate", "a cat", "--model", str(tiny_pipelines["ltx"]), "--out", str(out),
+                                  "--frames", "8", "--height", "32", "--width", "32"])
+    assert refused.exit_code == 1 and "frames=8 cannot be made" in refused.output
+    evaluated = runner.invoke(app, ["eval", "--model", str(tiny_pipelines["wan"]), "--clips", "4", "--json", *size])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.output)
+    assert report["backend"] == "diffusers" and report["pipeline_class"] == "WanPipeline"
+    assert report["clip_shape"] == [9, 32, 32] and report["seconds_per_clip"] > 0 and "seen" not in report

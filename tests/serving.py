@@ -1,0 +1,65 @@
+"""Helpers of the serving tests: deploy an application with `vidgen serve up` on the session's Ray cluster, wait for
+conditions, post requests, read the replicas' reports."""
+
+import time
+from contextlib import contextmanager
+
+import requests
+
+from cluster.launcher import free_ports
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PROMPT = "a red square moving right"
+
+
+def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.25):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"gave up after {timeout_s:.0f} s waiting for {what}")
+
+
+@contextmanager
+def deployed(tmp, args: dict, replicas: str = "1 edge replica(s), 1 cloud replica(s)"):
+    """(base URL, ServeConfig) of the application `args` deployed by `vidgen serve up --config FILE --address
+    auto` on 127.0.0.1; deleted, and Serve shut down, afterwards."""
+    import yaml
+    from ray import serve
+    from typer.testing import CliRunner
+
+    from cluster.serve_config import read_deploy_file
+    from vidgen.cli import app
+
+    port = free_ports(1)[0]
+    config = tmp / "serve.yaml"
+    config.write_text(yaml.safe_dump({
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [{"name": "vidgen", "route_prefix": "/", "import_path": "cluster.serve_app:build_app",
+                          "args": args}]}))
+    runner = CliRunner()
+    result = runner.invoke(app, ["serve", "up", "--config", str(config), "--address", "auto"],
+                           env={"VIDGEN_SERVE_TOKEN": TOKEN})
+    base = f"http://127.0.0.1:{port}"
+    assert result.exit_code == 0, result.output
+    assert f"vidgen is up at {base}" in result.output and replicas in result.output
+    wait_for(lambda: requests.get(f"{base}/healthz", timeout=5).json()["status"] == "ok", 30, "the router")
+    try:
+        yield base, read_deploy_file(config)[1]
+    finally:
+        result = runner.invoke(app, ["serve", "down", "--address", "auto"])
+        assert result.exit_code == 0 and "vidgen deleted" in result.output, result.output
+        serve.shutdown()
+
+
+def board_reports() -> list[dict]:
+    from ray import serve
+
+    return serve.get_deployment_handle("TierBoard", app_name="vidgen").snapshot.remote().result()
+
+
+def post(base: str, body: dict, headers=AUTH, timeout=60) -> requests.Response:
+    return requests.post(f"{base}/v1/videos", json=body, headers=headers, timeout=timeout)
