@@ -175,14 +175,14 @@ def part_c(base: str, n: int) -> None:
               f"{accuracy['direction']:.2f}) [{synth.GENERATOR_VERSION}]")
 
 
-def part_d(tmp: str, clients: int, clips: int, rounds: int) -> None:
+def part_d(tmp: str, clients: int, clips: int, rounds: int, wait_s: float, threads: int) -> None:
     """Throughput of the edge tier at `clients` concurrent clients, with and without dynamic batching."""
     from concurrent.futures import ThreadPoolExecutor
 
     port = free_ports(1)[0]
-    tiers = {"batched": {**EDGE, "max_batch_size": clients, "batch_wait_timeout_s": 0.05,
-                         "max_ongoing_requests": clients},
-             "one by one": {**EDGE, "max_batch_size": 1, "max_ongoing_requests": clients}}
+    edge = {**EDGE, "torch_threads": threads, "max_ongoing_requests": clients}
+    tiers = {"batched": {**edge, "max_batch_size": clients, "batch_wait_timeout_s": wait_s},
+             "one by one": {**edge, "max_batch_size": 1}}
     results: dict[str, list[tuple[float, list[float]]]] = {name: [] for name in tiers}
 
     def client(base: str, seeds: list[int]) -> list[float]:
@@ -222,6 +222,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients in (d), and the batch size")
     parser.add_argument("--batch-clips", type=int, default=64, help="clips per round and side in (d)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per side in (d)")
+    parser.add_argument("--batch-wait-s", type=float, default=0.05, help="batch_wait_timeout_s in (d)")
+    parser.add_argument("--threads", type=int, default=1, help="the edge replica's torch threads in (d)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import ray
@@ -230,7 +232,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="vidgen-bench-", dir="/tmp")
     if args.batching:
         try:
-            part_d(tmp, args.clients, args.batch_clips, args.rounds)
+            part_d(tmp, args.clients, args.batch_clips, args.rounds, args.batch_wait_s, args.threads)
         finally:
             serve.shutdown()
             ray.shutdown()
