@@ -129,8 +129,9 @@ def place(request: PlacementRequest, tiers: list[TierState], cfg: PolicyConfig |
         return Placement(None, f"no tier meets the {budget:.0f} ms budget now: {estimates}", 503)
     chosen = in_time[0]
     if chosen is preferred:
+        incapable = "; ".join(why for t in allowed if (why := _can_render(t, request, cfg)))
         return Placement(chosen.name, f"cheapest capable tier (cost {chosen.cost_per_clip:g}, "
-                                      f"~{chosen.estimated_ms():.0f} ms)")
+                                      f"~{chosen.estimated_ms():.0f} ms)" + (f"; skipped {incapable}" if incapable else ""))
     why = problems[preferred.name] or f"{preferred.name} ~{preferred.estimated_ms():.0f} ms exceeds the " \
                                       f"{budget:.0f} ms budget"
     return Placement(chosen.name, f"spilled from {preferred.name}: {why}")

@@ -17,6 +17,10 @@ CASES = [
     # (request, tiers, expected tier, expected status, words in the reason)
     ({}, [edge(), cloud()], "edge", 200, "cheapest"),
     ({"quality": "high"}, [edge(), cloud()], "cloud", 200, "cheapest capable"),
+    ({}, [edge(cannot="frames: frames=9 cannot be made"), cloud()], "cloud", 200,
+     "skipped edge: frames: frames=9 cannot be made"),
+    ({}, [edge(), cloud(cannot="negative_prompt: no")], "edge", 200, "cheapest"),
+    ({}, [edge(cannot="frames: 8 only"), cloud(cannot="frames: 4k+1 only")], None, 422, "cloud: frames: 4k+1 only"),
     ({"frames": 32}, [edge(), cloud()], "cloud", 200, "cheapest capable"),
     ({"height": 128, "width": 128}, [edge(), cloud()], "cloud", 200, "cheapest capable"),
     ({"quality": "high"}, [edge()], None, 422, "quality up to standard"),
