@@ -28,7 +28,7 @@ test: install
 
 # ruff, then the import contract of the layers (pyproject.toml [tool.importlinter]; tests run it too)
 lint: install
-	$(BIN)/ruff check vidgen storage jobs cluster tests benchmarks
+	$(BIN)/ruff check vidgen storage jobs cluster tests benchmarks examples
 	$(BIN)/lint-imports
 
 clean:

@@ -130,8 +130,9 @@ def place(request: PlacementRequest, tiers: list[TierState], cfg: PolicyConfig |
     chosen = in_time[0]
     if chosen is preferred:
         incapable = "; ".join(why for t in allowed if (why := _can_render(t, request, cfg)))
+        skipped = f"; skipped {incapable}" if incapable else ""
         return Placement(chosen.name, f"cheapest capable tier (cost {chosen.cost_per_clip:g}, "
-                                      f"~{chosen.estimated_ms():.0f} ms)" + (f"; skipped {incapable}" if incapable else ""))
+                                      f"~{chosen.estimated_ms():.0f} ms){skipped}")
     why = problems[preferred.name] or f"{preferred.name} ~{preferred.estimated_ms():.0f} ms exceeds the " \
                                       f"{budget:.0f} ms budget"
     return Placement(chosen.name, f"spilled from {preferred.name}: {why}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from storage.cards import CardError, parse_card, render_card
 from storage.objectstore import Location, NotFound, ObjectStore, StorageError, parse_uri
 from storage.package import sha256_bytes
+from storage.phash import BITS, NEAR_BITS, hamming, hash_array
 from storage.shards import (
     CARD_FILE,
     INDEX_FILE,
@@ -107,8 +108,9 @@ def card_problems(dataset: Dataset) -> list[str]:
 
 
 def leakage_problems(index: Index, heldout_groups: list[str]) -> list[str]:
-    """Train must share no content hash with any other split, and no held-out group may appear in train."""
-    problems = []
+    """Train must share no content hash with any other split, no clip of another split may be a near-duplicate
+    of a train clip (by perceptual hash, where the index has them), and no held-out group may appear in train."""
+    problems = _near_duplicate_leaks(index)
     train = {s.content_sha256: s.key for shard in index.shards if shard.split == TRAIN_SPLIT for s in shard.samples}
     heldout = set(heldout_groups)
     seen_keys: dict[str, str] = {}
@@ -124,6 +126,27 @@ def leakage_problems(index: Index, heldout_groups: list[str]) -> list[str]:
                                 f"train sample {train[s.content_sha256]!r}")
             if shard.split == TRAIN_SPLIT and s.group in heldout:
                 problems.append(f"leak: train sample {s.key!r} ({shard.name}) shows held-out composition {s.group}")
+    return problems
+
+
+def _near_duplicate_leaks(index: Index) -> list[str]:
+    train = [(s.key, s.perceptual_hash) for shard in index.shards if shard.split == TRAIN_SPLIT
+             for s in shard.samples if s.perceptual_hash]
+    if not train:
+        return []
+    hashes = hash_array([h for _, h in train])
+    problems = []
+    for shard in index.shards:
+        if shard.split == TRAIN_SPLIT:
+            continue
+        for s in shard.samples:
+            if not s.perceptual_hash:
+                continue
+            distances = hamming(s.perceptual_hash, hashes)
+            closest = int(distances.argmin())
+            if distances[closest] <= NEAR_BITS:
+                problems.append(f"leak: {shard.split} sample {s.key!r} ({shard.name}) is a near-duplicate of train "
+                                f"sample {train[closest][0]!r} ({int(distances[closest])} of {BITS} bits differ)")
     return problems
 
 

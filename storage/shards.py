@@ -48,7 +48,8 @@ class SampleEntry:
     mp4_sha256: str
     json_sha256: str
     content_sha256: str  # of the raw pixels: the leakage check compares these across splits
-    group: str  # e.g. the composition "red/circle/left": held-out groups must not appear in train
+    group: str  # the composition "red/circle/left", or an ingested clip's source: held-out groups stay out of train
+    perceptual_hash: str = ""  # ingested clips (`storage.phash`): near-duplicates across splits are leaks too
 
 
 @dataclass
@@ -82,7 +83,8 @@ def build_shard(samples: list[Sample], split: str, number: int) -> tuple[bytes, 
                 info.size, info.mode = len(data), 0o644
                 tar.addfile(info, io.BytesIO(data))
             entries.append(SampleEntry(sample.key, sha256_bytes(sample.mp4), sha256_bytes(meta_bytes),
-                                       sample.meta.get("content_sha256", ""), sample.meta.get("group", "")))
+                                       sample.meta.get("content_sha256", ""), sample.meta.get("group", ""),
+                                       sample.meta.get("perceptual_hash", "")))
     data = buffer.getvalue()
     return data, ShardEntry(shard_name(split, number), split, sha256_bytes(data), len(data), entries)
 

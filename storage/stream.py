@@ -19,38 +19,23 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from storage.datasets import open_dataset
-from storage.objectstore import ObjectStore, S3Config
+from storage.objectstore import ObjectStore
+from storage.samples import (
+    CorruptSampleError,
+    ReaderConfig,
+    card_clip_shape,
+    selected_shards,
+    usable_sample,
+)
 from storage.shards import ShardEntry, ShardError, VerifiedSample, verified_samples
-from storage.video import MAX_FRAMES, MAX_SIDE, decode
+
+__all__ = ["CorruptSampleError", "ReaderConfig", "read_dataset"]
 
 log = logging.getLogger(__name__)
-
-
-class ReaderConfig(BaseModel):
-    """How a data set is streamed."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    splits: list[str] | None = Field(default_factory=lambda: ["train"], description="None reads every split")
-    on_corrupt: Literal["skip", "fail"] = Field("skip", description="a sample failing its checksum: skip or stop")
-    video_dtype: Literal["float32", "uint8"] = "float32"
-    passes: int = Field(1, ge=1, description="read the shards this many times in one stream, each pass in a new "
-                        "shuffled shard order; a trainer asks for enough passes that it never waits at an epoch "
-                        "boundary (Ray Data restarts its pipeline there: ~2 s measured)")
-    seed: int = Field(0, description="seeds the shard order of each pass after the first")
-    clip_shape: tuple[int, int, int] | None = Field(None, description="(frames, height, width) every clip must have "
-                                                    "(a trainer passes its model's); default: the data set card's")
-    s3: S3Config = Field(default_factory=S3Config)
-
-
-class CorruptSampleError(RuntimeError):
-    """A sample whose bytes do not match the data set index (raised with `on_corrupt="fail"`)."""
 
 
 ROWS_PER_BLOCK = 32  # small output blocks: a trainer's next batch is ready long before the whole shard is
@@ -64,22 +49,6 @@ def _columns(rows: list[tuple], video_dtype: str) -> dict[str, np.ndarray]:
             "video": video if video_dtype == "uint8" else video.astype(np.float32) / 127.5 - 1.0}
 
 
-def _usable(sample: VerifiedSample, clip_shape: tuple[int, ...] | None) -> tuple | ShardError:
-    """(caption, clip) of a sample whose bytes matched the index, or why it cannot be trained on."""
-    caption = sample.meta.get("caption")
-    if not isinstance(caption, str) or not caption.strip():
-        return ShardError(f"shard {sample.shard} sample {sample.key}: no caption")
-    max_frames, max_side = (clip_shape[0], max(clip_shape[1:3])) if clip_shape else (MAX_FRAMES, MAX_SIDE)
-    try:
-        clip = decode(sample.mp4, max_frames=max_frames, max_side=max_side)
-    except ValueError as e:
-        return ShardError(f"shard {sample.shard} sample {sample.key}: {e}")
-    if clip_shape and clip.shape[:3] != tuple(clip_shape):
-        return ShardError(f"shard {sample.shard} sample {sample.key}: a {'x'.join(map(str, clip.shape[:3]))} clip "
-                          f"in a data set of {'x'.join(map(str, clip_shape))} clips")
-    return caption, clip
-
-
 def _decode_shards(batch: dict[str, np.ndarray], entries: dict[str, ShardEntry], on_corrupt: str,
                    video_dtype: str, clip_shape: tuple[int, ...] | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Shards' bytes -> their verified, usable samples, decoded, in blocks of ROWS_PER_BLOCK as they are ready."""
@@ -88,7 +57,7 @@ def _decode_shards(batch: dict[str, np.ndarray], entries: dict[str, ShardEntry],
         entry = entries[str(path).rpartition("/")[2]]
         for result in verified_samples(bytes(data), entry):
             if isinstance(result, VerifiedSample):
-                result = (result, *usable) if isinstance(usable := _usable(result, clip_shape), tuple) else usable
+                result = (result, *usable) if isinstance(usable := usable_sample(result, clip_shape), tuple) else usable
             if isinstance(result, ShardError):
                 if on_corrupt == "fail":
                     raise CorruptSampleError(f"{result}; the run stops (on_corrupt='fail')")
@@ -110,9 +79,7 @@ def read_dataset(uri: str, cfg: ReaderConfig | None = None):
     cfg = cfg or ReaderConfig()
     store = ObjectStore(cfg.s3)
     dataset = open_dataset(store, uri)
-    shards = dataset.shards(tuple(cfg.splits) if cfg.splits is not None else None)
-    if not shards:
-        raise ValueError(f"{uri} has no shards of splits {cfg.splits}; it holds {sorted(dataset.index.counts())}")
+    shards = selected_shards(dataset, cfg, uri)
     fs, _ = store.filesystem(dataset.location)
     paths = [store.filesystem(dataset.shard_uri(s))[1] for s in shards]
     rng = np.random.default_rng(cfg.seed)
@@ -122,10 +89,4 @@ def read_dataset(uri: str, cfg: ReaderConfig | None = None):
                                        override_num_blocks=len(paths))
             .map_batches(_decode_shards, batch_size=None, batch_format="numpy",
                          fn_kwargs={"entries": entries, "on_corrupt": cfg.on_corrupt, "video_dtype": cfg.video_dtype,
-                                    "clip_shape": cfg.clip_shape or _clip_shape(dataset.card)}))
-
-
-def _clip_shape(card: dict) -> tuple[int, int, int] | None:
-    """(frames, height, width) every clip of the data set has, as its card says."""
-    shape = card.get("clip_shape")
-    return tuple(int(n) for n in shape[:3]) if shape else None
+                                    "clip_shape": cfg.clip_shape or card_clip_shape(dataset.card)}))

@@ -213,9 +213,11 @@ class TrainResult:
                                        peak_flops_per_s)
 
 
-def train_local(cfg: TrainConfig, encoder: TextEncoder,
-                on_step: Callable[[dict], None] | None = None) -> TrainResult:
-    """Single-process training on the built-in world until max_steps or max_minutes."""
+def train_local(cfg: TrainConfig, encoder: TextEncoder, on_step: Callable[[dict], None] | None = None,
+                batches: Iterator[Batch] | None = None, autoencoder: dict | None = None) -> TrainResult:
+    """Single-process training until max_steps or max_minutes, on the built-in world or on `batches` (then the
+    world's prompt-accuracy evaluations during training are skipped). `autoencoder`: the state dict of a trained
+    frame autoencoder to reuse, frozen, instead of training one (stage 1 is skipped)."""
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
@@ -225,13 +227,20 @@ def train_local(cfg: TrainConfig, encoder: TextEncoder,
     generator = torch.Generator().manual_seed(cfg.seed)
     log.info("model %s: %.2fM params, %d tokens, dtype %s", cfg.preset, model.num_params() / 1e6,
              mcfg.num_tokens, dtype or torch.float32)
-    batches = synth_batches(mcfg, cfg.batch_size, cfg.seed)
+    world = batches is None
+    batches = synth_batches(mcfg, cfg.batch_size, cfg.seed) if world else batches
 
     started = time.perf_counter()
-    ae_losses = train_autoencoder(model, batches, cfg, dtype)
+    if autoencoder is not None:
+        model.autoencoder.load_state_dict(autoencoder)
+        model.autoencoder.eval().requires_grad_(False)
+        ae_losses = []
+        log.info("autoencoder: reused (frozen, latent scale %.3f); stage 1 skipped", float(model.autoencoder.scale))
+    else:
+        ae_losses = train_autoencoder(model, batches, cfg, dtype)
+        log.info("autoencoder: %d steps in %.1f min, reconstruction MSE %.4f -> %.4f", cfg.autoencoder_steps,
+                 (time.perf_counter() - started) / 60, ae_losses[0], float(np.mean(ae_losses[-20:])))
     train_seconds = time.perf_counter() - started
-    log.info("autoencoder: %d steps in %.1f min, reconstruction MSE %.4f -> %.4f", cfg.autoencoder_steps,
-             train_seconds / 60, ae_losses[0], float(np.mean(ae_losses[-20:])))
 
     optimizer, scheduler = make_optimizer(model, cfg)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
@@ -254,7 +263,7 @@ def train_local(cfg: TrainConfig, encoder: TextEncoder,
         history.append(stats)
         if on_step is not None:
             on_step(stats)
-        if next_eval is not None and train_seconds >= next_eval * 60:
+        if world and next_eval is not None and train_seconds >= next_eval * 60:
             evals.append(_evaluate_during_training(ema.model if ema else model, encoder, cfg, dtype, step,
                                                    train_seconds))
             next_eval += cfg.eval_every_minutes

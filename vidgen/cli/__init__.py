@@ -59,8 +59,10 @@ def train(
     zero: Annotated[int, typer.Option(help="with --workers: ZeRO stage 0-3")] = 2,
     offload: Annotated[bool, typer.Option(help="with --workers: optimizer states in CPU memory")] = False,
     gpu: Annotated[bool, typer.Option(help="with --workers: one GPU per worker (NCCL, bf16)")] = False,
-    data: Annotated[str, typer.Option(help="with --workers: 'synth', or a data set URI from vidgen data prepare")] =
-        "synth",
+    data: Annotated[str, typer.Option(help="'synth' (the built-in world, made on the fly), or a data set URI from "
+                                           "vidgen data prepare or vidgen data ingest (its train split)")] = "synth",
+    autoencoder: Annotated[str | None, typer.Option(help="single process: reuse the frame autoencoder of this "
+                                                         "model (e.g. shapes-tiny) instead of training one")] = None,
     runs: Annotated[str, typer.Option(help="with --workers: where runs keep checkpoints (folder or s3://)")] =
         "runs",
     push: Annotated[str | None, typer.Option(help="with --workers: also push the model to this registry model "
@@ -103,6 +105,8 @@ def train(
         return
     out = Path(out or "runs/tiny")
 
+    from storage.objectstore import StorageError
+    from storage.package import ModelFileError
     from vidgen.runtime.local_training import train_to_folder
 
     bar = progress()
@@ -116,8 +120,17 @@ def train(
             bar.update(task, completed=min(done, total),
                        status=f"step {stats['step']} loss {stats['loss']:.4f} {stats['samples_per_s']:.0f} clips/s")
 
-        summary = train_to_folder(cfg, out, final_eval_clips=eval_clips, on_step=on_step)
+        try:
+            summary = train_to_folder(cfg, out, final_eval_clips=eval_clips, on_step=on_step,
+                                      data=None if data == "synth" else data, autoencoder=autoencoder)
+        except (StorageError, ModelFileError, ValueError) as err:
+            fail(str(err))
     final = summary["final"]
+    if not final:
+        typer.echo(f"trained {summary['steps']} steps in {summary['minutes']:.1f} min on {data}; loss "
+                   f"{summary['first_loss']:.3f} -> {summary['last_loss']:.3f}, autoencoder reconstruction MSE "
+                   f"{summary['autoencoder_mse']:.4f}\nmodel, card, loss_curve.png and samples.png are in {out}/")
+        return
     typer.echo(
         f"trained {summary['steps']} steps in {summary['minutes']:.1f} min; loss {summary['first_loss']:.3f} -> "
         f"{summary['last_loss']:.3f}\nprompt accuracy (all three): seen {final['seen']['all_three']:.2f}, "

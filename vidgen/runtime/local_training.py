@@ -1,4 +1,5 @@
-"""`vidgen train` in one process: train on the built-in world, then write the model package and its artifacts."""
+"""`vidgen train` in one process: train on the built-in world or a data set, then write the model package and its
+artifacts."""
 
 from __future__ import annotations
 
@@ -6,46 +7,95 @@ import json
 import platform
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from storage.datasets import open_dataset
+from storage.objectstore import ObjectStore
+from storage.samples import ReaderConfig, card_clip_shape, iter_clips
 from vidgen import synth
 from vidgen.evaluation import evaluate_splits
 from vidgen.perf import matmul_flops_per_s
 from vidgen.precision import autocast_dtype
 from vidgen.runtime.artifacts import model_card, write_metrics_csv
 from vidgen.runtime.eval_runs import SAMPLE_PROMPTS
-from vidgen.runtime.packages import save_model, write_sums
+from vidgen.runtime.packages import load_package, save_model, write_sums
 from vidgen.runtime.pipeline import generate
 from vidgen.runtime.plots import contact_sheet_png, loss_curve_png
+from vidgen.runtime.references import resolve_model
 from vidgen.text import TextEncoder
-from vidgen.training import TrainConfig, train_local
+from vidgen.training import Batch, TrainConfig, clips_to_tensor, synth_batches, train_local
+
+
+@torch.no_grad()
+def _reconstruction_mse(model, batches: Iterator[Batch], n: int = 2) -> float:
+    """The frozen autoencoder's reconstruction error on a few batches (when it was reused, not trained here)."""
+    return float(np.mean([torch.nn.functional.mse_loss(model.autoencoder.decode(model.autoencoder.encode(b.x0)),
+                                                       b.x0).item() for b in (next(batches) for _ in range(n))]))
+
+
+def dataset_batches(uri: str, batch_size: int, shape: tuple[int, int, int], seed: int = 0) -> Iterator[Batch]:
+    """Batches of a data set's train split (read and verified in this process); a data set of other clips than
+    the model makes is a ValueError naming both shapes."""
+    found = card_clip_shape(open_dataset(ObjectStore(), uri).card)
+    if found is not None and tuple(found) != tuple(shape):
+        raise ValueError(f"the data set {uri} holds {'x'.join(map(str, found))} clips and the model makes "
+                         f"{'x'.join(map(str, shape))}: ingest it with --frames/--height/--width of the model, or "
+                         "set the model's frames, height and width")
+    clips = iter_clips(uri, ReaderConfig(seed=seed, clip_shape=shape))
+    while True:
+        drawn = [next(clips) for _ in range(batch_size)]
+        yield Batch(clips_to_tensor(np.stack([clip for _, clip in drawn])), [caption for caption, _ in drawn])
+
+
+def reused_autoencoder(ref: str) -> dict:
+    """The frame autoencoder's weights from a model reference (e.g. shapes-tiny), to train a new model on."""
+    return load_package(resolve_model(ref)).model.autoencoder.state_dict()
 
 
 def train_to_folder(cfg: TrainConfig, out: str | Path, encoder: TextEncoder | None = None,
-                    final_eval_clips: int | None = None, on_step=None) -> dict:
-    """Train locally, then write the model folder with its card, metrics CSV, loss curve and contact sheet."""
+                    final_eval_clips: int | None = None, on_step=None, data: str | None = None,
+                    autoencoder: str | None = None) -> dict:
+    """Train locally, then write the model folder with its card, metrics CSV, loss curve and contact sheet.
+
+    `data`: a data set URI (`vidgen data prepare` or `ingest`) to train on instead of the built-in world; then
+    there is no detector to score prompts with, and the card reports losses and reconstruction error. `autoencoder`:
+    a model reference whose frame autoencoder is reused instead of trained.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     encoder = encoder or TextEncoder()
     dtype = autocast_dtype(cfg.precision)
     peak = matmul_flops_per_s(dtype)
-    result = train_local(cfg, encoder, on_step)
+    mcfg = cfg.model_config_resolved()
+    batches = dataset_batches(data, cfg.batch_size, (mcfg.frames, mcfg.height, mcfg.width), cfg.seed) \
+        if data else None
+    ae_state = None
+    if autoencoder:
+        ae_state = reused_autoencoder(autoencoder)
+    result = train_local(cfg, encoder, on_step, batches, ae_state)
     mfu = result.mfu(cfg.batch_size, peak)
-    final = evaluate_splits(result.model, encoder, cfg.sampler, final_eval_clips or cfg.eval_clips, dtype=dtype)
+    final = {} if data else evaluate_splits(result.model, encoder, cfg.sampler, final_eval_clips or cfg.eval_clips,
+                                            dtype=dtype)
     command = "vidgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "train_to_folder()"
     losses = [h["loss"] for h in result.history]
+    reconstruction = result.autoencoder_losses[-20:] or [_reconstruction_mse(result.model, batches or synth_batches(
+        mcfg, cfg.batch_size, cfg.seed + 1))]
     metrics = {"first_loss": float(np.mean(losses[:10])), "final_loss": float(np.mean(losses[-10:])),
-               "autoencoder_mse": float(np.mean(result.autoencoder_losses[-20:])), "mfu": mfu}
-    lineage = {"dataset": f"vidgen-builtin-{synth.GENERATOR_VERSION} (generated on the fly)",
-               "training_steps": result.steps, "training_minutes": round(result.minutes, 1),
-               "autoencoder_steps": cfg.autoencoder_steps, "command": command}
+               "autoencoder_mse": float(np.mean(reconstruction)), "mfu": mfu}
+    dataset = data or f"vidgen-builtin-{synth.GENERATOR_VERSION} (generated on the fly)"
+    lineage = {"dataset": dataset, "training_steps": result.steps, "training_minutes": round(result.minutes, 1),
+               "autoencoder_steps": 0 if autoencoder else cfg.autoencoder_steps,
+               **({"autoencoder_from": autoencoder} if autoencoder else {}), "command": command}
+    stage_one = f"the frame autoencoder of {autoencoder} reused" if autoencoder else \
+        f"{cfg.autoencoder_steps} autoencoder steps"
     how_made = f"""```
 {command}
 ```
-{cfg.autoencoder_steps} autoencoder steps, then {result.steps} transformer steps, in {result.minutes:.1f} training
+{stage_one}, then {result.steps} transformer steps on {dataset}, in {result.minutes:.1f} training
 minutes (evaluation excluded) on {platform.machine()} with {torch.get_num_threads()} torch threads. Model FLOP
 utilisation of the transformer steps: {mfu:.3f} (against a 2048x2048 matmul in the same dtype, measured in the
 same run)."""
@@ -56,9 +106,11 @@ same run)."""
     (out / "evals.json").write_text(json.dumps({"during": result.evals, "final": final}, indent=2) + "\n")
     loss_curve_png(result.history, out / "loss_curve.png", result.evals)
     write_sums(out)  # `generate` verifies the folder, which lists every file
-    samples = generate(out, list(SAMPLE_PROMPTS), seeds=list(range(len(SAMPLE_PROMPTS))), encoder=encoder)
-    contact_sheet_png(samples.frames, list(SAMPLE_PROMPTS), out / "samples.png")
+    prompts = next(batches).captions[:len(SAMPLE_PROMPTS)] if data else list(SAMPLE_PROMPTS)
+    samples = generate(out, prompts, seeds=list(range(len(prompts))), encoder=encoder)
+    contact_sheet_png(samples.frames, prompts, out / "samples.png")
     write_sums(out)  # again, with samples.png
     last_loss = float(np.mean([h["loss"] for h in result.history[-20:]]))
     return {"out": str(out), "steps": result.steps, "minutes": result.minutes, "final": final, "mfu": mfu,
+            "autoencoder_mse": metrics["autoencoder_mse"],
             "first_loss": result.history[0]["loss"], "last_loss": last_loss}

@@ -1,0 +1,285 @@
+"""Ingest: a folder or bucket of real video files plus a captions file -> a governed, checksummed data set.
+
+Every file under SRC is a candidate; the captions file (`storage.captions`: path, caption, licence, source) says
+what each shows. In parallel (Ray Data, one task a file), each video is resampled to `fps`, resized and
+centre-cropped to HxW, cut into windows of `frames` frames every `stride`, and each window is encoded as the
+shards' MP4 with a content sha256 and a perceptual hash (`storage.phash`). The driver then governs:
+
+    refused      a file that is not a readable video within the limits, shorter than one window, without a
+                 caption row, or with a licence off `allow_licences`; a caption row naming no file: one line of
+                 OUT/errors.jsonl each ({"path", "reason"}), and the run goes on
+    duplicates   exact (same pixels) and near (perceptual hash within `storage.phash.NEAR_BITS`) duplicates are
+                 dropped, the first kept (files in path order); counted in the card
+    split        by source: a source's clips all go to train or all to eval (a seeded hash of the source), so no
+                 source is in both; the card lists the eval sources as held-out groups, and `vidgen data verify`
+                 proves the split by source, content hash and perceptual hash
+
+The card (counts per licence, source and split, codecs and resolutions seen, what was dropped and why, the
+command) and then the index are written last: a data set is visible only when complete. An OUT that already holds
+a data set is refused (ingest into a new OUT: a run is cheap to repeat, and a half-finished one is invisible).
+
+Run it:
+    vidgen data ingest videos/ --captions videos/captions.csv --out data/mine     # starts a local Ray
+    python -m jobs.ingest --config ingest.yaml [--address auto]
+    ray job submit --working-dir . -- python -m jobs.ingest --config ingest.yaml --address auto
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shlex
+import sys
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cluster.connection import connect_ray
+from jobs._entrypoint import job_arguments
+from storage import video
+from storage.captions import captions_format, parse_captions
+from storage.datasets import finish_dataset
+from storage.footage import FootageError, FootageLimits, read_footage, windows
+from storage.objectstore import ObjectStore, S3Config, StorageError, parse_uri
+from storage.phash import NEAR_BITS, clip_phash, hamming, hash_array
+from storage.shards import INDEX_FILE, SHARD_FOLDER, Sample, ShardEntry, build_shard
+
+log = logging.getLogger(__name__)
+ERRORS = "errors.jsonl"
+INGEST_VERSION = "vidgen-ingest-v1"
+
+
+class IngestConfig(BaseModel):
+    """What to ingest, how to cut it, and what to let in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    src: str = Field(description="folder, file:///… or s3://BUCKET/PREFIX holding the videos (every file is a "
+                                 "candidate)")
+    captions: str = Field(description="CSV or JSONL: path (relative to src), caption|text, licence|license, "
+                                      "source (optional)")
+    out: str = Field(description="data set URI: a new folder, file:///… or s3://BUCKET/PREFIX")
+    frames: int = Field(8, ge=2, le=256, description="frames a clip")
+    height: int = Field(32, ge=16, le=1024, description="even: H.264 with yuv420p")
+    width: int = Field(32, ge=16, le=1024, description="even: H.264 with yuv420p")
+    fps: float = Field(8, gt=0, le=120, description="videos are resampled to this frame rate")
+    stride: int | None = Field(None, ge=1, description="frames between window starts (default: frames, no overlap)")
+    allow_licences: list[str] = Field(default_factory=list, description="licences let in (case-insensitive); "
+                                                                        "empty: any")
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="share of sources whose clips form the eval split")
+    seed: int = Field(0, description="seeds the split of sources")
+    samples_per_shard: int = Field(256, ge=1)
+    crf: int = Field(12, ge=0, le=51, description="H.264 quality of the stored clips")
+    max_bytes: int = Field(FootageLimits.max_bytes, ge=1, description="a larger file is refused unread")
+    max_pixels: int = Field(FootageLimits.max_pixels, ge=1, description="frames over width x height are refused "
+                                                                        "before decoding (decompression bombs)")
+    max_seconds: float = Field(FootageLimits.max_seconds, gt=0, description="a longer video is refused")
+    command: str = Field("", description="how the run was started, for the card (set by the CLI)")
+    s3: S3Config = Field(default_factory=S3Config)
+
+    @model_validator(mode="after")
+    def _even(self):
+        if self.height % 2 or self.width % 2:
+            raise ValueError(f"height and width must be even for H.264 (got {self.height}x{self.width})")
+        return self
+
+
+def _ingest_file(row: dict, config: dict) -> dict:
+    """In a Ray task: one video file -> its clips (MP4 bytes and facts), or the reason it was refused."""
+    cfg = IngestConfig.model_validate(config)
+    facts = {"path": row["path"], "error": None, "mp4": [], "clips": "[]", "video": "{}"}
+    try:
+        data = ObjectStore(cfg.s3).read(row["uri"])
+        footage = read_footage(data, cfg.fps, cfg.height, cfg.width,
+                               FootageLimits(cfg.max_bytes, cfg.max_pixels, cfg.max_seconds))
+        cut = windows(footage.frames, cfg.frames, cfg.stride or cfg.frames)
+        if not cut:
+            raise FootageError(f"shorter than one window: {len(footage.frames)} frames at {cfg.fps:g} fps "
+                               f"({footage.seconds:.2f} s), a clip needs {cfg.frames}")
+    except (FootageError, StorageError) as e:
+        return {**facts, "error": str(e)}
+    clips = [{"start_s": round(start / cfg.fps, 4), "end_s": round((start + cfg.frames) / cfg.fps, 4),
+              "content_sha256": hashlib.sha256(clip.tobytes()).hexdigest(), "perceptual_hash": clip_phash(clip)}
+             for start, clip in cut]
+    return {**facts, "mp4": [video.encode(clip, "mp4", fps=round(cfg.fps), crf=cfg.crf) for _, clip in cut],
+            "clips": json.dumps(clips),
+            "video": json.dumps({"codec": footage.codec, "container": footage.container,
+                                 "resolution": f"{footage.width}x{footage.height}",
+                                 "fps": round(footage.source_fps, 3), "seconds": round(footage.seconds, 3)})}
+
+
+def eval_sources(sources: set[str], fraction: float, seed: int) -> set[str]:
+    """The sources whose clips form the eval split: a seeded hash of each source below `fraction` (so a source's
+    place does not depend on which other sources a run holds)."""
+    def position(source: str) -> float:
+        return int(hashlib.sha256(f"{seed}\n{source}".encode()).hexdigest()[:12], 16) / 16**12
+
+    return {s for s in sources if position(s) < fraction}
+
+
+def _dedupe(clips: list[dict]) -> tuple[list[dict], Counter]:
+    """Clips without exact or near duplicates of an earlier clip (in the order given), and what was dropped."""
+    kept, seen, hashes, dropped = [], set(), [], Counter()
+    for clip in clips:
+        if clip["content_sha256"] in seen:
+            dropped["exact duplicate"] += 1
+            continue
+        if hashes and hamming(clip["perceptual_hash"], hash_array(hashes)).min() <= NEAR_BITS:
+            dropped["near duplicate"] += 1
+            continue
+        seen.add(clip["content_sha256"])
+        hashes.append(clip["perceptual_hash"])
+        kept.append(clip)
+    return kept, dropped
+
+
+def _write_shards(store: ObjectStore, cfg: IngestConfig, clips: list[dict]) -> list[ShardEntry]:
+    """Tar the clips of each split into shards (written in parallel threads); their index entries."""
+    jobs = []
+    for split in ("train", "eval"):
+        members = [c for c in clips if c["split"] == split]
+        for number, first in enumerate(range(0, len(members), cfg.samples_per_shard)):
+            jobs.append((split, number, first, members[first:first + cfg.samples_per_shard]))
+
+    def write(job) -> ShardEntry:
+        split, number, first, members = job
+        samples = [Sample(f"{split}-{first + i:07d}", c["mp4"], {k: v for k, v in c.items() if k != "mp4"})
+                   for i, c in enumerate(members)]
+        data, entry = build_shard(samples, split, number)
+        store.write(parse_uri(cfg.out).join(SHARD_FOLDER, entry.name), data)
+        return entry
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(write, jobs))
+
+
+def card(cfg: IngestConfig, clips: list[dict], videos: list[dict], dropped: Counter, refused: list[dict],
+         evals: set[str]) -> tuple[dict, str]:
+    licences = sorted({c["license"] for c in clips})
+    refusal_kinds = Counter(r["reason"].split(":")[0].split(" (")[0] for r in refused)
+    meta = {
+        "pretty_name": f"ingested from {cfg.src}",
+        "license": licences[0] if len(licences) == 1 else "other",
+        "task_categories": ["text-to-video"],
+        "generator_version": INGEST_VERSION,
+        "provenance": f"real video files from {cfg.src}, captions from {cfg.captions}",
+        "clip_shape": [cfg.frames, cfg.height, cfg.width, 3],
+        "fps": cfg.fps,
+        "stride": cfg.stride or cfg.frames,
+        "codec": f"H.264 (libx264, yuv420p, crf {cfg.crf}) in MP4",
+        "split_by": "source",
+        "heldout_groups": sorted(evals),  # eval sources: `vidgen data verify` proves none is in train
+        "licences": dict(Counter(c["license"] for c in clips)),
+        "sources": {split: len({c["source"] for c in clips if c["split"] == split}) for split in ("train", "eval")},
+        "clips_per_source": dict(Counter(c["source"] for c in clips)),
+        "codecs_seen": dict(Counter(f"{v['codec']} in {v['container']}" for v in videos)),
+        "resolutions_seen": dict(Counter(v["resolution"] for v in videos)),
+        "dropped": dict(dropped),
+        "refused_files": len(refused),
+        "refusals": dict(refusal_kinds),
+        "allowed_licences": cfg.allow_licences or "any",
+        "command": cfg.command or "jobs.ingest.ingest()",
+    }
+    body = f"""# Ingested video clips
+
+{len(clips)} clips of {cfg.frames}x{cfg.height}x{cfg.width} at {cfg.fps:g} fps, cut from {len(videos)} videos
+under `{cfg.src}` (captions: `{cfg.captions}`), each keeping its video's caption, licence, source and time span.
+
+## Governance
+- Split by source: {meta['sources']['train']} sources in train, {meta['sources']['eval']} in eval; no source is
+  in both (`heldout_groups` lists the eval sources; `vidgen data verify` checks them, and that no eval clip
+  shares a content hash or is a perceptual near-duplicate of a train clip).
+- Dropped as duplicates of an earlier clip: {dropped.get('exact duplicate', 0)} exact,
+  {dropped.get('near duplicate', 0)} near (perceptual hash within {NEAR_BITS} bits).
+- Refused: {len(refused)} files or caption rows, each named with its reason in `errors.jsonl` beside this card.
+- Licences: {', '.join(f'{k} ({v} clips)' for k, v in meta['licences'].items()) or 'none'}; allowed:
+  {', '.join(cfg.allow_licences) or 'any'}. Check each source's terms before publishing a model trained on it.
+
+## How it was made
+```
+{meta['command']}
+```
+"""
+    return meta, body
+
+
+def ingest(cfg: IngestConfig, address: str | None = None,
+           on_file: Callable[[dict, int], None] | None = None) -> dict:
+    """Ingest the videos of `cfg.src`; returns a summary. `on_file(result, total)` reports each file done."""
+    import ray
+
+    store = ObjectStore(cfg.s3)
+    out, src = parse_uri(cfg.out), parse_uri(cfg.src)
+    store.ensure_bucket(out)
+    if store.exists(out.join(INDEX_FILE)):
+        raise StorageError(f"{out.uri} already holds a data set: ingest into a new --out or delete it first")
+    rows, caption_errors = parse_captions(store.read(cfg.captions), captions_format(str(cfg.captions)))
+    prefix = src.uri.rstrip("/") + "/"
+    captions_uri = parse_uri(cfg.captions).uri
+    files = {o.uri.removeprefix(prefix): o.uri for o in store.list(src)
+             if o.uri != captions_uri and not any(p.startswith(".") for p in o.uri.removeprefix(prefix).split("/"))}
+    refused = [{"path": e.path, "reason": f"captions line {e.line}: {e.reason}"} for e in caption_errors]
+    refused += [{"path": p, "reason": "a caption row names this path but no such file is under the source"}
+                for p in sorted(rows) if p not in files]
+    allowed = {a.lower() for a in cfg.allow_licences}
+    tasks = []
+    for path in sorted(files):
+        row = rows.get(path)
+        if row is None:
+            refused.append({"path": path, "reason": "no caption row for this file in the captions file"})
+        elif allowed and row.licence.lower() not in allowed:
+            refused.append({"path": path, "reason": f"licence {row.licence!r} is not allowed "
+                                                    f"(--allow-licence: {', '.join(cfg.allow_licences)})"})
+        else:
+            tasks.append({"path": path, "uri": files[path]})
+    videos, clips = [], []
+    if tasks:
+        connect_ray(address)
+        config = {**cfg.model_dump(mode="json", exclude={"s3"}), "s3": cfg.s3.public()}
+        results = ray.data.from_items(tasks, override_num_blocks=len(tasks)).map(
+            _ingest_file, fn_kwargs={"config": config}, **cfg.s3.runtime_env())
+        done = []
+        for result in results.iter_rows():
+            done.append(result)
+            if on_file:
+                on_file(result, len(tasks))
+        for result in sorted(done, key=lambda r: r["path"]):
+            if result["error"]:
+                refused.append({"path": result["path"], "reason": result["error"]})
+                continue
+            row = rows[result["path"]]
+            videos.append({"path": row.path, **json.loads(result["video"])})
+            for facts, mp4 in zip(json.loads(result["clips"]), result["mp4"], strict=True):
+                clips.append({"mp4": mp4, "caption": row.caption, "license": row.licence, "source": row.source,
+                              "group": row.source, "path": row.path, **facts})
+    clips.sort(key=lambda c: (c["path"], c["start_s"]))
+    clips, dropped = _dedupe(clips)
+    evals = eval_sources({c["source"] for c in clips}, cfg.eval_fraction, cfg.seed)
+    for clip in clips:
+        clip["split"] = "eval" if clip["source"] in evals else "train"
+    refused.sort(key=lambda r: r["path"])
+    store.write(out.join(ERRORS), "".join(json.dumps(r) + "\n" for r in refused).encode())
+    if not clips:
+        raise StorageError(f"no clip could be made from {src.uri}: every file was refused (see "
+                           f"{out.join(ERRORS).uri})")
+    entries = _write_shards(store, cfg, clips)
+    index = finish_dataset(store, out.uri, entries, *card(cfg, clips, videos, dropped, refused, evals))
+    return {"out": out.uri, "videos": len(videos), "clips": index.num_samples, "splits": index.counts(),
+            "dropped": dict(dropped), "refused": len(refused), "errors": out.join(ERRORS).uri,
+            "source_seconds": round(sum(v["seconds"] for v in videos), 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, args = job_arguments(argv, __doc__, IngestConfig)
+    if not cfg.command:
+        cfg = cfg.model_copy(update={"command": "python -m jobs.ingest " + shlex.join(argv or sys.argv[1:])})
+    summary = ingest(cfg, args.address, lambda r, total: log.info("%s: %s", r["path"], r["error"] or "ok"))
+    log.info("data set ready: %s", json.dumps(summary))
+    return 2 if summary["refused"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
