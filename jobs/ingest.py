@@ -88,13 +88,14 @@ class IngestConfig(BaseModel):
 
 
 def _ingest_file(row: dict, config: dict) -> dict:
-    """In a Ray task: one video file -> its clips (MP4 bytes and facts), or the reason it was refused."""
+    """In a Ray task (one CPU, so one decoder thread): one video file -> its clips (MP4 bytes and facts), or the
+    reason it was refused."""
     cfg = IngestConfig.model_validate(config)
     facts = {"path": row["path"], "error": None, "mp4": [], "clips": "[]", "video": "{}"}
     try:
         data = ObjectStore(cfg.s3).read(row["uri"])
         footage = read_footage(data, cfg.fps, cfg.height, cfg.width,
-                               FootageLimits(cfg.max_bytes, cfg.max_pixels, cfg.max_seconds))
+                               FootageLimits(cfg.max_bytes, cfg.max_pixels, cfg.max_seconds), threads=1)
         cut = windows(footage.frames, cfg.frames, cfg.stride or cfg.frames)
         if not cut:
             raise FootageError(f"shorter than one window: {len(footage.frames)} frames at {cfg.fps:g} fps "

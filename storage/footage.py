@@ -69,9 +69,10 @@ def _scaled_size(width: int, height: int, out_h: int, out_w: int) -> tuple[int, 
 
 
 def read_footage(data: bytes, fps: float, height: int, width: int,
-                 limits: FootageLimits = FootageLimits()) -> Footage:
+                 limits: FootageLimits = FootageLimits(), threads: int = 0) -> Footage:
     """Decode the first video stream of `data` at `fps` (each output frame is the last source frame shown at its
-    time), resized so it covers HxW and centre-cropped. Audio and other streams are ignored."""
+    time), resized so it covers HxW and centre-cropped. Audio and other streams are ignored. `threads`: decoder
+    threads (0: FFmpeg's choice, frame and slice threads over every core; a Ray task holding one CPU passes 1)."""
     if len(data) > limits.max_bytes:
         raise FootageError(f"the file is {len(data)} bytes; at most {limits.max_bytes} bytes (FootageLimits.max_bytes)")
     fmt = container_format(data[:16])
@@ -82,7 +83,8 @@ def read_footage(data: bytes, fps: float, height: int, width: int,
             if not container.streams.video:
                 raise FootageError(f"the {fmt} file holds no video stream")
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            stream.thread_type = "AUTO" if threads != 1 else "NONE"
+            stream.codec_context.thread_count = threads
             ctx = stream.codec_context
             _check_pixels(ctx.width, ctx.height, limits)
             declared = _seconds(container, stream)
