@@ -39,8 +39,10 @@ def train_distributed(preset_or_file: str, overrides: list[str], dry_run: bool, 
         summary = run_training(cfg, address, resume)
     except (TrainingError, StorageError, ValueError) as err:
         fail(str(err))
+    accuracy = (f"prompt accuracy seen {summary['prompt_accuracy_seen']:.2f}, held-out "
+                f"{summary['prompt_accuracy_heldout']:.2f}" if "prompt_accuracy_seen" in summary else
+                f"autoencoder reconstruction MSE {summary['autoencoder_mse']:.4f}")
     typer.echo(f"run {summary['run']}: {summary['steps']} steps, loss {summary['first_loss']:.3f} -> "
-               f"{summary['final_loss']:.3f}; prompt accuracy seen {summary['prompt_accuracy_seen']:.2f}, "
-               f"held-out {summary['prompt_accuracy_heldout']:.2f}\n"
+               f"{summary['final_loss']:.3f}; {accuracy}\n"
                f"checkpoints in {summary['run_dir']}/, model package (card, metrics.csv, loss_curve.png) in "
                f"{summary['package']}/")
