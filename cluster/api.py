@@ -18,6 +18,7 @@ RENDER_ID_PATTERN = r"^[0-9a-f]{32}$"
 TIER_HEADER = "X-Vidgen-Tier"
 REASON_HEADER = "X-Vidgen-Placement-Reason"
 REPLICA_HEADER = "X-Vidgen-Replica"
+MODEL_HEADER = "X-Vidgen-Model"  # NAME@vN#digest of the model that rendered the clip (an alias resolved)
 
 
 class VideoRequest(ClipRequest):

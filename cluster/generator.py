@@ -135,8 +135,8 @@ class Generator:
             self.held -= 1
         self.seconds_per_step += EMA_WEIGHT * (seconds / clip.steps - self.seconds_per_step)
         self.rendered += 1
-        return {"mp4": mp4, "tier": self.tier, "replica": self.replica, "steps": clip.steps,
-                "guidance": clip.guidance, "sample_s": seconds}
+        return {"mp4": mp4, "tier": self.tier, "replica": self.replica, "model": self.pipeline.label,
+                "steps": clip.steps, "guidance": clip.guidance, "sample_s": seconds}
 
 
 class TierBoard:

@@ -19,6 +19,7 @@ from ray import serve
 from ray.exceptions import RayActorError
 
 from cluster.api import (
+    MODEL_HEADER,
     REASON_HEADER,
     RENDER_ID_PATTERN,
     REPLICA_HEADER,
@@ -268,7 +269,8 @@ class Router:
             self.metrics.finished(placement.tier, "rejected")
             return _error(422, [{"loc": ["body", "prompt"], "msg": result["rejected"]}], placement)
         self.metrics.finished(placement.tier, "done", time.perf_counter() - started)
-        return Response(result["mp4"], media_type="video/mp4", headers={**headers, REPLICA_HEADER: result["replica"]})
+        return Response(result["mp4"], media_type="video/mp4",
+                        headers={**headers, REPLICA_HEADER: result["replica"], MODEL_HEADER: _header(result["model"])})
 
     async def _status(self, render_id: str) -> RenderStatus:
         try:

@@ -9,14 +9,14 @@ Layout under a registry root (a local folder or `s3://BUCKET/PREFIX`; default `$
 
 A push claims the next version number with a conditional write of `vN/.claim` (two pushers never get the
 same number), uploads the files, and writes `SHA256SUMS` last: a version without it is invisible to `list`,
-`latest` and `pull`. A pull downloads into a cache folder, checks every file against `SHA256SUMS`, and only
-then moves it into place; a cached copy is re-verified each time it is used. The cache is keyed by where the
-version came from and by its content (`CACHE/NAME/VERSION-<digest of the registry URI and SHA256SUMS>`), so
-`shapes@v1` from one registry never answers for `shapes@v1` from another. Stages for promotion and
-rollback will live beside the versions (`ROOT/NAME/stages/STAGE` naming a version).
+`latest` and `pull`. Aliases (`NAME@production`, `storage.aliases`) name a version and move by
+compare-and-swap under `ROOT/NAME/aliases/`. A pull downloads into a cache folder, checks every file
+against `SHA256SUMS`, and only then moves it into place; a cached copy is re-verified each time it is used. The
+cache is keyed by where the version came from and by its content (`CACHE/NAME/VERSION-<digest of the registry
+URI and SHA256SUMS>`), so `shapes@v1` from one registry never answers for `shapes@v1` from another.
 
-References: `NAME@v2`, `NAME@latest`, `NAME` (= latest), `registry://NAME@v2` (in the default root), or a
-full URI with a version, `s3://bucket/models/NAME@latest`.
+References: `NAME@v2`, `NAME@latest`, `NAME@ALIAS`, `NAME` (= latest), `registry://NAME@v2` (in the default
+root), or a full URI with a version, `s3://bucket/models/NAME@latest`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.aliases import ALIAS_NAME, current
 from storage.objectstore import AlreadyExists, Location, ObjectStore, StorageError, parse_uri
 from storage.package import SUMS_FILE, ModelFileError, format_sums, parse_sums, verify_package
 from storage.user_state import model_cache, registry_root
@@ -68,8 +69,9 @@ def parse_ref(ref: str, root: str | None = None) -> ModelRef:
     """`NAME[@VERSION]`, `registry://NAME[@VERSION]` or `URI/NAME[@VERSION]`; VERSION is `vN` or `latest`."""
     text = ref.removeprefix("registry://")
     body, _, version = text.rpartition("@") if "@" in text else (text, "", "latest")
-    if version != "latest" and not VERSION.match(version):
-        raise StorageError(f"model reference {ref!r} has version {version!r}: use vN (e.g. v3) or latest")
+    if version != "latest" and not VERSION.match(version) and not ALIAS_NAME.match(version):
+        raise StorageError(f"model reference {ref!r} has version {version!r}: use vN (e.g. v3), latest or an "
+                           "alias (e.g. production)")
     if "://" in body or "/" in body:  # a registry given by URI or path, ending in the model's name
         if ".." in body.split("/"):
             raise StorageError(f"model reference {ref!r} has a '..' in its path: give the model's own URI")
@@ -119,6 +121,15 @@ def resolve(ref: str | ModelRef, root: str | None = None, store: ObjectStore | N
                            f"`vidgen models push FOLDER {ref.model_uri.uri}`")
     if ref.version == "latest":
         return ModelRef(ref.model_uri, versions[-1])
+    if not VERSION.match(ref.version):  # an alias
+        record = current(ref.model_uri, ref.version, store)
+        if record is None:
+            raise StorageError(f"model {ref.name!r} has no alias {ref.version!r} at {ref.model_uri.uri}; set it with "
+                               f"`vidgen models promote {ref.name}@vN --to {ref.version}`")
+        if record.version not in versions:
+            raise StorageError(f"alias {ref.name}@{ref.version} names {record.version}, which is not a complete "
+                               f"version at {ref.model_uri.uri}")
+        return ModelRef(ref.model_uri, record.version)
     if ref.version not in versions:
         raise StorageError(f"model {ref.name!r} has no version {ref.version} at {ref.model_uri.uri}; it has "
                            f"{', '.join(versions)}")

@@ -42,6 +42,7 @@ def test_each_request_goes_to_a_tier_whose_model_makes_it(server):
         response = post(base, body)
         assert response.status_code == 200, (body, response.text)
         assert response.headers["X-Vidgen-Tier"] == tier, body
+        assert response.headers["X-Vidgen-Model"].startswith("tiny-wan#" if tier == "cloud" else "shapes-tiny#")
         assert decode(response.content).shape == shape
     neither = post(base, {"prompt": PROMPT, "frames": 10})
     assert neither.status_code == 422

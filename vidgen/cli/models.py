@@ -1,4 +1,5 @@
-"""`vidgen models push|import|pull|list`: versioned model packages in a registry (a folder or an S3 prefix)."""
+"""`vidgen models push|import|pull|list|promote|rollback|history`: versioned model packages in a registry (a folder
+or an S3 prefix), and aliases (NAME@production) moved by eval-gated promotion and rollback."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import typer
 from vidgen.cli._common import fail, setup_logging
 
 app = typer.Typer(help="Models: push vidgen packages or import diffusers pipeline folders as versions (NAME@vN, "
-                       "NAME@latest); pull and list them.",
+                       "NAME@latest); pull and list them; promote a version to an alias (NAME@production) behind "
+                       "an evaluation gate, roll it back, read its history.",
                   no_args_is_help=True)
 
 ROOT_HELP = "registry root: a folder or s3://BUCKET/PREFIX (default: $VIDGEN_REGISTRY or ~/.vidgen/registry)"
@@ -110,3 +112,86 @@ def list_(
         typer.echo(f"no models in {root or registry_root()}")
     for name, versions in models.items():
         typer.echo(f"{name}: {', '.join(versions)} (latest {versions[-1]})")
+
+
+@app.command()
+def promote(
+    ref: Annotated[str, typer.Argument(help="the candidate, NAME@vN (or NAME@latest)")],
+    to: Annotated[str, typer.Option("--to", help="the alias to move, e.g. production")],
+    reason: Annotated[str, typer.Option(help="why, for the alias's history")] = "",
+    force: Annotated[bool, typer.Option(help="move the alias even if the gate refuses (recorded as forced)")] = False,
+    clips: Annotated[int, typer.Option(help="evaluation clips per split, for both versions")] = 32,
+    root: Annotated[str | None, typer.Option(help=ROOT_HELP)] = None,
+) -> None:
+    """Evaluate NAME@vN and the version NAME@ALIAS names now on the same prompts and seeds, and move the alias only
+    if the candidate is not worse (prompt accuracy on seen and held-out compositions, seconds per clip)."""
+    setup_logging()
+    from storage.objectstore import StorageError
+    from storage.package import ModelFileError
+    from vidgen.runtime.promotion import promote as promote_model
+
+    name, _, version = ref.partition("@")
+    try:
+        record = promote_model(name, version or "latest", to, reason, force=force, root=root, clips=clips)
+    except (StorageError, ModelFileError, ValueError) as err:
+        fail(str(err))
+    found = record.evaluation
+    forced = " (forced past the gate: " + "; ".join(found["problems"]) + ")" if found.get("forced") else ""
+    typer.echo(f"{name}@{to} -> {record.version} (was {record.previous or 'unset'}), revision {record.revision}"
+               f"{forced}; candidate {_summary(found['candidate'])}"
+               + (f"; previous {_summary(found['current'])}" if "current" in found else ""))
+
+
+def _summary(facts: dict) -> str:
+    accuracy = ", ".join(f"{k} {v:.2f}" for k, v in facts.get("prompt_accuracy", {}).items())
+    return f"{facts['version']}: {accuracy + ', ' if accuracy else ''}{facts['seconds_per_clip']:.3f} s a clip"
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="model name in the registry")],
+    alias: Annotated[str, typer.Option(help="the alias to move back, e.g. production")],
+    reason: Annotated[str, typer.Option(help="why, for the alias's history")] = "",
+    root: Annotated[str | None, typer.Option(help=ROOT_HELP)] = None,
+) -> None:
+    """Move NAME@ALIAS back to the version it named before its last move (no evaluation: it is the way back)."""
+    setup_logging()
+    from storage.objectstore import StorageError
+    from vidgen.runtime.promotion import rollback as rollback_model
+
+    try:
+        record = rollback_model(name, alias, reason, root=root)
+    except StorageError as err:
+        fail(str(err))
+    typer.echo(f"{name}@{alias} -> {record.version} (was {record.previous}), revision {record.revision}")
+
+
+@app.command()
+def history(
+    name: Annotated[str, typer.Argument(help="model name in the registry")],
+    alias: Annotated[str | None, typer.Option(help="only this alias")] = None,
+    root: Annotated[str | None, typer.Option(help=ROOT_HELP)] = None,
+) -> None:
+    """Every move of the model's aliases: when, to which version, from which, by whom, why."""
+    setup_logging()
+    import datetime
+
+    from storage.aliases import aliases
+    from storage.aliases import history as alias_history
+    from storage.objectstore import StorageError
+    from storage.registry import model_location
+    from storage.user_state import registry_root
+
+    try:
+        model_uri = model_location(root or registry_root(), name).uri
+        names = [alias] if alias else aliases(model_uri)
+        records = [r for a in names for r in alias_history(model_uri, a)]
+    except StorageError as err:
+        fail(str(err))
+    if not records:
+        typer.echo(f"{name} has no aliases")
+    for r in sorted(records, key=lambda r: r.at):
+        at = datetime.datetime.fromtimestamp(r.at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        forced = " forced" if r.evaluation.get("forced") else ""
+        typer.echo(f"{at}  {r.alias} r{r.revision}: {r.previous or '-'} -> {r.version}  {r.kind}{forced} by {r.by}"
+                   f"{': ' + r.reason if r.reason else ''}")

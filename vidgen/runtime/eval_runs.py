@@ -36,8 +36,10 @@ def evaluate_model(model_ref: str | None, clips: int = 96, seed: int = 0, steps:
     facts = {"model": pipeline.label, "folder": str(pipeline.folder), "backend": pipeline.backend,
              "pipeline_class": pipeline.pipeline_class, "sampler": sampler.model_dump()}
     if pipeline.backend == "vidgen":
+        started = time.perf_counter()
         result = evaluate_splits(pipeline.model, pipeline.encoder, sampler, clips, seed, pipeline.dtype)
-        return {**facts, "clips_per_split": clips, **result}
+        seconds = (time.perf_counter() - started) / (clips * len(result))
+        return {**facts, "clips_per_split": clips, "seconds_per_clip": seconds, **result}
     specs = synth.sample_specs(clips, 10_000_000 + seed, "train", *caps.shape)
     requests = [resolve_clip(ClipRequest(prompt=s.caption, seed=seed + i), caps)[0] for i, s in enumerate(specs)]
     started = time.perf_counter()
