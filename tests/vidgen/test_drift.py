@@ -1,0 +1,38 @@
+"""Prompt drift: the encoder-only OOD score separates the built-in world's prompts (held-out compositions and
+paraphrases, never in the reference set) from prompts about anything else, including ones that share its words."""
+
+import torch
+from torchmetrics.functional.classification import binary_auroc
+
+from vidgen import synth
+from vidgen.drift import PromptDrift, world_prompt_drift
+
+UNRELATED = [
+    "a cat sleeping on a sofa", "a busy street in tokyo at night", "waves crashing on a rocky beach",
+    "a chef chopping onions in a kitchen", "a dog running through a park", "fireworks over a city skyline",
+    "a man playing guitar on a stage", "a timelapse of clouds over mountains", "a car driving through the desert",
+    "children playing football in the rain", "an astronaut floating in space", "a horse galloping across a field",
+    # sharing the world's words: colours, directions, shapes of other things
+    "a red car moving left on a highway", "a blue whale swimming up to the surface", "a green tractor in a field",
+    "a yellow school bus driving right", "a man in a square hat walking down the road", "a circle of friends laughing",
+    "the triangle player of an orchestra", "a magenta sunset over the sea moving slowly",
+]
+
+
+def test_the_score_separates_the_world_from_other_prompts(encoder):
+    drift = world_prompt_drift(encoder, references=384, calibration=192)
+    inside = [s.caption for s in synth.sample_specs(96, 77, "heldout", 8, 32, 32)]
+    inside += [s.caption for s in synth.sample_specs(96, 78, "train", 8, 32, 32, paraphrase=True)]
+    scores_in = drift.score(encoder.encode(inside).pooled)
+    scores_out = drift.score(encoder.encode(UNRELATED).pooled)
+    labels = torch.cat([torch.zeros(len(scores_in)), torch.ones(len(scores_out))]).int()
+    assert float(binary_auroc(torch.cat([scores_in, scores_out]), labels)) >= 0.9
+    assert float(drift.out_of_distribution(encoder.encode(inside).pooled).float().mean()) <= 0.1  # calibrated at 95%
+    assert float(drift.out_of_distribution(encoder.encode(UNRELATED).pooled).float().mean()) >= 0.8
+
+
+def test_scores_are_one_minus_the_nearest_similarities():
+    reference = torch.eye(3)
+    drift = PromptDrift(reference, k=1)
+    assert torch.allclose(drift.score(torch.tensor([[1.0, 0, 0], [0, 0, -2.0]])), torch.tensor([0.0, 1.0]))  # orthogonal to every reference: 1
+    assert drift.calibrate(torch.tensor([[1.0, 0.1, 0], [0, 1.0, 0]]), quantile=1.0) > 0
