@@ -71,6 +71,9 @@ class TierInfo(BaseModel):
     serves: dict | None = Field(None, description="model, folder, backend and pipeline class, int8, steps, "
                                                   "guidance, default clip shape, device, max_batch_size; null "
                                                   "while no replica reports")
+    prompt_ood_share: float | None = Field(None, description="share of the tier's recent prompts out of its model's "
+                                                             "training distribution (vidgen.drift); null when not "
+                                                             "monitored")
     capabilities: dict | None = Field(None, description="what the tier's model makes: frames, height and width "
                                                         "(default, min, max, multiple, remainder), default steps "
                                                         "and guidance, negative prompts, dtype, device")

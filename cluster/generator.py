@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import ray
 import torch
@@ -27,6 +28,62 @@ log = logging.getLogger(__name__)
 EMA_WEIGHT = 0.3
 
 
+@dataclass
+class LoadedModel:
+    """The model a replica serves now, with what it makes and its measured seconds per sampler step."""
+
+    pipeline: object
+    capabilities: object
+    serves: dict
+    seconds_per_step: float
+    drift: object = None  # vidgen.drift.PromptDrift of a model of the built-in world
+
+
+class PromptMonitor:
+    """Out-of-distribution prompts over the last `window` requests, and as Prometheus metrics
+    (`vidgen_prompts{tier,ood}`, `vidgen_prompt_ood_score{tier}`). Keeps scores, never prompts."""
+
+    def __init__(self, tier: str, window: int):
+        from collections import deque
+
+        from ray.serve import metrics
+
+        self.tier, self.recent = tier, deque(maxlen=window)
+        self.prompts = metrics.Counter("vidgen_prompts", "prompts by tier and whether they were out of distribution",
+                                       tag_keys=("tier", "ood"))
+        self.scores = metrics.Histogram("vidgen_prompt_ood_score", "prompt drift scores (0: like training captions)",
+                                        boundaries=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8], tag_keys=("tier",))
+
+    def observe(self, score: float, threshold: float) -> None:
+        ood = score > threshold
+        self.recent.append(ood)
+        self.prompts.inc(tags={"tier": self.tier, "ood": str(ood).lower()})
+        self.scores.observe(score, tags={"tier": self.tier})
+
+    def share(self) -> float | None:
+        return sum(self.recent) / len(self.recent) if self.recent else None
+
+
+def following(ref: str) -> bool:
+    """Whether a model reference moves: a registry reference naming an alias or `latest`, not a pinned vN."""
+    if "@" not in ref:
+        return False
+    version = ref.rpartition("@")[2]
+    return not (version.startswith("v") and version[1:].isdigit())
+
+
+def resolved_version(ref: str) -> str:
+    """The version a moving reference names now (one listing of the registry)."""
+    from storage.registry import resolve
+
+    return resolve(ref).version
+
+
+def label_version(label: str) -> str:
+    """`vN` of a label `NAME@vN#digest`."""
+    return label.partition("@")[2].partition("#")[0]
+
+
 class PromptRejected(ValueError):
     """The text encoder refused the prompt (e.g. too many tokens): the caller's fault, answered with 422."""
 
@@ -37,29 +94,15 @@ class Generator:
     async def __init__(self, tier: str, tier_config: dict, board, report_every_s: float):
         # Imported here: the driver and the router import this module to build the app, and need no model code.
         from cluster.serve_config import TierConfig
-        from vidgen.runtime.pipeline import VideoPipeline
-        from vidgen.text import TextEncoder
 
-        cfg = TierConfig.model_validate(tier_config)
+        self.cfg = cfg = TierConfig.model_validate(tier_config)
         torch.set_num_threads(cfg.torch_threads)
         self.sampler_thread = ThreadPoolExecutor(1, thread_name_prefix="sampler", initializer=torch.set_num_threads,
                                                  initargs=(cfg.torch_threads,))
         self.tier, self.board, self.report_every_s = tier, board, report_every_s
-        device = "cuda" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
-        self.pipeline = VideoPipeline.from_reference(cfg.model, TextEncoder(cache_entries=cfg.text_cache_entries),
-                                                     device=device, int8=cfg.int8, options=cfg.pipeline)
-        self.capabilities = self.pipeline.capabilities.with_defaults(cfg.steps, cfg.guidance, cfg.frames,
-                                                                     cfg.height, cfg.width)
-        caps = self.capabilities
+        self.device = "cuda" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         self._render_batch.set_max_batch_size(cfg.max_batch_size)
         self._render_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
-        # What this replica serves, reported with its state (GET /v1/models, the router's request checks).
-        frames, height, width = caps.shape
-        self.serves = {"model": cfg.model, "label": self.pipeline.label, "folder": self.pipeline.folder.name,
-                       "backend": self.pipeline.backend, "pipeline_class": self.pipeline.pipeline_class,
-                       "int8": cfg.int8, "steps": caps.steps, "guidance": caps.guidance, "frames": frames,
-                       "height": height, "width": width, "device": device, "max_batch_size": cfg.max_batch_size,
-                       "capabilities": caps.model_dump()}
         self.held = 0
         self.rendered = 0
         self.largest_batch = 0
@@ -67,45 +110,99 @@ class Generator:
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.actor_name = context.get_actor_name()
         self.resources = context.get_assigned_resources()
+        self.loaded = await asyncio.to_thread(self._load)
+        self.monitor = PromptMonitor(tier, cfg.drift_window)
+        loop = asyncio.get_running_loop()
+        self._reporter = loop.create_task(self._report_forever())
+        self._follower = loop.create_task(self._follow_forever()) if following(cfg.model) else None
+
+    def _load(self) -> LoadedModel:
+        """Resolve, verify and load the tier's model, and time one warm-up clip on the sampler thread (off the event
+        loop: a replica following an alias keeps serving the old model meanwhile)."""
+        from vidgen.runtime.pipeline import VideoPipeline
+        from vidgen.text import TextEncoder
+
+        cfg = self.cfg
+        pipeline = VideoPipeline.from_reference(cfg.model, TextEncoder(cache_entries=cfg.text_cache_entries),
+                                                device=self.device, int8=cfg.int8, options=cfg.pipeline)
+        caps = pipeline.capabilities.with_defaults(cfg.steps, cfg.guidance, cfg.frames, cfg.height, cfg.width)
+        frames, height, width = caps.shape
+        # What this replica serves, reported with its state (GET /v1/models, the router's request checks).
+        serves = {"model": cfg.model, "label": pipeline.label, "folder": pipeline.folder.name,
+                  "backend": pipeline.backend, "pipeline_class": pipeline.pipeline_class, "int8": cfg.int8,
+                  "steps": caps.steps, "guidance": caps.guidance, "frames": frames, "height": height, "width": width,
+                  "device": self.device, "max_batch_size": cfg.max_batch_size, "capabilities": caps.model_dump()}
+        drift = None
+        if cfg.prompt_drift and pipeline.backend == "vidgen":  # its reference set: the built-in world's captions
+            from vidgen.drift import world_prompt_drift
+
+            drift = world_prompt_drift(pipeline.encoder, frames=frames, height=height, width=width)
+        loaded = LoadedModel(pipeline, caps, serves, 0.0, drift)
         warm_up, _ = resolve_clip(ClipRequest(prompt="a red square moving right"), caps)
-        _, seconds = await self._on_sampler_thread([warm_up])
-        self.seconds_per_step = seconds / caps.steps
-        self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
+        _, seconds = self.sampler_thread.submit(self._sample, [warm_up], loaded).result()
+        loaded.seconds_per_step = seconds / caps.steps
+        return loaded
 
-    async def _on_sampler_thread(self, clips: list[ResolvedClip]):
-        return await asyncio.get_running_loop().run_in_executor(self.sampler_thread, self._sample, clips)
+    async def _follow_forever(self) -> None:
+        """Poll the alias (or `latest`) the tier's model names; when it names another version, load that one beside
+        the current model and swap between batches: requests in flight finish on the model they started on."""
+        while True:
+            await asyncio.sleep(self.cfg.alias_poll_s)
+            try:
+                version = await asyncio.to_thread(resolved_version, self.cfg.model)
+                if version != label_version(self.loaded.pipeline.label):
+                    started = time.perf_counter()
+                    replacement = await asyncio.to_thread(self._load)
+                    old, self.loaded = self.loaded.pipeline.label, replacement
+                    log.info("%s now serves %s (was %s), loaded in %.1f s", self.cfg.model,
+                             replacement.pipeline.label, old, time.perf_counter() - started)
+            except Exception as exc:  # a registry hiccup must not take the replica down; the next poll retries
+                log.warning("following %s failed: %s", self.cfg.model, exc)
 
-    def _sample(self, clips: list[ResolvedClip]):
+    @property
+    def capabilities(self):
+        return self.loaded.capabilities
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.loaded.seconds_per_step
+
+    async def _on_sampler_thread(self, clips: list[ResolvedClip], loaded: LoadedModel):
+        return await asyncio.get_running_loop().run_in_executor(self.sampler_thread, self._sample, clips, loaded)
+
+    def _sample(self, clips: list[ResolvedClip], loaded: LoadedModel):
         """On the sampler thread: (each clip's frames, or the PromptRejected of a prompt the encoder refuses; seconds
         spent sampling per clip), not counting the wait for the thread. The clips share their settings."""
         started = time.perf_counter()
-        text, refused = self.pipeline.encode([c.prompt for c in clips])
+        text, refused = loaded.pipeline.encode([c.prompt for c in clips])
         good = [c for i, c in enumerate(clips) if i not in refused]
-        made = iter(self.pipeline.generate(good, text).frames if good else [])
+        made = iter(loaded.pipeline.generate(good, text).frames if good else [])
         out = [PromptRejected(refused[i]) if i in refused else next(made) for i in range(len(clips))]
         return out, (time.perf_counter() - started) / max(len(good), 1)
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
     async def _render_batch(self, clips: list[ResolvedClip]) -> list:
-        """Clips that arrived together: those sharing their settings sampled in one call, one group after another;
-        per clip, (frames, seconds per clip of its group) or its PromptRejected."""
+        """Clips that arrived together: those sharing their settings sampled in one call, one group after another,
+        all on the model loaded when the batch began; per clip, (frames, seconds per clip of its group, the model's
+        label) or its PromptRejected."""
         self.largest_batch = max(self.largest_batch, len(clips))
+        loaded = self.loaded
         groups: dict[tuple, list[int]] = {}
         for i, clip in enumerate(clips):
             groups.setdefault(clip.settings, []).append(i)
         results: list = [None] * len(clips)
         for indices in groups.values():
-            made, seconds = await self._on_sampler_thread([clips[i] for i in indices])
+            made, seconds = await self._on_sampler_thread([clips[i] for i in indices], loaded)
             for i, frames in zip(indices, made, strict=True):
-                results[i] = frames if isinstance(frames, PromptRejected) else (frames, seconds)
+                results[i] = frames if isinstance(frames, PromptRejected) else (frames, seconds, loaded)
         return results
 
     def _report(self) -> dict:
         return {"tier": self.tier, "replica": self.replica, "actor_name": self.actor_name,
                 "resources": self.resources, "held": self.held, "rendered": self.rendered,
-                "largest_batch": self.largest_batch,
+                "largest_batch": self.largest_batch, "prompt_ood_share": self.monitor.share(),
                 "seconds_per_step": self.seconds_per_step, "default_steps": self.capabilities.steps,
-                "serves": self.serves}
+                "serves": self.loaded.serves}
 
     async def _report_forever(self) -> None:
         while True:
@@ -124,18 +221,23 @@ class Generator:
         if problems:
             return {"rejected": "; ".join(f"{p.field}: {p.reason}" for p in problems), "tier": self.tier,
                     "replica": self.replica}
+        loaded = self.loaded
+        if loaded.drift is not None:
+            text, refused = loaded.pipeline.encode([clip.prompt])  # cached: the sampler reuses it
+            if not refused:
+                self.monitor.observe(float(loaded.drift.score(text.pooled)[0]), loaded.drift.threshold)
         self.held += 1
         try:
             made = await self._render_batch(clip)
             if isinstance(made, PromptRejected):
                 return {"rejected": str(made), "tier": self.tier, "replica": self.replica}
-            frames, seconds = made
+            frames, seconds, loaded = made
             mp4 = await asyncio.to_thread(encode, frames)
         finally:
             self.held -= 1
-        self.seconds_per_step += EMA_WEIGHT * (seconds / clip.steps - self.seconds_per_step)
+        loaded.seconds_per_step += EMA_WEIGHT * (seconds / clip.steps - loaded.seconds_per_step)
         self.rendered += 1
-        return {"mp4": mp4, "tier": self.tier, "replica": self.replica, "model": self.pipeline.label,
+        return {"mp4": mp4, "tier": self.tier, "replica": self.replica, "model": loaded.pipeline.label,
                 "steps": clip.steps, "guidance": clip.guidance, "sample_s": seconds}
 
 

@@ -203,8 +203,11 @@ class Router:
         tiers = []
         for state in self._tier_states(None):
             serves = next((r["serves"] for r in self.reports if r["tier"] == state.name), None)
+            shares = [r["prompt_ood_share"] for r in self.reports
+                      if r["tier"] == state.name and r.get("prompt_ood_share") is not None]
             tiers.append(TierInfo(tier=state.name, replicas=state.replicas, serves=serves,
                                   capabilities=serves["capabilities"] if serves else None,
+                                  prompt_ood_share=sum(shares) / len(shares) if shares else None,
                                   seconds_per_clip=state.seconds_per_clip if state.healthy else None))
         return ModelsResponse(tiers=tiers)
 

@@ -58,6 +58,13 @@ class TierConfig(BaseModel):
     height: int | None = Field(None, ge=1, description="height of a request that names none; None: the model's")
     width: int | None = Field(None, ge=1, description="width of a request that names none; None: the model's")
     int8: bool = Field(False, description="int8 linear weights (vidgen.quantize; a diffusers model's transformer)")
+    prompt_drift: bool = Field(True, description="score every prompt's distance from the training captions "
+                                                 "(vidgen models of the built-in world; vidgen.drift)")
+    drift_window: int = Field(200, ge=1, description="requests the rolling share of out-of-distribution prompts "
+                                                     "covers")
+    alias_poll_s: float = Field(10.0, gt=0, description="a model named by an alias or @latest is looked up this "
+                                                        "often; a new version is loaded beside the old one and "
+                                                        "swapped in between batches")
     pipeline: PipelineOptions = Field(default_factory=PipelineOptions,
                                       description="dtype and the memory switches of diffusers pipelines")
     max_batch_size: int = Field(1, ge=1, le=64, description="requests a replica samples together (Ray Serve "

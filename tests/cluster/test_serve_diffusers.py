@@ -81,3 +81,18 @@ def test_requests_arriving_together_are_sampled_as_one_batch(server):
 
     difference = np.abs(decode(alone.content).astype(int) - decode(together[1].content).astype(int))
     assert difference.mean() < 1.0
+
+
+def test_prompts_far_from_the_training_captions_are_counted_not_kept(server):
+    base, _ = server
+    for prompt in ("a red square moving right", "a blue circle moving down"):
+        assert post(base, {"prompt": prompt, "quality": "draft"}).status_code == 200
+    before = requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["tiers"]
+    for prompt in ("a cat sleeping on a sofa", "fireworks over a city skyline", "a chef chopping onions"):
+        assert post(base, {"prompt": prompt, "quality": "draft"}).status_code == 200
+    edge = wait_for(lambda: [r for r in board_reports() if r["tier"] == "edge"
+                             and (r["prompt_ood_share"] or 0) >= 3 / (3 + 2 + 8)], 10, "the drift share")
+    assert edge[0]["prompt_ood_share"] < 1  # the in-world prompts (this module's others too) are in the window
+    tiers = {t["tier"]: t for t in requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["tiers"]}
+    assert tiers["edge"]["prompt_ood_share"] > ({t["tier"]: t for t in before}["edge"]["prompt_ood_share"] or 0)
+    assert tiers["cloud"]["prompt_ood_share"] is None  # a diffusers model: no reference set to compare with

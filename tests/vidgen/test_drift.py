@@ -34,5 +34,6 @@ def test_the_score_separates_the_world_from_other_prompts(encoder):
 def test_scores_are_one_minus_the_nearest_similarities():
     reference = torch.eye(3)
     drift = PromptDrift(reference, k=1)
-    assert torch.allclose(drift.score(torch.tensor([[1.0, 0, 0], [0, 0, -2.0]])), torch.tensor([0.0, 1.0]))  # orthogonal to every reference: 1
+    scores = drift.score(torch.tensor([[1.0, 0, 0], [0, 0, -2.0]]))
+    assert torch.allclose(scores, torch.tensor([0.0, 1.0]))  # a reference itself: 0; orthogonal to all but -1: 1
     assert drift.calibrate(torch.tensor([[1.0, 0.1, 0], [0, 1.0, 0]]), quantile=1.0) > 0

@@ -13,6 +13,7 @@ knows no Ray: `jobs/` and `cluster/` build on it. Modules:
     options.py         PipelineOptions: dtype and memory switches (render and serving configs)
     manifest.py        render manifests (JSONL/CSV) validated row by row into clip requests
     eval_runs.py       prompt accuracy of a model by reference
+    promotion.py       eval-gated promotion and rollback of registry aliases
     local_training.py  `vidgen train` in one process, into a package folder with its artifacts
     artifacts.py       what runs leave: the model card, metrics.csv
     plots.py           loss curve and contact sheet PNGs
