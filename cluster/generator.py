@@ -1,11 +1,13 @@
-"""A tier's replica: one model loaded once, sampling batches of requests, reporting its state to the board.
+"""A tier's replica: one model loaded at a time, sampling batches of requests, reporting its state to the board.
 
 The sampler is not safe to run concurrently (and on a CPU two at once only share the cores), so renders run one
 batch at a time on one sampler thread. Requests that arrive together are batched by Ray Serve (`@serve.batch`, up
 to the tier's `max_batch_size`, waiting at most `batch_wait_timeout_s` for more): those sharing their shape and
 settings are sampled in one call. The requests waiting are held here (up to `max_ongoing_requests`), where the
 replica can count them. Every `report_every_s` the replica tells the `TierBoard` how many requests it holds and its
-measured seconds per step: that, not a guess, is what the placement policy reads.
+measured seconds per step: that, not a guess, is what the placement policy reads. A tier whose model is an alias
+follows it (`cluster.alias_following`): the next version is loaded beside the current one and swapped in between
+batches. The replica scores prompts and probes clips (`cluster.monitors`) and may roll its alias back.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import ray
 import torch
 from ray import serve
 
+from cluster.alias_following import following, label_version, resolved_version, roll_back_alias
+from cluster.monitors import PromptMonitor, QualityMonitor
 from vidgen.clip_request import ClipRequest, ResolvedClip, resolve_clip
 
 log = logging.getLogger(__name__)
@@ -37,51 +41,6 @@ class LoadedModel:
     serves: dict
     seconds_per_step: float
     drift: object = None  # vidgen.drift.PromptDrift of a model of the built-in world
-
-
-class PromptMonitor:
-    """Out-of-distribution prompts over the last `window` requests, and as Prometheus metrics
-    (`vidgen_prompts{tier,ood}`, `vidgen_prompt_ood_score{tier}`). Keeps scores, never prompts."""
-
-    def __init__(self, tier: str, window: int):
-        from collections import deque
-
-        from ray.serve import metrics
-
-        self.tier, self.recent = tier, deque(maxlen=window)
-        self.prompts = metrics.Counter("vidgen_prompts", "prompts by tier and whether they were out of distribution",
-                                       tag_keys=("tier", "ood"))
-        self.scores = metrics.Histogram("vidgen_prompt_ood_score", "prompt drift scores (0: like training captions)",
-                                        boundaries=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8], tag_keys=("tier",))
-
-    def observe(self, score: float, threshold: float) -> None:
-        ood = score > threshold
-        self.recent.append(ood)
-        self.prompts.inc(tags={"tier": self.tier, "ood": str(ood).lower()})
-        self.scores.observe(score, tags={"tier": self.tier})
-
-    def share(self) -> float | None:
-        return sum(self.recent) / len(self.recent) if self.recent else None
-
-
-def following(ref: str) -> bool:
-    """Whether a model reference moves: a registry reference naming an alias or `latest`, not a pinned vN."""
-    if "@" not in ref:
-        return False
-    version = ref.rpartition("@")[2]
-    return not (version.startswith("v") and version[1:].isdigit())
-
-
-def resolved_version(ref: str) -> str:
-    """The version a moving reference names now (one listing of the registry)."""
-    from storage.registry import resolve
-
-    return resolve(ref).version
-
-
-def label_version(label: str) -> str:
-    """`vN` of a label `NAME@vN#digest`."""
-    return label.partition("@")[2].partition("#")[0]
 
 
 class PromptRejected(ValueError):
@@ -112,6 +71,7 @@ class Generator:
         self.resources = context.get_assigned_resources()
         self.loaded = await asyncio.to_thread(self._load)
         self.monitor = PromptMonitor(tier, cfg.drift_window)
+        self.quality = QualityMonitor(tier, cfg.quality_probe) if cfg.quality_probe else None
         loop = asyncio.get_running_loop()
         self._reporter = loop.create_task(self._report_forever())
         self._follower = loop.create_task(self._follow_forever()) if following(cfg.model) else None
@@ -154,6 +114,8 @@ class Generator:
                     started = time.perf_counter()
                     replacement = await asyncio.to_thread(self._load)
                     old, self.loaded = self.loaded.pipeline.label, replacement
+                    if self.quality is not None:
+                        self.quality.reset()  # a new model: its own window
                     log.info("%s now serves %s (was %s), loaded in %.1f s", self.cfg.model,
                              replacement.pipeline.label, old, time.perf_counter() - started)
             except Exception as exc:  # a registry hiccup must not take the replica down; the next poll retries
@@ -197,10 +159,30 @@ class Generator:
                 results[i] = frames if isinstance(frames, PromptRejected) else (frames, seconds, loaded)
         return results
 
+    async def _probe(self, prompt: str, frames, loaded: LoadedModel) -> None:
+        """Read a served clip back (sampled) and roll the alias back if the rolling quality regressed."""
+        from vidgen import synth
+        from vidgen.metrics import prompt_accuracy
+
+        truth = synth.parse_caption(prompt)
+        if truth is None or not self.quality.due():
+            return
+        self.quality.observe(prompt_accuracy([frames], [truth]).all_three)
+        if self.quality.regressed() and following(self.cfg.model) and self.cfg.quality_probe.rollback:
+            probe = self.cfg.quality_probe
+            reason = (f"rolling prompt accuracy {self.quality.quality():.2f} < {probe.min_quality} over the last "
+                      f"{len(self.quality.recent)} probes of {loaded.pipeline.label}")
+            moved = await asyncio.to_thread(roll_back_alias, self.cfg.model, loaded.pipeline.label, reason)
+            self.quality.reset()
+            if moved:
+                self.quality.rollbacks.inc(tags={"tier": self.tier})
+                log.warning("%s rolled back to %s: %s", self.cfg.model, moved, reason)
+
     def _report(self) -> dict:
         return {"tier": self.tier, "replica": self.replica, "actor_name": self.actor_name,
                 "resources": self.resources, "held": self.held, "rendered": self.rendered,
                 "largest_batch": self.largest_batch, "prompt_ood_share": self.monitor.share(),
+                "quality": self.quality.quality() if self.quality else None,
                 "seconds_per_step": self.seconds_per_step, "default_steps": self.capabilities.steps,
                 "serves": self.loaded.serves}
 
@@ -237,6 +219,8 @@ class Generator:
             self.held -= 1
         loaded.seconds_per_step += EMA_WEIGHT * (seconds / clip.steps - loaded.seconds_per_step)
         self.rendered += 1
+        if self.quality is not None and loaded.pipeline.backend == "vidgen":  # the detector reads the built-in world
+            await self._probe(clip.prompt, frames, loaded)
         return {"mp4": mp4, "tier": self.tier, "replica": self.replica, "model": loaded.pipeline.label,
                 "steps": clip.steps, "guidance": clip.guidance, "sample_s": seconds}
 

@@ -44,6 +44,24 @@ class Autoscaling(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+class QualityProbe(BaseModel):
+    """A sampled check of the clips a tier serves, and the rule that rolls its alias back when they get worse.
+
+    For prompts in the built-in world's words, every `every`-th served clip is read back by the detector (prompt
+    accuracy, all three of colour, shape and direction); the rolling mean over the last `window` probes is the
+    tier's quality. With `rollback`, a tier following an alias moves the alias back to its previous version once
+    at least `min_probes` probes average below `min_quality` (recorded as an automatic rollback, with the numbers).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: int = Field(10, ge=1, description="probe one in this many in-world requests")
+    window: int = Field(50, ge=1)
+    min_probes: int = Field(20, ge=1)
+    min_quality: float = Field(0.5, ge=0, le=1, description="rolling prompt accuracy below this is a regression")
+    rollback: bool = Field(False, description="move the tier's alias back automatically on a regression")
+
+
 class TierConfig(BaseModel):
     """One tier: which model it loads, how it samples, what a replica asks Ray for, how it scales."""
 
@@ -62,6 +80,9 @@ class TierConfig(BaseModel):
                                                  "(vidgen models of the built-in world; vidgen.drift)")
     drift_window: int = Field(200, ge=1, description="requests the rolling share of out-of-distribution prompts "
                                                      "covers")
+    quality_probe: QualityProbe | None = Field(None, description="sampled quality checks of served clips and "
+                                                                 "automatic rollback (vidgen models of the built-in "
+                                                                 "world)")
     alias_poll_s: float = Field(10.0, gt=0, description="a model named by an alias or @latest is looked up this "
                                                         "often; a new version is loaded beside the old one and "
                                                         "swapped in between batches")

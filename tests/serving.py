@@ -63,3 +63,19 @@ def board_reports() -> list[dict]:
 
 def post(base: str, body: dict, headers=AUTH, timeout=60) -> requests.Response:
     return requests.post(f"{base}/v1/videos", json=body, headers=headers, timeout=timeout)
+
+
+def metric(name: str) -> dict[tuple, float]:
+    """One metric from this node's Prometheus endpoint (Ray's metrics agent): {(tier, outcome/spilled/ood): value}."""
+    import re
+
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    values: dict[tuple, float] = {}
+    for line in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + "{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name) + 1:line.rindex("}")]))
+            key = (labels.get("tier"), labels.get("outcome", labels.get("spilled", labels.get("ood"))))
+            values[key] = values.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return values

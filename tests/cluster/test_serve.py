@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.serving import AUTH, PROMPT, TOKEN, board_reports, deployed, post, wait_for
+from tests.serving import AUTH, PROMPT, TOKEN, board_reports, deployed, metric, post, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -87,22 +87,6 @@ def test_requests_land_on_the_tier_the_policy_names(server):
     assert by_tier["edge"]["serves"]["int8"] and by_tier["edge"]["serves"]["steps"] == 2
     assert not by_tier["cloud"]["serves"]["int8"] and by_tier["cloud"]["serves"]["steps"] == 4
     assert by_tier["edge"]["serves"]["frames"] == 8 and by_tier["edge"]["seconds_per_clip"] > 0
-
-
-def metric(name: str) -> dict[tuple, float]:
-    """One metric from this node's Prometheus endpoint (Ray's metrics agent): {(tier, outcome/spilled): value}."""
-    import re
-
-    import ray
-
-    port = ray._private.worker.global_worker.node.metrics_export_port
-    values: dict[tuple, float] = {}
-    for line in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + "{"):
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name) + 1:line.rindex("}")]))
-            key = (labels.get("tier"), labels.get("outcome", labels.get("spilled")))
-            values[key] = values.get(key, 0) + float(line.rsplit(" ", 1)[1])
-    return values
 
 
 def test_metrics_count_requests_and_placements_per_tier(server):

@@ -1,0 +1,60 @@
+"""What a serving replica watches: how far its prompts are from the training captions, and how good its clips are.
+
+Both keep numbers, never prompts, and export them through `ray.serve.metrics` (Ray's metrics agent).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ray.serve import metrics
+
+
+class PromptMonitor:
+    """Out-of-distribution prompts over the last `window` requests, and as Prometheus metrics
+    (`vidgen_prompts{tier,ood}`, `vidgen_prompt_ood_score{tier}`). Keeps scores, never prompts."""
+
+    def __init__(self, tier: str, window: int):
+        self.tier, self.recent = tier, deque(maxlen=window)
+        self.prompts = metrics.Counter("vidgen_prompts", "prompts by tier and whether they were out of distribution",
+                                       tag_keys=("tier", "ood"))
+        self.scores = metrics.Histogram("vidgen_prompt_ood_score", "prompt drift scores (0: like training captions)",
+                                        boundaries=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8], tag_keys=("tier",))
+
+    def observe(self, score: float, threshold: float) -> None:
+        ood = score > threshold
+        self.recent.append(ood)
+        self.prompts.inc(tags={"tier": self.tier, "ood": str(ood).lower()})
+        self.scores.observe(score, tags={"tier": self.tier})
+
+    def share(self) -> float | None:
+        return sum(self.recent) / len(self.recent) if self.recent else None
+
+
+class QualityMonitor:
+    """The rolling prompt accuracy of sampled served clips (`QualityProbe`), as `vidgen_quality_probe{tier}` and
+    in the replica's report; `vidgen_automatic_rollbacks{tier}` counts the rollbacks it triggered."""
+
+    def __init__(self, tier: str, probe):
+        self.tier, self.probe, self.seen, self.recent = tier, probe, 0, deque(maxlen=probe.window)
+        self.gauge = metrics.Gauge("vidgen_quality_probe", "rolling prompt accuracy of sampled served clips",
+                                   tag_keys=("tier",))
+        self.rollbacks = metrics.Counter("vidgen_automatic_rollbacks", "alias rollbacks after a quality regression",
+                                         tag_keys=("tier",))
+
+    def due(self) -> bool:
+        self.seen += 1
+        return self.seen % self.probe.every == 0
+
+    def observe(self, accuracy: float) -> None:
+        self.recent.append(accuracy)
+        self.gauge.set(self.quality(), tags={"tier": self.tier})
+
+    def quality(self) -> float | None:
+        return sum(self.recent) / len(self.recent) if self.recent else None
+
+    def regressed(self) -> bool:
+        return len(self.recent) >= self.probe.min_probes and self.quality() < self.probe.min_quality
+
+    def reset(self) -> None:
+        self.recent.clear()
