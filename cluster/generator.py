@@ -160,12 +160,16 @@ class Generator:
         return results
 
     async def _probe(self, prompt: str, frames, loaded: LoadedModel) -> None:
-        """Read a served clip back (sampled) and roll the alias back if the rolling quality regressed."""
+        """Probe a sampled served clip: its temporal consistency (any model), and for a vidgen model of the built-in
+        world with an in-world prompt its prompt accuracy; roll the alias back if that rolling quality regressed."""
         from vidgen import synth
-        from vidgen.metrics import prompt_accuracy
+        from vidgen.metrics import prompt_accuracy, temporal_consistency
 
-        truth = synth.parse_caption(prompt)
-        if truth is None or not self.quality.due():
+        if not self.quality.due():
+            return
+        self.quality.observe_consistency(temporal_consistency(frames))
+        truth = synth.parse_caption(prompt) if loaded.pipeline.backend == "vidgen" else None
+        if truth is None:
             return
         self.quality.observe(prompt_accuracy([frames], [truth]).all_three)
         if self.quality.regressed() and following(self.cfg.model) and self.cfg.quality_probe.rollback:
@@ -183,6 +187,7 @@ class Generator:
                 "resources": self.resources, "held": self.held, "rendered": self.rendered,
                 "largest_batch": self.largest_batch, "prompt_ood_share": self.monitor.share(),
                 "quality": self.quality.quality() if self.quality else None,
+                "temporal_consistency": self.quality.consistency() if self.quality else None,
                 "seconds_per_step": self.seconds_per_step, "default_steps": self.capabilities.steps,
                 "serves": self.loaded.serves}
 
@@ -219,7 +224,7 @@ class Generator:
             self.held -= 1
         loaded.seconds_per_step += EMA_WEIGHT * (seconds / clip.steps - loaded.seconds_per_step)
         self.rendered += 1
-        if self.quality is not None and loaded.pipeline.backend == "vidgen":  # the detector reads the built-in world
+        if self.quality is not None:
             await self._probe(clip.prompt, frames, loaded)
         return {"mp4": mp4, "tier": self.tier, "replica": self.replica, "model": loaded.pipeline.label,
                 "steps": clip.steps, "guidance": clip.guidance, "sample_s": seconds}

@@ -32,13 +32,17 @@ class PromptMonitor:
 
 
 class QualityMonitor:
-    """The rolling prompt accuracy of sampled served clips (`QualityProbe`), as `vidgen_quality_probe{tier}` and
-    in the replica's report; `vidgen_automatic_rollbacks{tier}` counts the rollbacks it triggered."""
+    """The rolling prompt accuracy (in-world prompts) and temporal consistency (any clip) of sampled served clips
+    (`QualityProbe`), as `vidgen_quality_probe{tier}`, `vidgen_temporal_consistency{tier}` and in the replica's
+    report; `vidgen_automatic_rollbacks{tier}` counts the rollbacks it triggered."""
 
     def __init__(self, tier: str, probe):
         self.tier, self.probe, self.seen, self.recent = tier, probe, 0, deque(maxlen=probe.window)
+        self.consistencies = deque(maxlen=probe.window)
         self.gauge = metrics.Gauge("vidgen_quality_probe", "rolling prompt accuracy of sampled served clips",
                                    tag_keys=("tier",))
+        self.consistency_gauge = metrics.Gauge("vidgen_temporal_consistency", "rolling temporal consistency of "
+                                               "sampled served clips (1: no flicker)", tag_keys=("tier",))
         self.rollbacks = metrics.Counter("vidgen_automatic_rollbacks", "alias rollbacks after a quality regression",
                                          tag_keys=("tier",))
 
@@ -50,6 +54,13 @@ class QualityMonitor:
         self.recent.append(accuracy)
         self.gauge.set(self.quality(), tags={"tier": self.tier})
 
+    def observe_consistency(self, value: float) -> None:
+        self.consistencies.append(value)
+        self.consistency_gauge.set(self.consistency(), tags={"tier": self.tier})
+
+    def consistency(self) -> float | None:
+        return sum(self.consistencies) / len(self.consistencies) if self.consistencies else None
+
     def quality(self) -> float | None:
         return sum(self.recent) / len(self.recent) if self.recent else None
 
@@ -58,3 +69,4 @@ class QualityMonitor:
 
     def reset(self) -> None:
         self.recent.clear()
+        self.consistencies.clear()

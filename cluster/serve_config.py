@@ -47,15 +47,16 @@ class Autoscaling(BaseModel):
 class QualityProbe(BaseModel):
     """A sampled check of the clips a tier serves, and the rule that rolls its alias back when they get worse.
 
-    For prompts in the built-in world's words, every `every`-th served clip is read back by the detector (prompt
-    accuracy, all three of colour, shape and direction); the rolling mean over the last `window` probes is the
-    tier's quality. With `rollback`, a tier following an alias moves the alias back to its previous version once
+    Every `every`-th served clip is probed: its temporal consistency (any model; `vidgen.metrics`) and, for a
+    vidgen model of the built-in world and a prompt in its words, its prompt accuracy read back by the detector
+    (all three of colour, shape and direction); the rolling mean over the last `window` probes is the tier's
+    quality. With `rollback`, a tier following an alias moves the alias back to its previous version once
     at least `min_probes` probes average below `min_quality` (recorded as an automatic rollback, with the numbers).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    every: int = Field(10, ge=1, description="probe one in this many in-world requests")
+    every: int = Field(10, ge=1, description="probe one in this many served clips")
     window: int = Field(50, ge=1)
     min_probes: int = Field(20, ge=1)
     min_quality: float = Field(0.5, ge=0, le=1, description="rolling prompt accuracy below this is a regression")

@@ -126,6 +126,15 @@ def prompt_accuracy(clips, truths: list[tuple[str, str, str]]) -> PromptAccuracy
     return PromptAccuracy(float(colour), float(shape), float(direction), float(hits.all(axis=1).mean()), n)
 
 
+def temporal_consistency(clip: np.ndarray) -> float:
+    """1 - the mean absolute difference of consecutive frames (pixels in [0, 1]), after VBench's flicker score: 1
+    for a still clip, lower the more it flickers; it needs no model, so it probes any model's clips."""
+    frames = np.asarray(clip, dtype=np.float32) / 255.0
+    if len(frames) < 2:
+        return 1.0
+    return float(1.0 - np.abs(np.diff(frames, axis=0)).mean())
+
+
 def _to_btchw(x: torch.Tensor | np.ndarray) -> torch.Tensor:
     """(B, T, H, W, 3) or (T, H, W, 3), uint8 or floats in [0, 1] -> float (B*T, 3, H, W) for image metrics."""
     x = torch.as_tensor(x)

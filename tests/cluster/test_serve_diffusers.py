@@ -24,7 +24,7 @@ def server(ray_cluster, tiny_pipelines, tmp_path_factory):
                      "max_batch_size": 4, "batch_wait_timeout_s": 0.5, "max_ongoing_requests": 4,
                      "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
             "cloud": {"model": str(tiny_pipelines["wan"]), "steps": 2, "frames": 9, "height": 32, "width": 32,
-                      "cost_per_clip": 10, "num_cpus": 0.5, "resources": {"cloud": 1},
+                      "quality_probe": {"every": 1}, "cost_per_clip": 10, "num_cpus": 0.5, "resources": {"cloud": 1},
                       "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
         },
     }
@@ -96,3 +96,5 @@ def test_prompts_far_from_the_training_captions_are_counted_not_kept(server):
     tiers = {t["tier"]: t for t in requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["tiers"]}
     assert tiers["edge"]["prompt_ood_share"] > ({t["tier"]: t for t in before}["edge"]["prompt_ood_share"] or 0)
     assert tiers["cloud"]["prompt_ood_share"] is None  # a diffusers model: no reference set to compare with
+    cloud = [r for r in board_reports() if r["tier"] == "cloud"][0]
+    assert 0 < cloud["temporal_consistency"] <= 1 and cloud["quality"] is None  # probed; no detector for its clips

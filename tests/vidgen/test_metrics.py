@@ -42,3 +42,18 @@ def test_psnr_and_ssim():
     assert metrics.ssim(noisy, clip) < 0.95
     with pytest.raises(ValueError):
         metrics.psnr(clip[0], clip[0])
+
+
+def test_temporal_consistency_is_one_for_a_still_clip_and_falls_with_flicker():
+    import numpy as np
+
+    from vidgen.metrics import temporal_consistency
+
+    still = np.full((8, 16, 16, 3), 120, dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    scores = []
+    for amount in (0, 20, 60, 120):
+        clip = still.astype(int) + rng.integers(-amount, amount + 1, size=still.shape)
+        scores.append(temporal_consistency(np.clip(clip, 0, 255).astype(np.uint8)))
+    assert scores[0] == 1.0 and all(a > b for a, b in zip(scores, scores[1:], strict=False))
+    assert temporal_consistency(still[:1]) == 1.0
