@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cluster.connection import connect_ray
@@ -123,16 +124,18 @@ def eval_sources(sources: set[str], fraction: float, seed: int) -> set[str]:
 
 def _dedupe(clips: list[dict]) -> tuple[list[dict], Counter]:
     """Clips without exact or near duplicates of an earlier clip (in the order given), and what was dropped."""
-    kept, seen, hashes, dropped = [], set(), [], Counter()
-    for clip in clips:
+    kept, seen, dropped = [], set(), Counter()
+    hashes = hash_array([c["perceptual_hash"] for c in clips]) if clips else None  # decoded once
+    kept_hashes = np.empty_like(hashes) if clips else None  # the first len(kept) rows are the kept clips'
+    for i, clip in enumerate(clips):
         if clip["content_sha256"] in seen:
             dropped["exact duplicate"] += 1
             continue
-        if hashes and hamming(clip["perceptual_hash"], hash_array(hashes)).min() <= NEAR_BITS:
+        if kept and hamming(clip["perceptual_hash"], kept_hashes[:len(kept)]).min() <= NEAR_BITS:
             dropped["near duplicate"] += 1
             continue
         seen.add(clip["content_sha256"])
-        hashes.append(clip["perceptual_hash"])
+        kept_hashes[len(kept)] = hashes[i]
         kept.append(clip)
     return kept, dropped
 
