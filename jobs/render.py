@@ -7,6 +7,8 @@
     OUT/results.jsonl       all records (id, key, sha256, seconds, model, sampler settings), rebuilt each run from
                             the previous results.jsonl plus the records written since (one GET a new record)
     OUT/errors.jsonl        every row not rendered: {"line", "id", "field", "reason"}
+    OUT/trajectories/<id>.npz  with `trajectory_steps` (vidgen models): the sampler's states before those steps
+                            and the final latents, written before the row's record (distillation's teacher data)
     OUT/run.json            manifest hash, config, model, start and end, counts
 
 Run again on the same OUT, it renders only rows without a record, so a killed run loses at most the batches in
@@ -23,6 +25,7 @@ Run it:
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -56,6 +59,7 @@ from vidgen.runtime.pipeline import describe_model
 
 log = logging.getLogger(__name__)
 RESULTS, ERRORS, RUN, RECORDS, CLAIMS = "results.jsonl", "errors.jsonl", "run.json", "results", "claims"
+TRAJECTORIES = "trajectories"
 CLAIMED_ELSEWHERE = "claimed by another run"
 PREVIEW_CLIPS = 8
 
@@ -87,6 +91,9 @@ class RenderConfig(BaseModel):
     pipeline: PipelineOptions = Field(default_factory=PipelineOptions,
                                       description="dtype and the memory switches of diffusers pipelines")
     preview: bool = Field(False, description="also write preview.png, a contact sheet of the first clips rendered")
+    trajectory_steps: list[int] = Field(default_factory=list, description="sampler steps whose input states to keep "
+                                        "with the final latents, in OUT/trajectories/<id>.npz (vidgen models; the "
+                                        "teacher data of `vidgen distill`)")
     claim_timeout_s: float = Field(3600, gt=0, description="a row another run claimed this long ago and has not "
                                                            "finished is taken over (that run died); longer than a "
                                                            "batch takes to render")
@@ -144,7 +151,8 @@ class Renderer:
     """
 
     def __init__(self, model_ref: str | None, label: str, out: str, s3: dict, threads: int, run_id: str,
-                 claim_timeout_s: float, gpus: float = 0, options: dict | None = None):
+                 claim_timeout_s: float, gpus: float = 0, options: dict | None = None,
+                 trajectory_steps: tuple[int, ...] = ()):
         import torch
 
         from vidgen.runtime.pipeline import VideoPipeline
@@ -158,6 +166,7 @@ class Renderer:
         self.store = ObjectStore(S3Config(**s3))
         self.out = parse_uri(out)
         self.label, self.run_id, self.claim_timeout_s = label, run_id, claim_timeout_s
+        self.trajectory_steps = tuple(trajectory_steps)
 
     def _claim(self, p: PlannedClip) -> str | None:
         """Claim a row before sampling it: "new", "recovered" (taken over from a dead run that claimed the same
@@ -232,7 +241,7 @@ class Renderer:
         if good:
             started = time.perf_counter()
             try:
-                out = self.pipeline.generate([p.clip for p in good], text)
+                out = self.pipeline.generate([p.clip for p in good], text, keep_steps=self.trajectory_steps)
             except Exception as exc:  # a model failing on these settings fails their rows, not the run
                 log.exception("sampling %d clips failed", len(good))
                 for p in good:
@@ -240,10 +249,12 @@ class Renderer:
                 reason = f"the model failed on these settings ({type(exc).__name__}: {str(exc)[:300]})"
                 return pa.Table.from_pylist(results + [_result(p, False, None, reason) for p in good])
             seconds = (time.perf_counter() - started) / len(good)
-            for p, frames in zip(good, out.frames, strict=True):
+            for n, (p, frames) in enumerate(zip(good, out.frames, strict=True)):
                 if (self._read_claim(p) or {}).get("run") != self.run_id:  # taken over while it sampled (too slow)
                     results.append(_result(p, False, "id", CLAIMED_ELSEWHERE))
                     continue
+                if self.trajectory_steps:
+                    self.store.write(self.out.join(TRAJECTORIES, f"{p.id}.npz"), _trajectory_npz(out, n))
                 digest = self._write(p, encode(frames, "mp4"), claims[p.id])
                 if digest is None:
                     self._release(p)
@@ -256,6 +267,17 @@ class Renderer:
                 self._release(p)
                 results.append(_result(p, True, frames=frames.tobytes() if p.preview else None))
         return pa.Table.from_pylist(results)
+
+
+def _trajectory_npz(out, n: int) -> bytes:
+    """Clip n's trajectory as .npz bytes (numeric arrays only: read back with allow_pickle=False): `steps`, the
+    `states` before them (S, C, T, h, w) and the final latents `x0` (C, T, h, w), float32."""
+    steps = sorted(out.states)
+    buffer = io.BytesIO()
+    np.savez(buffer, steps=np.asarray(steps, np.int64),
+             states=np.stack([out.states[s][n].float().cpu().numpy() for s in steps]),
+             x0=out.x0[n].float().cpu().numpy())
+    return buffer.getvalue()
 
 
 def _result(p: PlannedClip, ok: bool, field: str | None = None, reason: str | None = None,
@@ -301,6 +323,9 @@ def render(cfg: RenderConfig, address: str | None = None,
     total_rows = len(rows) + len({e.line for e in errors})
     info = describe_model(cfg.model)
     label = info.label
+    if cfg.trajectory_steps and info.backend != "vidgen":
+        raise ValueError(f"trajectory_steps: {info.pipeline_class} is a {info.backend} model; only vidgen models "
+                         "return their sampler states")
     store.ensure_bucket(out)
     done = _done_ids(store, out)
     batches, plan_errors = plan_batches([r for r in rows if r.row.id not in done], info.capabilities, cfg, label)
@@ -320,7 +345,8 @@ def render(cfg: RenderConfig, address: str | None = None,
             fn_constructor_kwargs={"model_ref": cfg.model, "label": label, "out": out.uri,
                                    "s3": cfg.s3.public(), "threads": cfg.cpus_per_actor, "run_id": run_id,
                                    "claim_timeout_s": cfg.claim_timeout_s, "gpus": cfg.gpus_per_actor,
-                                   "options": cfg.pipeline.model_dump()},
+                                   "options": cfg.pipeline.model_dump(),
+                                   "trajectory_steps": tuple(cfg.trajectory_steps)},
             **(actor_options or {}))
         left = sum(len(b) for b in batches)
         for table in stream.iter_batches(batch_size=None, batch_format="pyarrow"):

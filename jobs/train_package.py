@@ -19,6 +19,7 @@ from vidgen.evaluation import evaluate_splits
 from vidgen.model import VideoDiT
 from vidgen.precision import autocast_dtype
 from vidgen.runtime.artifacts import model_card, write_metrics_csv
+from vidgen.runtime.eval_runs import PERCEPTUAL_CLIPS, perceptual_eval
 from vidgen.runtime.packages import save_model
 from vidgen.runtime.plots import loss_curve_png
 from vidgen.text import TextEncoder
@@ -50,6 +51,9 @@ def write_package(cfg: DistributedConfig, weights: dict[str, torch.Tensor], hist
     accuracy = {} if cfg.data != "synth" else evaluate_splits(
         model, encoder, cfg.train.sampler, cfg.train.eval_clips, seed=0,
         dtype=autocast_dtype(cfg.train.precision, "cpu"), splits=("seen", "heldout"))
+    perceptual = None if cfg.data != "synth" else perceptual_eval(
+        model, encoder, cfg.train.sampler, min(cfg.train.eval_clips, PERCEPTUAL_CLIPS),
+        dtype=autocast_dtype(cfg.train.precision, "cpu"))
     steps = history[-1]["step"] if history else 0
     metrics = {"first_loss": _mean([h["loss"] for h in history[:10]]),
                "final_loss": _mean([h["loss"] for h in history[-10:]]),
@@ -61,7 +65,8 @@ def write_package(cfg: DistributedConfig, weights: dict[str, torch.Tensor], hist
     out = parse_uri(cfg.out)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        save_model(model, folder, card=model_card(model, cfg.train, lineage, metrics, accuracy, how_made),
+        save_model(model, folder, card=model_card(model, cfg.train, lineage, metrics, accuracy, how_made,
+                                                     perceptual=perceptual),
                    extra={"sampler": cfg.train.sampler.model_dump(), "train": cfg.train.model_dump(mode="json")},
                    weights_dtype=getattr(torch, cfg.train.save_dtype))
         write_metrics_csv(history, folder / "metrics.csv")

@@ -3,6 +3,7 @@ paraphrased prompts. One set of split names for every card, log and report: `see
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from vidgen import synth
@@ -20,16 +21,23 @@ def eval_specs(cfg: ModelConfig, split: str, n: int, seed: int, paraphrase: bool
     return synth.sample_specs(n, 10_000_000 + seed, split, cfg.frames, cfg.height, cfg.width, paraphrase)
 
 
-def evaluate(model, encoder: TextEncoder, specs: list[synth.ClipSpec], sampler: SamplerConfig,
-             dtype: torch.dtype | None = None, batch_size: int = 48) -> PromptAccuracy:
-    """Generate one clip per spec's caption and score it against the spec's ground truth."""
+def generate_for(model, encoder: TextEncoder, specs: list[synth.ClipSpec], sampler: SamplerConfig,
+                 dtype: torch.dtype | None = None, batch_size: int = 48) -> np.ndarray:
+    """One clip per spec's caption, seeded by the spec: uint8 (N, T, H, W, 3)."""
     model.eval()
     clips = []
     for i in range(0, len(specs), batch_size):
         chunk = specs[i: i + batch_size]
         text = encoder.encode([s.caption for s in chunk])
         seeds = [int(s.background_seed) for s in chunk]
-        clips.extend(sample(model, text, seeds, sampler.steps, sampler.guidance, dtype).frames)
+        clips.append(sample(model, text, seeds, sampler.steps, sampler.guidance, dtype).frames)
+    return np.concatenate(clips)
+
+
+def evaluate(model, encoder: TextEncoder, specs: list[synth.ClipSpec], sampler: SamplerConfig,
+             dtype: torch.dtype | None = None, batch_size: int = 48) -> PromptAccuracy:
+    """Generate one clip per spec's caption and score it against the spec's ground truth."""
+    clips = generate_for(model, encoder, specs, sampler, dtype, batch_size)
     return prompt_accuracy(clips, [s.composition for s in specs])
 
 

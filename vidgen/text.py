@@ -58,11 +58,15 @@ class TextEncoder:
 
     def _encode_new(self, captions: list[str]) -> dict[bytes, tuple[torch.Tensor, torch.Tensor]]:
         new = {}
-        with torch.inference_mode():
-            out = self._model.encode(captions, output_value=None, convert_to_numpy=False, batch_size=64,
-                                     show_progress_bar=False)
+        out = []
+        with torch.inference_mode():  # the model's forward directly: `encode`'s batching costs ~15% of one prompt
+            for i in range(0, len(captions), 64):
+                features = self._model(self._model.preprocess(captions[i:i + 64]))
+                out += [{"tokens": t[m.bool()], "sentence_embedding": p} for t, m, p in
+                        zip(features["token_embeddings"], features["attention_mask"], features["sentence_embedding"],
+                            strict=True)]
         for caption, item in zip(captions, out, strict=True):
-            tokens = item["token_embeddings"][item["attention_mask"].bool()]  # (L_real, 384)
+            tokens = item["tokens"]  # (L_real, 384)
             if len(tokens) > self.max_tokens:
                 raise ValueError(
                     f"prompt {caption!r} is {len(tokens)} tokens long; the model takes at most {self.max_tokens}: "

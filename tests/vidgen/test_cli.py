@@ -76,13 +76,20 @@ def test_model_without_weights_or_with_wrong_hash_is_refused(micro_model_dir, tm
     assert result.exit_code == 1 and "has no model.safetensors" in result.output
 
 
-def test_eval_json_reports_three_splits(micro_model_dir):
+def test_eval_json_reports_three_splits_and_the_perceptual_metrics(micro_model_dir):
     folder, _ = micro_model_dir
-    result = runner.invoke(app, ["eval", "--model", str(folder), "--clips", "3", "--steps", "2", "--json"])
+    result = runner.invoke(app, ["eval", "--model", str(folder), "--clips", "3", "--steps", "2", "--perceptual", "3",
+                                 "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     for split in ("seen", "heldout", "paraphrase"):
         assert report[split]["n"] == 3 and 0.0 <= report[split]["all_three"] <= 1.0
+    perceptual = report["perceptual"]
+    assert perceptual["clips"] == 3 and perceptual["video_features"].startswith("fvd-vidgen@v1#")
+    # a micro model trained 40 steps is far from the world: every distance is well above zero
+    assert perceptual["fd_frames"] > 1 and perceptual["fvd_vidgen"] > 0.1
+    assert 0 < perceptual["subject_consistency"] <= 1 and 0 < perceptual["flicker"] <= 1
+    assert perceptual["psnr"] > 0 and -1 <= perceptual["ssim"] <= 1
 
 
 def test_train_dry_run_prints_the_resolved_config():

@@ -4,19 +4,9 @@ paraphrases, never in the reference set) from prompts about anything else, inclu
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
+from benchmarks.drift import UNRELATED
 from vidgen import synth
 from vidgen.drift import PromptDrift, world_prompt_drift
-
-UNRELATED = [
-    "a cat sleeping on a sofa", "a busy street in tokyo at night", "waves crashing on a rocky beach",
-    "a chef chopping onions in a kitchen", "a dog running through a park", "fireworks over a city skyline",
-    "a man playing guitar on a stage", "a timelapse of clouds over mountains", "a car driving through the desert",
-    "children playing football in the rain", "an astronaut floating in space", "a horse galloping across a field",
-    # sharing the world's words: colours, directions, shapes of other things
-    "a red car moving left on a highway", "a blue whale swimming up to the surface", "a green tractor in a field",
-    "a yellow school bus driving right", "a man in a square hat walking down the road", "a circle of friends laughing",
-    "the triangle player of an orchestra", "a magenta sunset over the sea moving slowly",
-]
 
 
 def test_the_score_separates_the_world_from_other_prompts(encoder):

@@ -28,7 +28,7 @@ log = logging.getLogger("vidgen")
 
 
 def _add_subcommands() -> None:
-    from vidgen.cli import cluster, data, jobs, models, render, serve
+    from vidgen.cli import cluster, data, distill, jobs, models, render, serve
 
     app.add_typer(cluster.app, name="cluster")
     app.add_typer(data.app, name="data")
@@ -37,6 +37,7 @@ def _add_subcommands() -> None:
     app.add_typer(jobs.app, name="jobs")
     app.command("submit")(jobs.submit)
     app.command("render")(render.render)
+    app.command("distill")(distill.distill)
 
 
 @app.command()
@@ -192,9 +193,12 @@ def eval_(
     frames: Annotated[int | None, typer.Option(help="frames of the clips to time (diffusers models)")] = None,
     height: Annotated[int | None, typer.Option(help="height of the clips to time (diffusers models)")] = None,
     width: Annotated[int | None, typer.Option(help="width of the clips to time (diffusers models)")] = None,
+    perceptual: Annotated[int, typer.Option(help="clips of seen prompts for the perceptual metrics (FD and KID "
+                                                 "of frame features, FVD-vidgen, consistency); 0 skips them")] = 48,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Prompt accuracy (colour, shape, direction, all three) on seen, held-out and paraphrased prompts.
+    """Prompt accuracy (colour, shape, direction, all three) on seen, held-out and paraphrased prompts, and
+    perceptual metrics against the world's own clips of the same prompts (lower FD/KID/FVD is closer).
 
     Prompt accuracy scores the built-in world; a diffusers model was not trained on it, so for one this reports
     what applies: seconds per clip.
@@ -205,7 +209,7 @@ def eval_(
     from vidgen.runtime.eval_runs import evaluate_model
 
     try:
-        result = evaluate_model(model, clips, seed, steps, guidance, frames, height, width)
+        result = evaluate_model(model, clips, seed, steps, guidance, frames, height, width, perceptual_clips=perceptual)
     except (ModelFileError, StorageError, ValueError) as err:
         fail(str(err))
     if as_json:
@@ -221,6 +225,13 @@ def eval_(
         m = result[split]
         typer.echo(f"  {split:<10} colour {m['colour']:.2f}  shape {m['shape']:.2f}  "
                    f"direction {m['direction']:.2f}  all three {m['all_three']:.2f}")
+    if "perceptual" in result:
+        p = result["perceptual"]
+        typer.echo(f"  perceptual ({p['clips']} clips of seen prompts vs the world's own): FD-frames "
+                   f"{p['fd_frames']:.1f}  KID-frames {p['kid_frames']:.4f}  FVD-vidgen {p['fvd_vidgen']:.2f}  "
+                   f"KVD-vidgen {p['kvd_vidgen']:.4f}  subject consistency {p['subject_consistency']:.3f} "
+                   f"(world {p['subject_consistency_reference']:.3f})  flicker {p['flicker']:.3f} "
+                   f"(world {p['flicker_reference']:.3f}); PSNR {p['psnr']:.1f} dB, SSIM {p['ssim']:.3f}")
 
 
 @app.command()

@@ -24,12 +24,31 @@ def git_commit() -> str:
         return "unknown"
 
 
+PERCEPTUAL_KEYS = ("fd_frames", "kid_frames", "fvd_vidgen", "kvd_vidgen", "subject_consistency", "flicker")
+
+
+def perceptual_section(p: dict) -> str:
+    """The card's table of perceptual metrics against the world's own clips of the same prompts."""
+    return f"""
+## Perceptual metrics ({p['clips']} clips of seen prompts against the world's own clips of the same prompts)
+FD and KID of efficientnet-lite0 frame features, FVD-vidgen and KVD-vidgen in the space of {p['video_features']}
+(lower is closer; `vidgen.perceptual`); subject consistency and flicker score after VBench (1 is steadiest).
+
+| FD-frames | KID-frames | FVD-vidgen | KVD-vidgen | subject consistency (world) | flicker (world) |
+|---|---|---|---|---|---|
+| {p['fd_frames']:.1f} | {p['kid_frames']:.4f} | {p['fvd_vidgen']:.2f} | {p['kvd_vidgen']:.4f} | \
+{p['subject_consistency']:.3f} ({p['subject_consistency_reference']:.3f}) | {p['flicker']:.3f} \
+({p['flicker_reference']:.3f}) |
+"""
+
+
 def model_card(model: VideoDiT, train: TrainConfig, lineage: dict, metrics: dict, accuracy: dict[str, dict],
-               how_made: str, during: list[dict] = ()) -> str:
+               how_made: str, during: list[dict] = (), perceptual: dict | None = None) -> str:
     """The card of a trained model: a YAML header (lineage, metrics, the training config) and a Markdown body.
 
     `metrics` holds the run's own numbers (first_loss, final_loss, autoencoder_mse, mfu); the prompt accuracy of
-    each evaluated split is added as `prompt_accuracy_<split>` (`vidgen.evaluation.SPLITS` names them).
+    each evaluated split is added as `prompt_accuracy_<split>` (`vidgen.evaluation.SPLITS` names them), and the
+    perceptual metrics (`vidgen.runtime.eval_runs.perceptual_eval`) under their own names when given.
     """
     cfg = model.config
     meta = {
@@ -41,7 +60,8 @@ def model_card(model: VideoDiT, train: TrainConfig, lineage: dict, metrics: dict
         "params": model.num_params(),
         "lineage": {**lineage, "git_commit": git_commit(), "seed": train.seed},
         "metrics": {**{k: round(v, 5) for k, v in metrics.items()},
-                    **{f"prompt_accuracy_{split}": round(acc["all_three"], 3) for split, acc in accuracy.items()}},
+                    **{f"prompt_accuracy_{split}": round(acc["all_three"], 3) for split, acc in accuracy.items()},
+                    **{k: round(perceptual[k], 4) for k in PERCEPTUAL_KEYS if perceptual}},
         "train_config": train.model_dump(mode="json"),
     }
     rows = "\n".join(f"| {split} | {m['colour']:.2f} | {m['shape']:.2f} | {m['direction']:.2f} | "
@@ -86,7 +106,7 @@ Git commit {meta['lineage']['git_commit']}, seed {train.seed}.
 | split | colour | shape | direction | all three |
 |---|---|---|---|---|
 {rows}
-{curve}
+{curve}{perceptual_section(perceptual) if perceptual else ""}
 ## Limits
 It knows only the built-in world: a prompt about anything else gives a coloured shape anyway.
 """

@@ -253,9 +253,11 @@ class DiffusersPipeline(VideoPipeline):
         return (good or None), refused
 
     def generate(self, clips: Sequence[ResolvedClip], text: list[str] | None = None,
-                 progress: Callable[[int], None] | None = None) -> GenerationOutput:
+                 progress: Callable[[int], None] | None = None, keep_steps: tuple[int, ...] = ()) -> GenerationOutput:
         """Sample clips that share their settings in one pipeline call, one torch.Generator per clip (on the CPU,
         so a clip depends on its seed alone, not on its batch or device)."""
+        if keep_steps:
+            raise ValueError("trajectories: only vidgen models return their sampler states (distillation)")
         text = self.batch_text(clips, text)
         first = clips[0]
         kwargs = {}

@@ -8,10 +8,13 @@ import time
 from vidgen import synth
 from vidgen.clip_request import ClipRequest, resolve_clip
 from vidgen.diffusion import SamplerConfig
-from vidgen.evaluation import evaluate_splits
-from vidgen.metrics import PromptAccuracy, prompt_accuracy
+from vidgen.evaluation import eval_specs, evaluate_splits, generate_for
+from vidgen.metrics import PromptAccuracy, prompt_accuracy, psnr, ssim
+from vidgen.perceptual import perceptual_report
+from vidgen.runtime.feature_nets import efficientnet_lite0, video_feature_net, video_feature_net_version
 from vidgen.runtime.pipeline import Generated, VideoPipeline
 
+PERCEPTUAL_CLIPS = 48  # clips of seen prompts a model card's perceptual metrics are measured on (at most)
 SAMPLE_PROMPTS = (
     "a red square moving right",
     "a green circle moving down",
@@ -24,12 +27,24 @@ SAMPLE_PROMPTS = (
 )
 
 
+def perceptual_eval(model, encoder, sampler: SamplerConfig, clips: int, seed: int = 0, dtype=None) -> dict:
+    """Perceptual metrics (`vidgen.perceptual`) of a vidgen model's clips of seen compositions against the world's
+    own clips of the same prompts (the ground truth the prompts describe), with the feature net's version."""
+    specs = eval_specs(model.config, "train", clips, seed)
+    generated, reference = generate_for(model, encoder, specs, sampler, dtype), synth.render_batch(specs)
+    report = perceptual_report(generated, reference, efficientnet_lite0(), video_feature_net())
+    # pixel metrics against the world's clip of the same spec, for comparison: they punish any other placement
+    return {**report, "psnr": psnr(generated, reference), "ssim": ssim(generated, reference),
+            "video_features": video_feature_net_version(), "frame_features": "efficientnet-lite0"}
+
+
 def evaluate_model(model_ref: str | None, clips: int = 96, seed: int = 0, steps: int | None = None,
                    guidance: float | None = None, frames: int | None = None, height: int | None = None,
-                   width: int | None = None, batch_size: int = 8) -> dict:
-    """A vidgen model: prompt accuracy on seen, held-out and paraphrased prompts. A diffusers model: seconds per
-    clip over `clips` clips of the world's prompts, in batches of `batch_size` (`frames`, `height`, `width`: the
-    clip to time; default the model's)."""
+                   width: int | None = None, batch_size: int = 8, perceptual_clips: int = 0) -> dict:
+    """A vidgen model: prompt accuracy on seen, held-out and paraphrased prompts, and with `perceptual_clips` the
+    perceptual metrics of that many clips of seen prompts. A diffusers model: seconds per clip over `clips` clips
+    of the world's prompts, in batches of `batch_size` (`frames`, `height`, `width`: the clip to time; default
+    the model's)."""
     pipeline = VideoPipeline.from_reference(model_ref)
     caps = pipeline.capabilities.with_defaults(steps, guidance, frames, height, width)
     sampler = SamplerConfig(steps=caps.steps, guidance=caps.guidance)
@@ -39,6 +54,9 @@ def evaluate_model(model_ref: str | None, clips: int = 96, seed: int = 0, steps:
         started = time.perf_counter()
         result = evaluate_splits(pipeline.model, pipeline.encoder, sampler, clips, seed, pipeline.dtype)
         seconds = (time.perf_counter() - started) / (clips * len(result))
+        if perceptual_clips:
+            result["perceptual"] = perceptual_eval(pipeline.model, pipeline.encoder, sampler, perceptual_clips, seed,
+                                                   pipeline.dtype)
         return {**facts, "clips_per_split": clips, "seconds_per_clip": seconds, **result}
     specs = synth.sample_specs(clips, 10_000_000 + seed, "train", *caps.shape)
     requests = [resolve_clip(ClipRequest(prompt=s.caption, seed=seed + i), caps)[0] for i, s in enumerate(specs)]

@@ -21,7 +21,7 @@ from vidgen.evaluation import evaluate_splits
 from vidgen.perf import matmul_flops_per_s
 from vidgen.precision import autocast_dtype
 from vidgen.runtime.artifacts import model_card, write_metrics_csv
-from vidgen.runtime.eval_runs import SAMPLE_PROMPTS
+from vidgen.runtime.eval_runs import PERCEPTUAL_CLIPS, SAMPLE_PROMPTS, perceptual_eval
 from vidgen.runtime.packages import load_package, save_model, write_sums
 from vidgen.runtime.pipeline import generate
 from vidgen.runtime.plots import contact_sheet_png, loss_curve_png
@@ -80,6 +80,9 @@ def train_to_folder(cfg: TrainConfig, out: str | Path, encoder: TextEncoder | No
     mfu = result.mfu(cfg.batch_size, peak)
     final = {} if data else evaluate_splits(result.model, encoder, cfg.sampler, final_eval_clips or cfg.eval_clips,
                                             dtype=dtype)
+    perceptual = None if data else perceptual_eval(result.model, encoder, cfg.sampler,
+                                                   min(final_eval_clips or cfg.eval_clips, PERCEPTUAL_CLIPS),
+                                                   dtype=dtype)
     command = "vidgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "train_to_folder()"
     losses = [h["loss"] for h in result.history]
     reconstruction = result.autoencoder_losses[-20:] or [_reconstruction_mse(result.model, batches or synth_batches(
@@ -99,11 +102,13 @@ def train_to_folder(cfg: TrainConfig, out: str | Path, encoder: TextEncoder | No
 minutes (evaluation excluded) on {platform.machine()} with {torch.get_num_threads()} torch threads. Model FLOP
 utilisation of the transformer steps: {mfu:.3f} (against a 2048x2048 matmul in the same dtype, measured in the
 same run)."""
-    save_model(result.model, out, card=model_card(result.model, cfg, lineage, metrics, final, how_made, result.evals),
+    save_model(result.model, out, card=model_card(result.model, cfg, lineage, metrics, final, how_made, result.evals,
+                                                  perceptual),
                extra={"sampler": cfg.sampler.model_dump(), "train": cfg.model_dump(mode="json")},
                weights_dtype=getattr(torch, cfg.save_dtype))
     write_metrics_csv(result.history, out / "metrics.csv")
-    (out / "evals.json").write_text(json.dumps({"during": result.evals, "final": final}, indent=2) + "\n")
+    (out / "evals.json").write_text(json.dumps({"during": result.evals, "final": final, "perceptual": perceptual},
+                                               indent=2) + "\n")
     loss_curve_png(result.history, out / "loss_curve.png", result.evals)
     write_sums(out)  # `generate` verifies the folder, which lists every file
     prompts = next(batches).captions[:len(SAMPLE_PROMPTS)] if data else list(SAMPLE_PROMPTS)

@@ -61,8 +61,10 @@ class VideoPipeline:
     def encode(self, prompts: Sequence[str]):
         raise NotImplementedError
 
-    def generate(self, clips: Sequence[ResolvedClip], text=None,
-                 progress: Callable[[int], None] | None = None) -> GenerationOutput:
+    def generate(self, clips: Sequence[ResolvedClip], text=None, progress: Callable[[int], None] | None = None,
+                 keep_steps: tuple[int, ...] = ()) -> GenerationOutput:
+        """`keep_steps`: also return the sampler's states before those steps and the final latents (vidgen
+        models only: distillation's teacher trajectories)."""
         raise NotImplementedError
 
     def batch_text(self, clips: Sequence[ResolvedClip], text=None):
@@ -130,12 +132,13 @@ class VidgenPipeline(VideoPipeline):
             return (self.encoder.encode(good).to(self.device) if good else None), refused
 
     def generate(self, clips: Sequence[ResolvedClip], text: TextEmbedding | None = None,
-                 progress: Callable[[int], None] | None = None) -> GenerationOutput:
+                 progress: Callable[[int], None] | None = None, keep_steps: tuple[int, ...] = ()) -> GenerationOutput:
         """Sample clips that share their settings (steps, guidance, shape); each clip depends on its seed alone.
         `text`: their prompts' embeddings when the caller has them already (from `encode`)."""
         text = self.batch_text(clips, text)
         first = clips[0]
-        return sample(self.model, text, [c.seed for c in clips], first.steps, first.guidance, self.dtype, progress)
+        return sample(self.model, text, [c.seed for c in clips], first.steps, first.guidance, self.dtype, progress,
+                      tuple(keep_steps))
 
 
 @dataclass

@@ -1,0 +1,68 @@
+"""`vidgen distill --teacher REF --steps K --out OUT`: a K-step student of a vidgen model (jobs/distill.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from vidgen.cli._common import fail, progress, setup_logging
+
+
+def distill(
+    out: Annotated[str, typer.Option(help="folder for the student package")],
+    teacher: Annotated[str | None, typer.Option(help="the vidgen model to distill: folder, shipped name or registry "
+                                                     "reference (default: the shipped demo model)")] = None,
+    steps: Annotated[int | None, typer.Option(help="the student's sampler steps K, one transformer pass each "
+                                                   "(default 2; must divide the teacher's steps)")] = None,
+    trajectories: Annotated[int | None, typer.Option(help="teacher clips to learn from (default 2048)")] = None,
+    train_steps: Annotated[int | None, typer.Option(help="optimiser steps (default 1500)")] = None,
+    work: Annotated[str | None, typer.Option(help="folder or s3://… for the teacher's trajectories (default "
+                                                  "OUT.trajectories); re-running renders only what is missing")]
+        = None,
+    config: Annotated[Path | None, typer.Option(help="a DistillJobConfig YAML (see jobs/distill.py) for the rest; "
+                                                     "flags given here override it")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to render on (e.g. auto); default: a local one")]
+        = None,
+) -> None:
+    """Distill a vidgen model into a K-step student that samples without guidance (one transformer pass a step
+    instead of the teacher's two): the teacher renders trajectories on the bulk-render actor pool, the student
+    learns to land where the teacher lands, and both are judged on the same prompts and seeds."""
+    setup_logging()
+    from jobs.distill import DistillJobConfig, run_distill
+    from storage.objectstore import StorageError
+    from storage.package import ModelFileError
+
+    try:
+        base = yaml.safe_load(config.read_text()) or {} if config else {}
+        flags = {"out": out, "teacher": teacher, "trajectories": trajectories, "work": work}
+        data = {**base, **{k: v for k, v in flags.items() if v is not None}}
+        data["distill"] = {**data.get("distill", {}), **({"steps": steps} if steps is not None else {}),
+                           **({"train_steps": train_steps} if train_steps is not None else {})}
+        cfg = DistillJobConfig.model_validate(data)
+    except (OSError, ValueError) as err:
+        fail(str(err).replace("\n", " "))
+    bar = progress()
+    try:
+        with bar:
+            rendering = bar.add_task("teacher trajectories", total=cfg.trajectories, status="")
+            training = bar.add_task("training the student", total=cfg.distill.train_steps, status="")
+            summary = run_distill(
+                cfg, address,
+                on_render=lambda done, total: bar.update(rendering, completed=done, total=total),
+                on_train=lambda step, loss: bar.update(training, completed=step, status=f"loss {loss:.4f}"))
+    except (StorageError, ModelFileError, ValueError, RuntimeError) as err:
+        fail(str(err))
+    t, s = summary["teacher_scores"], summary["student_scores"]
+    typer.echo(f"{summary['steps']}-step student of {summary['teacher']} from {summary['trajectories']} trajectories "
+               f"({summary['minutes']['trajectories']:.1f} min rendering, {summary['minutes']['training']:.1f} min "
+               "training)\n"
+               f"  prompt accuracy seen/held-out/paraphrase: teacher {t['seen']:.2f}/{t['heldout']:.2f}/"
+               f"{t['paraphrase']:.2f}, student {s['seen']:.2f}/{s['heldout']:.2f}/{s['paraphrase']:.2f}\n"
+               f"  FD-frames teacher {t['fd_frames']:.1f}, student {s['fd_frames']:.1f}; FVD-vidgen teacher "
+               f"{t['fvd_vidgen']:.2f}, student {s['fvd_vidgen']:.2f}\n"
+               f"  ms per clip: teacher {t['seconds_per_clip'] * 1000:.1f}, student {s['seconds_per_clip'] * 1000:.1f}"
+               f"\nthe student package is in {summary['out']}/ (card.md, evals.json); trajectories in "
+               f"{summary['work']}/")
