@@ -7,9 +7,9 @@
                                metrics beside the teacher's, evals.json, distill_loss.csv, SHA256SUMS)
 
 The trajectories are rendered by the bulk-render job itself (`jobs.render`, a Ray Data actor pool; re-running on the
-same WORK renders only what is missing). The student trains in this process: a 5M-parameter model on a few CPU
-cores gains nothing from Ray Train's data parallelism across the same cores (benchmarks/train_scaling.py), and on a
-GPU one device holds it many times over.
+same WORK renders only what is missing). The student trains in this process: Ray Train + DeepSpeed with one worker
+at best matches the plain loop (benchmarks/train_scaling.py: 0.93-1.03x), more workers on a few CPU cores only split
+the same cores, and on a GPU one device holds a 5M-parameter model many times over.
 
 Run it:
     vidgen distill --teacher shapes-tiny --steps 2 --out out/shapes-tiny-k2
