@@ -76,6 +76,7 @@ def kept_steps(cfg: DistillJobConfig) -> list[int]:
 def render_trajectories(cfg: DistillJobConfig, guidance: float, address: str | None = None,
                         on_render: Callable[[int, int], None] | None = None) -> float:
     """Render the teacher's trajectories into WORK with the bulk-render job; returns the minutes it took."""
+    keep = kept_steps(cfg)  # a K off the teacher's grid is refused before anything is written
     store = ObjectStore(cfg.s3)
     work = parse_uri(cfg.work_uri)
     store.ensure_bucket(work)
@@ -90,7 +91,7 @@ def render_trajectories(cfg: DistillJobConfig, guidance: float, address: str | N
 
     summary = render(RenderConfig(manifest=work.join("manifest.jsonl").uri, model=cfg.teacher, out=work.uri,
                                   steps=cfg.teacher_steps, guidance=guidance, batch_size=cfg.batch_size,
-                                  actors=cfg.actors, seed=cfg.seed, trajectory_steps=kept_steps(cfg), s3=cfg.s3),
+                                  actors=cfg.actors, seed=cfg.seed, trajectory_steps=keep, s3=cfg.s3),
                      address, rendered)
     if summary["errors"]:
         raise RuntimeError(f"{summary['errors']} teacher clips failed to render; see {work.join('errors.jsonl').uri}")

@@ -30,7 +30,7 @@ class DistillConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     steps: int = Field(2, ge=1, le=8, description="the student's sampler steps K (one pass each, no guidance)")
-    train_steps: int = Field(1500, ge=1, description="optimiser steps")
+    train_steps: int = Field(2000, ge=1, description="optimiser steps")
     batch_size: int = Field(32, ge=1, description="trajectory points per optimiser step")
     lr: float = Field(2e-4, gt=0, description="AdamW learning rate (the student starts at the teacher's weights)")
     own_rollout_share: float = Field(0.5, ge=0, le=1, description="share of batches fed the student's own states")

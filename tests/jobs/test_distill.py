@@ -76,3 +76,13 @@ def _resolved(pipeline, record):
                                               guidance=record["guidance"]), pipeline.capabilities)
     assert not problems
     yield clip
+
+
+def test_cli_refuses_a_step_count_off_the_teacher_grid_before_rendering(tmp_path):
+    from typer.testing import CliRunner
+
+    from vidgen.cli import app
+
+    result = CliRunner().invoke(app, ["distill", "--out", str(tmp_path / "s"), "--steps", "5"])
+    assert result.exit_code == 1 and "must divide the teacher's (24)" in result.output
+    assert not (tmp_path / "s.trajectories").exists()

@@ -18,7 +18,7 @@ def distill(
     steps: Annotated[int | None, typer.Option(help="the student's sampler steps K, one transformer pass each "
                                                    "(default 2; must divide the teacher's steps)")] = None,
     trajectories: Annotated[int | None, typer.Option(help="teacher clips to learn from (default 2048)")] = None,
-    train_steps: Annotated[int | None, typer.Option(help="optimiser steps (default 1500)")] = None,
+    train_steps: Annotated[int | None, typer.Option(help="optimiser steps (default 2000)")] = None,
     work: Annotated[str | None, typer.Option(help="folder or s3://… for the teacher's trajectories (default "
                                                   "OUT.trajectories); re-running renders only what is missing")]
         = None,
