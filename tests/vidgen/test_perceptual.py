@@ -90,7 +90,7 @@ def test_the_shipped_video_feature_net_is_verified_small_and_reads_the_world(tmp
 def sensitivity():
     from benchmarks.perceptual import sensitivity as table
 
-    return table(256, frame_clips=24)  # the table in docs/BENCHMARKS.md
+    return table(256, frame_clips=16)  # docs/BENCHMARKS.md has it with 24 (the same relations hold at both)
 
 
 @pytest.mark.slow
