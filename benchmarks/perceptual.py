@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from vidgen import synth
 from vidgen.metrics import temporal_consistency
-from vidgen.perceptual import frame_features, frechet_distance, kernel_distance, subject_consistency, video_features
+from vidgen.perceptual import feature_distances, frame_features, subject_consistency, video_features
 
 LEVELS = {"noise": (0.1, 0.2, 0.3), "blur": (0.6, 1.2, 2.5), "shuffle": (0.25, 0.5, 1.0),
           "speed": (1.4, 2.0, 3.0), "colour": (0.04, 0.1, 0.25)}
@@ -69,19 +69,14 @@ def corrupt(clips: np.ndarray, specs: list[synth.ClipSpec], kind: str, level: fl
 def scores(reference: dict, clips: np.ndarray, frame_net, video_net, frame_clips: int) -> dict[str, float]:
     """Every metric of `clips` against the reference's features (`features` of the reference clips)."""
     got = features(clips, frame_net, video_net, frame_clips)
-    return {"fd_frames": frechet_distance(got["frames_flat"], reference["frames_flat"]),
-            "kid_frames": kernel_distance(got["frames_flat"], reference["frames_flat"]),
-            "fvd_vidgen": frechet_distance(got["video"], reference["video"]),
-            "kvd_vidgen": kernel_distance(got["video"], reference["video"]),
+    return {**feature_distances(got["frames"], reference["frames"], got["video"], reference["video"]),
             "subject_consistency": float(np.mean([subject_consistency(f) for f in got["frames"]])),
             "flicker": float(np.mean([temporal_consistency(c) for c in clips[:frame_clips]]))}
 
 
 def features(clips: np.ndarray, frame_net, video_net, frame_clips: int) -> dict[str, np.ndarray]:
     """Frame features of the first `frame_clips` clips (the image network is the slow part), video features of all."""
-    frames = frame_features(frame_net, clips[:frame_clips])
-    return {"frames": frames, "frames_flat": frames.reshape(-1, frames.shape[-1]),
-            "video": video_features(video_net, clips)}
+    return {"frames": frame_features(frame_net, clips[:frame_clips]), "video": video_features(video_net, clips)}
 
 
 def sensitivity(n: int, frame_clips: int | None = None, kinds=tuple(LEVELS), seed: int = 0) -> dict:

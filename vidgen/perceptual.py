@@ -129,17 +129,22 @@ def video_features(network: VideoFeatureNet, clips, batch_size: int = 64) -> np.
     return torch.cat([network.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).numpy()
 
 
+def feature_distances(frames: np.ndarray, reference_frames: np.ndarray, video: np.ndarray,
+                      reference_video: np.ndarray) -> dict[str, float]:
+    """FD and KID between two sets' frame features (B, T, D) and between their video features (B, D)."""
+    flat, flat_ref = frames.reshape(-1, frames.shape[-1]), reference_frames.reshape(-1, reference_frames.shape[-1])
+    return {"fd_frames": frechet_distance(flat, flat_ref), "kid_frames": kernel_distance(flat, flat_ref),
+            "fvd_vidgen": frechet_distance(video, reference_video),
+            "kvd_vidgen": kernel_distance(video, reference_video)}
+
+
 def perceptual_report(generated, reference, frame_network: nn.Module, video_network: VideoFeatureNet) -> dict:
     """FD and KID of frame features and of FVD-vidgen features between generated and reference clips (uint8
     (B, T, H, W, 3), the same prompts), with the subject consistency and flicker score of both sets."""
     gen_frames, ref_frames = frame_features(frame_network, generated), frame_features(frame_network, reference)
     gen_video, ref_video = video_features(video_network, generated), video_features(video_network, reference)
-    flat_gen, flat_ref = gen_frames.reshape(-1, gen_frames.shape[-1]), ref_frames.reshape(-1, ref_frames.shape[-1])
     return {
-        "fd_frames": frechet_distance(flat_gen, flat_ref),
-        "kid_frames": kernel_distance(flat_gen, flat_ref),
-        "fvd_vidgen": frechet_distance(gen_video, ref_video),
-        "kvd_vidgen": kernel_distance(gen_video, ref_video),
+        **feature_distances(gen_frames, ref_frames, gen_video, ref_video),
         "subject_consistency": float(np.mean([subject_consistency(f) for f in gen_frames])),
         "subject_consistency_reference": float(np.mean([subject_consistency(f) for f in ref_frames])),
         "flicker": float(np.mean([temporal_consistency(c) for c in np.asarray(generated)])),
