@@ -4,7 +4,7 @@ seeds: prompt accuracy, perceptual metrics, and milliseconds per clip at batch 1
 the transformer passes, decoding and MP4 encoding of one clip) against the teacher's 24 guided steps.
 Goal: the whole run within 30 minutes on 2 CPU cores.
 
-    python benchmarks/distill.py --trajectories 1024 --train-steps 600 --eval-clips 48
+    python benchmarks/distill.py --trajectories 1024 --train-steps 500 --eval-clips 48
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="shapes-tiny")
     parser.add_argument("--trajectories", type=int, default=1024)
-    parser.add_argument("--train-steps", type=int, default=600)
+    parser.add_argument("--train-steps", type=int, default=500)
     parser.add_argument("--eval-clips", type=int, default=48, help="clips per split")
     parser.add_argument("--perceptual-clips", type=int, default=32)
     parser.add_argument("--work", default=None, help="trajectory folder to reuse (default: a new temporary one)")
