@@ -9,7 +9,9 @@
   (c) edge vs cloud over HTTP: latency per clip and prompt accuracy of the decoded MP4s (the detector reads
       colour, shape and direction back), on evaluation prompts of seen compositions. The edge tier runs the
       distilled 2-step student (shapes-tiny-k2, no guidance), the cloud tier its teacher at 24 steps with guidance.
-      Goal: edge >= 8x faster, prompt accuracy within 5 points of the cloud's.
+      FD-frames and FVD-vidgen of both tiers' decoded clips against the world's own clips of the same specs
+      (computed after the timing; the MP4 round trip is in both). Goal: edge >= 8x faster, prompt accuracy within
+      5 points of the cloud's.
   (d) with --batching, only this: edge-tier throughput at N concurrent HTTP clients with dynamic batching
       (`max_batch_size` N) against the same tier without (`max_batch_size` 1), p50 and p99 latency of both; the
       two deployments alternate, R rounds each. Goal >= 2.5x.
@@ -158,12 +160,14 @@ def part_c(base: str, n: int) -> None:
     from vidgen.evaluation import eval_specs
     from vidgen.metrics import prompt_accuracy
     from vidgen.model import ModelConfig
+    from vidgen.perceptual import perceptual_report
+    from vidgen.runtime.feature_nets import efficientnet_lite0, video_feature_net, video_feature_net_version
     from vidgen.runtime.packages import read_config
     from vidgen.runtime.references import resolve_model
 
     specs = eval_specs(ModelConfig(**read_config(resolve_model("shapes-tiny"))["model"]), "train", n, seed=0)
     session = requests.Session()
-    medians, accuracies = {}, {}
+    medians, accuracies, served = {}, {}, {}
     for quality, tier in (("draft", "edge"), ("high", "cloud")):
         latencies, clips = [], []
         for spec in specs:
@@ -175,13 +179,18 @@ def part_c(base: str, n: int) -> None:
             assert response.headers["X-Vidgen-Tier"] == tier
             clips.append(decode(response.content))
         accuracy = prompt_accuracy(clips, [s.composition for s in specs]).to_dict()
-        medians[tier], accuracies[tier] = statistics.median(latencies), accuracy["all_three"]
+        medians[tier], accuracies[tier], served[tier] = statistics.median(latencies), accuracy["all_three"], clips
         print(f"(c) {tier:5s}: {1000 * statistics.median(latencies):.0f} ms per clip (median of {n}, p99 "
               f"{1000 * percentile(latencies, 99):.0f}); prompt accuracy all three {accuracy['all_three']:.2f} "
               f"(colour {accuracy['colour']:.2f}, shape {accuracy['shape']:.2f}, direction "
               f"{accuracy['direction']:.2f}) [{synth.GENERATOR_VERSION}]")
     print(f"(c) edge vs cloud: {medians['cloud'] / medians['edge']:.1f}x faster (goal >= 8x); prompt accuracy "
           f"{100 * (accuracies['edge'] - accuracies['cloud']):+.1f} points (goal within 5)")
+    reference, frame_net, video_net = synth.render_batch(specs), efficientnet_lite0(), video_feature_net()
+    for tier, clips in served.items():
+        report = perceptual_report(np.stack(clips), reference, frame_net, video_net)
+        print(f"(c) {tier:5s}: FD-frames {report['fd_frames']:.1f}, FVD-vidgen {report['fvd_vidgen']:.2f} "
+              f"({video_feature_net_version()}), against the world's clips of the same {n} specs")
 
 
 def part_d(tmp: str, clients: int, clips: int, rounds: int, wait_s: float, threads: int) -> None:
