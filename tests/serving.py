@@ -11,16 +11,21 @@ from cluster.launcher import free_ports
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROMPT = "a red square moving right"
+# Deadline for a new replica to come up: its process, imports, model, drift reference and warm-up clip took 36 s here
+# with four clients loading the other replica on 2 cores, and CI machines have run twice as slow as this one.
+REPLICA_START_S = 180
 
 
-def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.25):
+def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.25, explain=None):
+    """The first truthy value of `predicate()` within `timeout_s`; otherwise an AssertionError naming `what`, and what
+    `explain()` says about the state it was left in."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(every_s)
-    raise AssertionError(f"gave up after {timeout_s:.0f} s waiting for {what}")
+    raise AssertionError(f"gave up after {timeout_s:.0f} s waiting for {what}" + (f": {explain()}" if explain else ""))
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.serving import AUTH, PROMPT, TOKEN, board_reports, deployed, metric, post, wait_for
+from tests.serving import AUTH, PROMPT, REPLICA_START_S, TOKEN, board_reports, deployed, metric, post, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -45,9 +45,14 @@ def server(ray_cluster, tmp_path_factory):
 
 
 def running_replicas(deployment: str) -> int:
+    return deployment_status(deployment)["replicas"].get("RUNNING", 0)
+
+
+def deployment_status(deployment: str) -> dict:
+    """{"status", "message", "replicas": {state: count}} of one deployment, as `vidgen serve status` shows it."""
     from cluster.deploy import status
 
-    return status("vidgen")["deployments"][deployment]["replicas"].get("RUNNING", 0)
+    return status("vidgen")["deployments"][deployment]
 
 
 def test_status_command_lists_the_deployments(server):
@@ -216,12 +221,14 @@ def test_edge_tier_scales_up_under_load_and_back_down(server):
         for seed in range(4):
             pool.submit(client, seed)
         try:
-            wait_for(lambda: running_replicas("EdgeGenerator") == 2, 60, "a second edge replica")
+            wait_for(lambda: running_replicas("EdgeGenerator") == 2, REPLICA_START_S, "a second edge replica",
+                     explain=lambda: deployment_status("EdgeGenerator"))
             wait_for(lambda: sum(r["tier"] == "edge" for r in board_reports()) == 2, 30, "it to report")
         finally:
             stop.set()
     assert codes and set(codes) == {200}
-    wait_for(lambda: running_replicas("EdgeGenerator") == 1, 60, "the edge tier to scale back down")
+    wait_for(lambda: running_replicas("EdgeGenerator") == 1, 60, "the edge tier to scale back down",
+             explain=lambda: deployment_status("EdgeGenerator"))
     assert running_replicas("CloudGenerator") == 1
 
 
@@ -252,8 +259,8 @@ def test_replica_killed_under_load_loses_almost_nothing(server):
     assert killed, "no replica was killed"
     failures = sum(code != 200 for code in codes)
     assert failures <= total // 100, f"{failures} of {total} requests failed"
-    wait_for(lambda: any(r["tier"] == "edge" and r["replica"] not in killed for r in board_reports()), 60,
-             "a replacement edge replica")
+    wait_for(lambda: any(r["tier"] == "edge" and r["replica"] not in killed for r in board_reports()),
+             REPLICA_START_S, "a replacement edge replica", explain=lambda: deployment_status("EdgeGenerator"))
     assert post(base, {"prompt": PROMPT, "quality": "draft"}).status_code == 200
 
 
@@ -285,4 +292,5 @@ def test_an_async_render_ends_within_a_lease_when_its_router_dies(server):
 
     status = wait_for(ended, 90, "the render to end")
     assert status["status"] == "failed" and status["error"] == LAPSED  # ended by its lapsed lease, not left queued
-    wait_for(lambda: post(base, {"prompt": PROMPT, "quality": "draft"}).status_code == 200, 60, "a new router")
+    wait_for(lambda: post(base, {"prompt": PROMPT, "quality": "draft"}).status_code == 200, REPLICA_START_S,
+             "a new router")

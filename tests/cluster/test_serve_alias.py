@@ -10,7 +10,7 @@ import pytest
 
 from storage.aliases import history, move_alias
 from storage.registry import push
-from tests.serving import PROMPT, board_reports, deployed, metric, post, wait_for
+from tests.serving import PROMPT, REPLICA_START_S, board_reports, deployed, metric, post, wait_for
 from vidgen.model import VideoDiT
 from vidgen.runtime.packages import load_package, save_model
 from vidgen.runtime.references import resolve_model
@@ -70,7 +70,8 @@ def test_an_alias_move_reaches_the_tier_with_no_failed_request(server):
         wait_for(lambda: len(seen) >= 4, 30, "requests on v1")
         moved_at = time.monotonic()
         move_alias(f"{registry}/shapes", "production", "v2", "the micro model")
-        wait_for(lambda: any(m.startswith("shapes@v2#") for _, m in seen), 60, "a clip from v2")
+        wait_for(lambda: any(m.startswith("shapes@v2#") for _, m in seen), REPLICA_START_S,
+                 "a clip from v2")
         time.sleep(1)  # and a little after the swap
     finally:
         stop.set()
