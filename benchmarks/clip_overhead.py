@@ -1,5 +1,5 @@
 """The work around the transformer in one clip of the edge tier (issue: distillation), piece by piece, before and
-after what was cut. With a 2-step student the transformer is a small share of a clip, so the fixed work decides
+after what was cut. With a 1- or 2-step student the transformer is a small share of a clip, so the fixed work decides
 how much faster than the cloud tier the edge can be.
 
 Per piece, one thread, median of R alternating rounds: text encoding of a new prompt (sentence-transformers'
@@ -27,7 +27,7 @@ def timed(fn, i: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="shapes-tiny-k2")
+    parser.add_argument("--model", default="shapes-tiny-k1")
     parser.add_argument("--rounds", type=int, default=40)
     args = parser.parse_args()
     torch.set_num_threads(1)

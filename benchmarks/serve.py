@@ -8,7 +8,7 @@
       p50 and p99. Goal <= 1.3x.
   (c) edge vs cloud over HTTP: latency per clip and prompt accuracy of the decoded MP4s (the detector reads
       colour, shape and direction back), on evaluation prompts of seen compositions. The edge tier runs the
-      distilled 2-step student (shapes-tiny-k2, no guidance), the cloud tier its teacher at 24 steps with guidance.
+      distilled 1-step student (shapes-tiny-k1, no guidance), the cloud tier its teacher at 24 steps with guidance.
       FD-frames and FVD-vidgen of both tiers' decoded clips against the world's own clips of the same specs
       (computed after the timing; the MP4 round trip is in both). Goal: edge >= 8x faster, prompt accuracy within
       5 points of the cloud's.
@@ -36,7 +36,7 @@ import torch
 
 from cluster.launcher import free_ports
 
-EDGE_MODEL = "shapes-tiny-k2"
+EDGE_MODEL = "shapes-tiny-k1"
 EDGE = {"model": EDGE_MODEL, "int8": False, "torch_threads": 1, "cost_per_clip": 1, "num_cpus": 0.5,
         "resources": {"edge": 1}, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
 CLOUD = {"int8": False, "torch_threads": 1, "cost_per_clip": 10, "num_cpus": 0.5, "resources": {"cloud": 1},

@@ -12,7 +12,7 @@ at best matches the plain loop (benchmarks/train_scaling.py: 0.93-1.03x), more w
 the same cores, and on a GPU one device holds a 5M-parameter model many times over.
 
 Run it:
-    vidgen distill --teacher shapes-tiny --steps 2 --out out/shapes-tiny-k2
+    vidgen distill --teacher shapes-tiny --steps 1 --out out/shapes-tiny-k1
     python -m jobs.distill --config distill.yaml [--address auto]            # a DistillJobConfig as YAML
 """
 

@@ -22,7 +22,7 @@ def test_shipped_files_are_serve_deploy_files_and_valid_configs(path):
     assert set(cfg.tiers) == {"edge", "cloud"}
     assert cfg.tiers["edge"].resources == {"edge": 1}
     if path != "cluster/serve-diffusers.yaml":  # the vidgen configs serve the distilled student at the edge
-        assert cfg.tiers["edge"].model == "shapes-tiny-k2" and not cfg.tiers["edge"].int8
+        assert cfg.tiers["edge"].model == "shapes-tiny-k1" and not cfg.tiers["edge"].int8
         assert cfg.tiers["edge"].steps is None and cfg.tiers["cloud"].model == "shapes-tiny"
     assert cfg.tiers["cloud"].resources == {"cloud": 1}
 

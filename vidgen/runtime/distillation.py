@@ -123,15 +123,17 @@ def student_card(student, lineage: dict, scores: dict) -> str:
                         "prompt_accuracy_paraphrase": round(student_scores["paraphrase"]["all_three"], 3),
                         "fd_frames": round(student_scores["perceptual"]["fd_frames"], 2),
                         "fvd_vidgen": round(student_scores["perceptual"]["fvd_vidgen"], 3)}}
-    return render_card(meta, f"""# {lineage['steps']}-step student of {lineage['teacher']['ref']}
+    k = lineage["steps"]
+    timesteps, steps = ("its timestep", "1 step") if k == 1 else (f"its {k} timesteps", f"{k} steps")
+    return render_card(meta, f"""# {k}-step student of {lineage['teacher']['ref']}
 
 Distilled from `{lineage['teacher']['ref']}` (weights sha256 `{lineage['teacher']['digest']}`) by {METHOD}: the
 teacher rendered {lineage['trajectories']} trajectories ({teacher['sampler']['steps']} Euler steps, guidance
 {teacher['sampler']['guidance']}) through the bulk-render actor pool; the student, initialised from the teacher,
-regresses the teacher's final latents from the states at its {lineage['steps']} timesteps, in
+regresses the teacher's final latents from the states at {timesteps}, in
 {lineage['config']['own_rollout_share']:.0%} of the batches from its own roll-out's states
 ({lineage['config']['train_steps']} steps of {lineage['config']['batch_size']}, lr {lineage['config']['lr']}).
-It samples with {lineage['steps']} steps and no guidance: one transformer pass a step, against the teacher's two.
+It samples with {steps} and no guidance: one transformer pass a step, against the teacher's two.
 Trajectories took {lineage['minutes']['trajectories']:.1f} min, training {lineage['minutes']['training']:.1f} min:
 ```
 {lineage['command']}
@@ -148,6 +150,6 @@ is closer; `vidgen.perceptual`); seconds per clip in batches of 48 on this machi
 {_world_row(teacher['perceptual'])}
 
 ## Limits
-It knows only the built-in world, like its teacher, and is trained for its {lineage['steps']} steps: other step
+It knows only the built-in world, like its teacher, and is trained for {steps}: other step
 counts or guidance work but were not trained for.
 """)
