@@ -11,8 +11,9 @@ from cluster.launcher import free_ports
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROMPT = "a red square moving right"
-# Deadline for a new replica to come up: its process, imports, model, drift reference and warm-up clip took 36 s here
-# with four clients loading the other replica on 2 cores, and CI machines have run twice as slow as this one.
+# Deadline for a new replica to come up (or a replica to load a model's next version): a new replica's process,
+# imports, model, drift reference and warm-up clip took 36 s here with four clients loading the other replica on 2
+# cores, and CI machines have run twice as slow as this one.
 REPLICA_START_S = 180
 
 
