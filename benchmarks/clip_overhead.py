@@ -34,9 +34,9 @@ def main() -> None:
 
     from storage.video import encode
     from vidgen.diffusion import initial_noise, sample, to_uint8_frames
-    from vidgen.runtime.pipeline import VideoPipeline
+    from vidgen.pipelines.load import load_pipeline
 
-    pipeline = VideoPipeline.from_reference(args.model)
+    pipeline = load_pipeline(args.model)
     model, encoder, dtype, caps = pipeline.model, pipeline.encoder, pipeline.dtype, pipeline.capabilities
     st = encoder._model
     prompt = "a red square moving right"

@@ -53,10 +53,10 @@ def main() -> None:
     from storage.objectstore import ObjectStore
     from vidgen.diffusion import SamplerConfig
     from vidgen.distill import DistillConfig
+    from vidgen.pipelines.packages import load_package
+    from vidgen.pipelines.references import resolve_model
     from vidgen.precision import autocast_dtype
-    from vidgen.runtime.distillation import judge, load_trajectories, train_student
-    from vidgen.runtime.packages import load_package
-    from vidgen.runtime.references import resolve_model
+    from vidgen.runs.distillation import judge, load_trajectories, train_student
     from vidgen.text import TextEncoder
 
     began = time.perf_counter()

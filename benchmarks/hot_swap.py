@@ -42,7 +42,7 @@ def main() -> None:
     from storage.aliases import move_alias
     from storage.package import write_sums
     from storage.registry import push
-    from vidgen.runtime.references import resolve_model
+    from vidgen.pipelines.references import resolve_model
 
     tmp = Path(tempfile.mkdtemp(prefix="vidgen-bench-", dir="/tmp"))
     registry = tmp / "registry"

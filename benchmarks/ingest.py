@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=4)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from cluster.connection import connect_ray
+    from jobs.connection import connect_ray
     from jobs.ingest import IngestConfig, ingest
 
     connect_ray(None, num_cpus=2)

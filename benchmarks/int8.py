@@ -21,9 +21,9 @@ import torch
 from vidgen.diffusion import sample
 from vidgen.evaluation import eval_specs
 from vidgen.metrics import prompt_accuracy
+from vidgen.pipelines.packages import capabilities, load_model, read_config
+from vidgen.pipelines.references import resolve_model
 from vidgen.quantize import linear_weight_bytes, quantize_int8
-from vidgen.runtime.packages import capabilities, load_model, read_config
-from vidgen.runtime.references import resolve_model
 from vidgen.text import TextEncoder
 
 

@@ -83,7 +83,7 @@ def sensitivity(n: int, frame_clips: int | None = None, kinds=tuple(LEVELS), see
     """{"none": scores of an independent sample, kind: [scores at each level]} against n reference clips (frame
     metrics on the first `frame_clips` of them; default all)."""
     frame_clips = frame_clips or n
-    from vidgen.runtime.feature_nets import efficientnet_lite0, video_feature_net
+    from vidgen.runs.feature_nets import efficientnet_lite0, video_feature_net
 
     frame_net, video_net = efficientnet_lite0(), video_feature_net()
     reference = features(synth.render_batch(synth.sample_specs(n, 30_000_000 + seed)), frame_net, video_net,

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 
-from cluster.connection import connect_ray
+from jobs.connection import connect_ray
 from jobs.render import RenderConfig, render
 from vidgen.diffusion import sample
+from vidgen.pipelines.packages import load_model
+from vidgen.pipelines.references import resolve_model
 from vidgen.precision import autocast_dtype
-from vidgen.runtime.eval_runs import SAMPLE_PROMPTS
-from vidgen.runtime.packages import load_model
-from vidgen.runtime.references import resolve_model
+from vidgen.runs.eval_runs import SAMPLE_PROMPTS
 from vidgen.text import TextEncoder
 
 

@@ -82,10 +82,10 @@ def in_process_edge():
     """The edge replica's work without Serve: a function rendering one clip to MP4 bytes."""
     from storage.video import encode
     from vidgen.diffusion import sample
+    from vidgen.pipelines.packages import capabilities, load_model, read_config
+    from vidgen.pipelines.references import resolve_model
     from vidgen.precision import autocast_dtype
     from vidgen.quantize import quantize_int8
-    from vidgen.runtime.packages import capabilities, load_model, read_config
-    from vidgen.runtime.references import resolve_model
     from vidgen.text import TextEncoder
 
     folder = resolve_model(EDGE["model"])
@@ -161,9 +161,9 @@ def part_c(base: str, n: int) -> None:
     from vidgen.metrics import prompt_accuracy
     from vidgen.model import ModelConfig
     from vidgen.perceptual import perceptual_report
-    from vidgen.runtime.feature_nets import efficientnet_lite0, video_feature_net, video_feature_net_version
-    from vidgen.runtime.packages import read_config
-    from vidgen.runtime.references import resolve_model
+    from vidgen.pipelines.packages import read_config
+    from vidgen.pipelines.references import resolve_model
+    from vidgen.runs.feature_nets import efficientnet_lite0, video_feature_net, video_feature_net_version
 
     specs = eval_specs(ModelConfig(**read_config(resolve_model("shapes-tiny"))["model"]), "train", n, seed=0)
     session = requests.Session()

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from cluster.connection import connect_ray
 from cluster.launcher import free_ports
+from jobs.connection import connect_ray
 from jobs.prepare import PrepareConfig, prepare
 from storage.datasets import open_dataset
 from storage.loopback import LoopbackS3

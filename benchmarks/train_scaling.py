@@ -24,9 +24,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from cluster.connection import connect_ray
 from cluster.launcher import free_ports
 from jobs._train_worker import StepHooks
+from jobs.connection import connect_ray
 from jobs.train import run_training
 from jobs.train_config import DistributedConfig
 from vidgen.diffusion import SamplerConfig

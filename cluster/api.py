@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from cluster.placement import PlacementRequest, Quality
 from cluster.serve_config import Limits
-from vidgen.clip_request import Capabilities, ClipRequest, FieldProblem, resolve_clip
+from vidgen.clip_request import Capabilities, ClipRequest, FieldProblem, limit_problems, resolve_clip
 
 RENDER_ID_PATTERN = r"^[0-9a-f]{32}$"
 TIER_HEADER = "X-Vidgen-Tier"
@@ -40,12 +40,7 @@ class VideoRequest(ClipRequest):
 
 def check_limits(request: VideoRequest, limits: Limits, caps: Capabilities | None = None) -> list[FieldProblem]:
     """Problems with `request` under this deployment's limits and, given `caps`, what that model can make."""
-    problems = []
-    if len(request.prompt) > limits.max_prompt_chars:
-        problems.append(FieldProblem("prompt", f"{len(request.prompt)} characters; at most "
-                                               f"{limits.max_prompt_chars}"))
-    if request.steps is not None and request.steps > limits.max_steps:
-        problems.append(FieldProblem("steps", f"{request.steps}; at most {limits.max_steps}"))
+    problems = limit_problems(request.prompt, request.steps, limits.max_steps, limits.max_prompt_chars)
     return problems + (resolve_clip(request, caps)[1] if caps is not None else [])
 
 

@@ -79,13 +79,13 @@ class Generator:
     def _load(self) -> LoadedModel:
         """Resolve, verify and load the tier's model, and time one warm-up clip on the sampler thread (off the event
         loop: a replica following an alias keeps serving the old model meanwhile)."""
-        from vidgen.runtime.pipeline import VideoPipeline
+        from vidgen.pipelines.load import load_pipeline
         from vidgen.text import TextEncoder
 
         cfg = self.cfg
-        pipeline = VideoPipeline.from_reference(cfg.model, TextEncoder(cache_entries=cfg.text_cache_entries),
+        pipeline = load_pipeline(cfg.model, TextEncoder(cache_entries=cfg.text_cache_entries),
                                                 device=self.device, int8=cfg.int8, options=cfg.pipeline)
-        caps = pipeline.capabilities.with_defaults(cfg.steps, cfg.guidance, cfg.frames, cfg.height, cfg.width)
+        caps = cfg.applied_to(pipeline.capabilities)
         frames, height, width = caps.shape
         # What this replica serves, reported with its state (GET /v1/models, the router's request checks).
         serves = {"model": cfg.model, "label": pipeline.label, "folder": pipeline.folder.name,

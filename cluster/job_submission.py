@@ -10,7 +10,7 @@ import re
 import shlex
 from pathlib import Path
 
-from cluster.connection import ClusterConnectionError, Target
+from jobs.connection import ClusterConnectionError, Target
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # What the working_dir upload leaves out: environments, credentials files, data, outputs and caches; never code or

@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cluster.placement import PolicyConfig
-from vidgen.clip_request import DEFAULT_MAX_STEPS, MAX_PROMPT_CHARS, Guidance, Steps
-from vidgen.runtime.options import PipelineOptions
+from vidgen.clip_request import DEFAULT_MAX_STEPS, MAX_PROMPT_CHARS, ClipDefaults, Steps
+from vidgen.pipelines.options import PipelineOptions
 
 TierName = Literal["edge", "cloud"]
 
@@ -63,19 +63,15 @@ class QualityProbe(BaseModel):
     rollback: bool = Field(False, description="move the tier's alias back automatically on a regression")
 
 
-class TierConfig(BaseModel):
-    """One tier: which model it loads, how it samples, what a replica asks Ray for, how it scales."""
+class TierConfig(ClipDefaults):
+    """One tier: which model it loads, how it samples (`ClipDefaults`: the defaults of requests that leave a setting
+    out), what a replica asks Ray for, how it scales."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field("shapes-tiny", description="model reference: a shipped name, a folder (vidgen package or "
                                                   "diffusers pipeline folder) or NAME@latest; a request goes only "
                                                   "to a tier whose model can make it")
-    steps: Steps | None = Field(None, description="sampler steps per clip; None: the model's own")
-    guidance: Guidance | None = Field(None, description="guidance scale; None: the model's own")
-    frames: int | None = Field(None, ge=1, description="frames of a request that names none; None: the model's")
-    height: int | None = Field(None, ge=1, description="height of a request that names none; None: the model's")
-    width: int | None = Field(None, ge=1, description="width of a request that names none; None: the model's")
     int8: bool = Field(False, description="int8 linear weights (vidgen.quantize; a diffusers model's transformer)")
     prompt_drift: bool = Field(True, description="score every prompt's distance from the training captions "
                                                  "(vidgen models of the built-in world; vidgen.drift)")

@@ -22,11 +22,11 @@ from jobs._entrypoint import quiet_known_warnings
 from jobs.train_config import DistributedConfig, deepspeed_config
 from storage.package import sha256_bytes
 from storage.training_checkpoints import CheckpointError, load_verified, read_rank_sums, write_rank_sums
+from vidgen.diffusion import clips_to_tensor
 from vidgen.precision import autocast_dtype
 from vidgen.text import TextEncoder
 from vidgen.training import (
     Batch,
-    clips_to_tensor,
     compute_loss,
     encode_batch,
     make_optimizer,

@@ -31,10 +31,10 @@ from jobs.render import RenderConfig, render
 from storage.objectstore import ObjectStore, S3Config, parse_uri
 from vidgen.diffusion import SamplerConfig
 from vidgen.distill import DistillConfig, teacher_steps_at
+from vidgen.pipelines.packages import load_package
+from vidgen.pipelines.references import model_label, resolve_model
 from vidgen.precision import autocast_dtype
-from vidgen.runtime.distillation import judge, load_trajectories, teacher_manifest, train_student, write_student
-from vidgen.runtime.packages import load_package
-from vidgen.runtime.references import model_label, resolve_model
+from vidgen.runs.distillation import judge, load_trajectories, teacher_manifest, train_student, write_student
 from vidgen.text import TextEncoder
 
 log = logging.getLogger(__name__)

@@ -38,8 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cluster.connection import connect_ray
 from jobs._entrypoint import job_arguments
+from jobs.connection import connect_ray
 from storage import video
 from storage.captions import captions_format, parse_captions
 from storage.datasets import finish_dataset

@@ -24,8 +24,8 @@ from dataclasses import asdict
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from cluster.connection import connect_ray
 from jobs._entrypoint import job_arguments
+from jobs.connection import connect_ray
 from storage import video
 from storage.datasets import finish_dataset
 from storage.objectstore import ObjectStore, S3Config, StorageError, parse_uri

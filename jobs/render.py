@@ -14,7 +14,7 @@
 Run again on the same OUT, it renders only rows without a record, so a killed run loses at most the batches in
 flight. A row whose claim is older than `claim_timeout_s` belongs to a run that died: the next run takes it over, and
 a video that run left without a record is this row's if the claim names the same request (model and settings),
-whatever bytes a re-render would make. Rows are validated first (`vidgen.runtime.manifest`), then grouped by
+whatever bytes a re-render would make. Rows are validated first (`vidgen.manifest`), then grouped by
 sampler settings into batches of `batch_size`; one bad prompt fails its row, not its batch.
 
 Run it:
@@ -38,24 +38,24 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from cluster.connection import connect_ray
 from jobs._entrypoint import job_arguments
+from jobs.connection import connect_ray
 from storage.objectstore import AlreadyExists, NotFound, ObjectStore, S3Config, parse_uri
 from storage.package import sha256_bytes
 from vidgen.clip_request import (
     DEFAULT_MAX_STEPS,
     Capabilities,
-    FieldProblem,
-    Guidance,
+    ClipDefaults,
     ResolvedClip,
     Steps,
+    limit_problems,
     resolve_clip,
 )
-from vidgen.runtime.manifest import RowError, derive_seed, manifest_format, output_key, parse_manifest
-from vidgen.runtime.options import PipelineOptions
-from vidgen.runtime.pipeline import describe_model
+from vidgen.manifest import RowError, derive_seed, manifest_format, output_key, parse_manifest
+from vidgen.pipelines.load import describe_model
+from vidgen.pipelines.options import PipelineOptions
 
 log = logging.getLogger(__name__)
 RESULTS, ERRORS, RUN, RECORDS, CLAIMS = "results.jsonl", "errors.jsonl", "run.json", "results", "claims"
@@ -64,8 +64,9 @@ CLAIMED_ELSEWHERE = "claimed by another run"
 PREVIEW_CLIPS = 8
 
 
-class RenderConfig(BaseModel):
-    """What to render, with which model, where to, and how wide."""
+class RenderConfig(ClipDefaults):
+    """What to render, with which model, where to, and how wide; the defaults of rows that leave a setting out
+    (`ClipDefaults`: steps, guidance, frames, height, width)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -75,11 +76,6 @@ class RenderConfig(BaseModel):
                                                 "demo model)")
     out: str = Field("out/render", description="output folder or s3://BUCKET/PREFIX")
     seed: int = Field(0, description="run seed: rows without a seed get one derived from (seed, id)")
-    steps: Steps | None = Field(None, description="sampler steps for rows that name none (default: the model's)")
-    guidance: Guidance | None = Field(None, description="guidance for rows that name none (default: the model's)")
-    frames: int | None = Field(None, ge=1, description="frames for rows that name none (default: the model's)")
-    height: int | None = Field(None, ge=1, description="height for rows that name none (default: the model's)")
-    width: int | None = Field(None, ge=1, description="width for rows that name none (default: the model's)")
     max_steps: Steps = Field(DEFAULT_MAX_STEPS, description="rows asking for more sampler steps are refused (steps "
                                                             "are what a row's cost grows with)")
     batch_size: int = Field(8, ge=1, le=256, description="clips sampled together by one actor")
@@ -120,13 +116,13 @@ def plan_batches(rows: list, caps: Capabilities, cfg: RenderConfig, label: str =
                  ) -> tuple[list[list[PlannedClip]], list[RowError]]:
     """Resolve each row against the model (the run's steps and guidance as defaults), then batch rows that share
     their sampler settings; the first clips are marked for the preview."""
-    caps = caps.with_defaults(cfg.steps, cfg.guidance, cfg.frames, cfg.height, cfg.width)
+    caps = cfg.applied_to(caps)
     groups: dict[tuple, list[PlannedClip]] = {}
     errors = []
     for item in rows:
         clip, problems = resolve_clip(item.row, caps, derive_seed(cfg.seed, item.row.id))
-        if clip is not None and clip.steps > cfg.max_steps:
-            clip, problems = None, [FieldProblem("steps", f"{clip.steps}; at most {cfg.max_steps} (max_steps)")]
+        if clip is not None and (limited := limit_problems(clip.prompt, clip.steps, cfg.max_steps)):
+            clip, problems = None, limited
         errors += [RowError(item.line, item.row.id, p.field, p.reason) for p in problems]
         if clip is not None:
             request = sha256_bytes(json.dumps([label, asdict(clip)], sort_keys=True).encode())
@@ -155,11 +151,11 @@ class Renderer:
                  trajectory_steps: tuple[int, ...] = ()):
         import torch
 
-        from vidgen.runtime.pipeline import VideoPipeline
+        from vidgen.pipelines.load import load_pipeline
 
         torch.set_num_threads(threads)
         device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
-        self.pipeline = VideoPipeline.from_reference(model_ref, device=device,
+        self.pipeline = load_pipeline(model_ref, device=device,
                                                      options=PipelineOptions(**(options or {})))
         if self.pipeline.label != label:
             raise RuntimeError(f"this node's copy of {model_ref} is {self.pipeline.label}, the driver's {label}")
@@ -381,7 +377,7 @@ def render(cfg: RenderConfig, address: str | None = None,
 def _preview(store: ObjectStore, out, results: list[dict]) -> None:
     """A contact sheet of clips this run rendered, from the frames the actors handed back (nothing re-read); clips
     of the first clip's shape only (a sheet is a grid)."""
-    from vidgen.runtime.plots import contact_sheet_png
+    from vidgen.runs.plots import contact_sheet_png
 
     results = [r for r in results if r["shape"] == results[0]["shape"]]
     clips = np.stack([np.frombuffer(r["frames"], np.uint8).reshape(*r["shape"], 3) for r in results])

@@ -38,9 +38,9 @@ import os
 import sys
 import time
 
-from cluster.connection import connect_ray
 from jobs._entrypoint import job_arguments
 from jobs._train_worker import RUN_KEY_ENV, StepHooks, train_loop
+from jobs.connection import connect_ray
 from jobs.train_config import DistributedConfig
 from storage.cards import parse_card
 from storage.objectstore import NotFound, ObjectStore, S3Config, StorageError, parse_uri

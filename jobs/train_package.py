@@ -17,11 +17,11 @@ from storage.registry import push, upload_package
 from vidgen import synth
 from vidgen.evaluation import evaluate_splits
 from vidgen.model import VideoDiT
+from vidgen.pipelines.packages import save_model
 from vidgen.precision import autocast_dtype
-from vidgen.runtime.artifacts import model_card, write_metrics_csv
-from vidgen.runtime.eval_runs import PERCEPTUAL_CLIPS, perceptual_eval
-from vidgen.runtime.packages import save_model
-from vidgen.runtime.plots import loss_curve_png
+from vidgen.runs.cards import model_card, write_metrics_csv
+from vidgen.runs.eval_runs import PERCEPTUAL_CLIPS, perceptual_eval
+from vidgen.runs.plots import loss_curve_png
 from vidgen.text import TextEncoder
 
 log = logging.getLogger(__name__)

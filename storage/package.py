@@ -12,6 +12,7 @@ refused outright: loading a pickle runs code.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CONFIG_FILE, WEIGHTS_FILE, SUMS_FILE, CARD_FILE = "config.json", "model.safetensors", "SHA256SUMS", "card.md"
@@ -125,3 +126,26 @@ def verify_package(folder: Path) -> dict[str, str]:
             raise ModelFileError(f"{path} does not match its SHA256SUMS hash: the file was changed or damaged; "
                                  "re-download or re-export the model")
     return sums
+
+
+@dataclass(frozen=True)
+class VerifiedFolder:
+    """A model folder whose files matched `sums` when it was checked: what loading accepts, so a process hashes a
+    folder once (a Wan-sized folder takes seconds to hash)."""
+
+    folder: Path
+    sums: dict[str, str] = field(repr=False)
+
+    @property
+    def kind(self) -> str:
+        return package_kind(self.folder)
+
+
+def verify_folder(folder: Path) -> VerifiedFolder:
+    """Verify a package folder (`verify_package`). A diffusers folder without SHA256SUMS (as `save_pretrained` left
+    it) is hashed as it is: nodes that load it check they hold the same bytes, but only a packaged folder (`vidgen
+    models import`) can prove nobody changed it since."""
+    folder = Path(folder)
+    if package_kind(folder) == "diffusers" and not (folder / SUMS_FILE).is_file():
+        return VerifiedFolder(folder, tree_sums(folder))
+    return VerifiedFolder(folder, verify_package(folder))

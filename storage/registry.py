@@ -31,7 +31,7 @@ from pathlib import Path
 
 from storage.aliases import ALIAS_NAME, current
 from storage.objectstore import AlreadyExists, Location, ObjectStore, StorageError, parse_uri
-from storage.package import SUMS_FILE, ModelFileError, format_sums, parse_sums, verify_package
+from storage.package import SUMS_FILE, ModelFileError, VerifiedFolder, format_sums, parse_sums, verify_package
 from storage.user_state import model_cache, registry_root
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,12 @@ def upload_package(local_dir: Path, uri: str | Location, sums: dict[str, str], s
 def pull(ref: str | ModelRef, root: str | None = None, store: ObjectStore | None = None,
          cache_dir: Path | None = None) -> Path:
     """Download a model version into the cache (if not there already), verify every file, return its folder."""
+    return pull_verified(ref, root, store, cache_dir).folder
+
+
+def pull_verified(ref: str | ModelRef, root: str | None = None, store: ObjectStore | None = None,
+                  cache_dir: Path | None = None) -> VerifiedFolder:
+    """`pull`, returning the verified folder with its sums, so loading it does not hash it again."""
     store = store or ObjectStore()
     ref = resolve(ref, root, store)
     remote = ref.model_uri.join(ref.version)
@@ -181,7 +187,7 @@ def pull(ref: str | ModelRef, root: str | None = None, store: ObjectStore | None
         if verify_package(dest) != sums:
             raise ModelFileError(f"the cached copy {dest} does not match {remote.uri}'s SHA256SUMS: it was changed "
                                  "after it was pulled; delete the folder and pull again")
-        return dest
+        return VerifiedFolder(dest, sums)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
@@ -200,7 +206,7 @@ def pull(ref: str | ModelRef, root: str | None = None, store: ObjectStore | None
             verify_package(dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    return VerifiedFolder(dest, sums)
 
 
 def cached_version(folder: Path) -> tuple[str, str]:

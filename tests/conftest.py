@@ -36,7 +36,7 @@ def micro_config():
 def micro_model_dir(tmp_path_factory, encoder):
     """A micro model trained for 40 steps and written as a model folder by the real pipeline."""
     from vidgen.diffusion import SamplerConfig
-    from vidgen.runtime.local_training import train_to_folder
+    from vidgen.runs.local_training import train_to_folder
     from vidgen.training import TrainConfig
 
     cfg = TrainConfig(model=MICRO, max_steps=40, batch_size=8, warmup_steps=5, eval_clips=4, autoencoder_steps=30,
@@ -110,7 +110,7 @@ def ray_cluster():
     ray.init(address="local", num_cpus=3, resources={"edge": 2, "cloud": 1}, object_store_memory=256 * 2**20,
              include_dashboard=False,
              _temp_dir=temp_dir, logging_level="warning", log_to_driver=False)
-    from cluster.connection import configure_data_context
+    from jobs.connection import configure_data_context
 
     configure_data_context()
     try:

@@ -39,3 +39,52 @@ def test_a_core_module_importing_storage_breaks_the_contract(tmp_path):
     result = _lint(tmp_path)
     assert result.returncode != 0
     assert "vidgen.model -> storage.objectstore" in result.stdout
+
+
+def _import_cycles(graph) -> list[list[str]]:
+    """The strongly connected components of more than one module in an import graph (Tarjan), each an import
+    circle; lazy imports inside functions count, as they do for the layers contract."""
+    edges = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in sorted(graph.modules)}
+    index, low, on_stack, stack, cycles = {}, {}, set(), [], []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for imported in edges.get(module, ()):
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in on_stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            component = []
+            while not component or component[-1] != module:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in edges:
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_no_module_imports_itself_through_others():
+    import grimp
+
+    assert _import_cycles(grimp.build_graph(*PACKAGES)) == []
+
+
+def test_the_cycle_finder_finds_a_planted_circle(tmp_path, monkeypatch):
+    import grimp
+
+    package = tmp_path / "circle"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from circle import b  # noqa\n")
+    (package / "b.py").write_text("def f():\n    from circle import a  # noqa\n")
+    (package / "c.py").write_text("from circle import a  # noqa\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _import_cycles(grimp.build_graph("circle", cache_dir=None)) == [["circle.a", "circle.b"]]

@@ -5,9 +5,9 @@ from typer.testing import CliRunner
 
 from storage.package import verify_package
 from vidgen.cli import app
-from vidgen.runtime.eval_runs import evaluate_model
-from vidgen.runtime.packages import load_model
-from vidgen.runtime.references import DEFAULT_MODEL, resolve_model
+from vidgen.pipelines.packages import load_model
+from vidgen.pipelines.references import DEFAULT_MODEL, resolve_model
+from vidgen.runs.eval_runs import evaluate_model
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """What a clip to make is: one typed request with its bounds written once, and the one rule that resolves it
 against what a model can make.
 
-Manifest rows (`vidgen.runtime.manifest`) and HTTP bodies (`cluster.api`) are ClipRequests with a few fields of
+Manifest rows (`vidgen.manifest`) and HTTP bodies (`cluster.api`) are ClipRequests with a few fields of
 their own. `resolve_clip` fills the defaults from the model's `Capabilities` and reports every field the model
 cannot honour, so bulk render, serving and `vidgen generate` refuse the same things in the same words.
 Pure pydantic (no torch), so the HTTP router can import it without loading model code.
@@ -38,6 +38,35 @@ class ClipRequest(BaseModel):
     width: int | None = Field(None, ge=1, le=4096, description="pixels; must be one the model makes")
     steps: Steps | None = None
     guidance: Guidance | None = None
+
+
+class ClipDefaults(BaseModel):
+    """A run's (bulk render) or a tier's (serving) defaults for what a request leaves out; None: the model's own.
+    Configs that hold them inherit this class, so the keys stay at the top level of their YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: Steps | None = Field(None, description="sampler steps of a request that names none; None: the model's")
+    guidance: Guidance | None = Field(None, description="guidance of a request that names none; None: the model's")
+    frames: int | None = Field(None, ge=1, description="frames of a request that names none; None: the model's")
+    height: int | None = Field(None, ge=1, description="height of a request that names none; None: the model's")
+    width: int | None = Field(None, ge=1, description="width of a request that names none; None: the model's")
+
+    def applied_to(self, caps: Capabilities) -> Capabilities:
+        """The model's capabilities with these defaults; a default size it cannot make is a ValueError naming it."""
+        return caps.with_defaults(self.steps, self.guidance, self.frames, self.height, self.width)
+
+
+def limit_problems(prompt: str, steps: int | None, max_steps: int,
+                   max_prompt_chars: int = MAX_PROMPT_CHARS) -> list[FieldProblem]:
+    """What a deployment's (or a run's) limits refuse of a request: steps are the cost a caller controls, and a
+    prompt longer than the limit is refused rather than cut."""
+    problems = []
+    if len(prompt) > max_prompt_chars:
+        problems.append(FieldProblem("prompt", f"{len(prompt)} characters; at most {max_prompt_chars}"))
+    if steps is not None and steps > max_steps:
+        problems.append(FieldProblem("steps", f"{steps}; at most {max_steps} (max_steps)"))
+    return problems
 
 
 class Dimension(BaseModel):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from vidgen.precision import autocast
 from vidgen.text import TextEmbedding
 
 
@@ -112,7 +113,7 @@ def distill(teacher, data: Trajectories, cfg: DistillConfig, progress=None, auto
     for step in range(cfg.train_steps):
         index = torch.randint(len(data), (min(cfg.batch_size, len(data)),), generator=generator)
         own = bool(torch.rand((), generator=generator) < cfg.own_rollout_share) and cfg.steps > 1
-        with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        with autocast(autocast_dtype, next(student.parameters()).device.type):
             loss = distill_loss(student, data, index, cfg.steps, own, generator)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

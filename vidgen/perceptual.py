@@ -9,7 +9,7 @@ look like real ones, as a distribution. Two feature spaces:
 In either space, FD is the Fréchet distance between Gaussians fitted to the two sets, and KID the unbiased squared
 MMD with the cubic polynomial kernel (unbiased at any sample size, where FD is biased upwards at small ones).
 
-The networks are handed in already loaded (`vidgen.runtime.feature_nets` verifies and loads their weights).
+The networks are handed in already loaded (`vidgen.runs.feature_nets` verifies and loads their weights).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidgen.diffusion import clips_to_tensor
 from vidgen.metrics import temporal_consistency
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,14 +65,6 @@ def subject_consistency(frame_features: np.ndarray) -> float:
     to_previous = (f[1:] * f[:-1]).sum(axis=1)
     to_first = f[1:] @ f[0]
     return float(((to_previous + to_first) / 2).mean())
-
-
-def clips_to_tensor(clips) -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) -> float (B, 3, T, H, W) in [-1, 1], what the video feature net takes."""
-    x = torch.as_tensor(np.asarray(clips))
-    if x.ndim != 5 or x.shape[-1] != 3:
-        raise ValueError(f"clips must be (B, T, H, W, 3), got {tuple(x.shape)}")
-    return (x.float() / 127.5 - 1).permute(0, 4, 1, 2, 3)
 
 
 @torch.inference_mode()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -104,3 +105,19 @@ class TextEncoder:
     @property
     def cache_size(self) -> int:
         return len(self._cache)
+
+
+def encode_each(encoder: TextEncoder, captions: Sequence[str]) -> tuple[TextEmbedding | None, dict[int, str]]:
+    """The embeddings of the captions the encoder accepts (in order; None when it accepts none), and why it refuses
+    each other one, by index, so one bad caption fails alone. Accepted captions are encoded once (they are cached)."""
+    try:
+        return encoder.encode(list(captions)), {}
+    except ValueError:
+        refused = {}
+        for i, caption in enumerate(captions):
+            try:
+                encoder.encode([caption])
+            except ValueError as e:
+                refused[i] = str(e)
+        good = [c for i, c in enumerate(captions) if i not in refused]
+        return (encoder.encode(good) if good else None), refused

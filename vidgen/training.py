@@ -17,12 +17,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vidgen import synth
-from vidgen.diffusion import FlowConfig, SamplerConfig, flow_loss
+from vidgen.diffusion import FlowConfig, SamplerConfig, clips_to_tensor, flow_loss
 from vidgen.evaluation import evaluate_splits
 from vidgen.model import PRESETS, ModelConfig, VideoDiT
 from vidgen.perf import model_flops_utilisation
-from vidgen.precision import autocast_dtype
-from vidgen.text import TextEmbedding, TextEncoder
+from vidgen.precision import Precision, autocast, autocast_dtype
+from vidgen.text import TextEmbedding, TextEncoder, encode_each
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ class TrainConfig(BaseModel):
     eval_every_minutes: float | None = Field(None, gt=0, description="evaluate prompt accuracy this often")
     eval_clips: int = Field(96, ge=1, description="clips per split for each evaluation")
     seed: int = Field(0, description="seeds data, noise and initial weights")
-    precision: str = Field("auto", pattern="^(auto|bf16|fp32)$", description="bf16 autocast where the CPU has it")
+    precision: Precision = Field("auto", description="autocast dtype (`vidgen.precision`); auto: bfloat16 on GPUs "
+                                                    "and CPUs with native bf16, else float32")
     torch_threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
     save_dtype: str = Field("float32", pattern="^(float32|float16|bfloat16)$",
                             description="dtype of the saved weights; float16 halves the file")
@@ -91,23 +92,13 @@ def encode_batch(batch: Batch, encoder: TextEncoder) -> tuple[Batch, TextEmbeddi
     """The batch with its captions encoded. A data set may hold any caption: samples whose caption the encoder
     refuses (too many tokens) are dropped with a warning, so one sample cannot end a run; (empty batch, None) when
     every caption is refused."""
-    try:
-        return batch, encoder.encode(batch.captions)
-    except ValueError:
-        keep = []
-        for i, caption in enumerate(batch.captions):
-            try:
-                encoder.encode([caption])
-                keep.append(i)
-            except ValueError as e:
-                log.warning("skipped a training sample: %s", e)
-        kept = Batch(batch.x0[keep], [batch.captions[i] for i in keep])
-        return kept, (encoder.encode(kept.captions) if keep else None)
-
-
-def clips_to_tensor(clips: np.ndarray) -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) -> float (B, 3, T, H, W) in [-1, 1]."""
-    return torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+    text, refused = encode_each(encoder, batch.captions)
+    if not refused:
+        return batch, text
+    for reason in refused.values():
+        log.warning("skipped a training sample: %s", reason)
+    keep = [i for i in range(len(batch.captions)) if i not in refused]
+    return Batch(batch.x0[keep], [batch.captions[i] for i in keep]), text
 
 
 def synth_batches(cfg: ModelConfig, batch_size: int, seed: int) -> Iterator[Batch]:
@@ -127,7 +118,7 @@ def compute_loss(model, batch: Batch, text: TextEmbedding, flow: FlowConfig, dty
 
     Clips are encoded by the model's frozen autoencoder first; the loss trains the transformer only.
     """
-    with torch.autocast(batch.x0.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+    with autocast(dtype, batch.x0.device.type):
         with torch.no_grad():
             latents = model.autoencoder.encode(batch.x0).float()
         return flow_loss(model, latents, text, flow, generator)
@@ -165,7 +156,7 @@ def train_autoencoder(model: VideoDiT, batches: Iterator[Batch], cfg: TrainConfi
     optimizer = torch.optim.AdamW(ae.parameters(), lr=cfg.autoencoder_lr)
     losses = []
     for _ in range(cfg.autoencoder_steps):
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with autocast(dtype, next(ae.parameters()).device.type):
             loss = ae.reconstruction_loss(next(batches).x0, cfg.autoencoder_latent_noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

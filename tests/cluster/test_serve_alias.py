@@ -12,8 +12,8 @@ from storage.aliases import history, move_alias
 from storage.registry import push
 from tests.serving import PROMPT, REPLICA_START_S, board_reports, deployed, metric, post, wait_for
 from vidgen.model import VideoDiT
-from vidgen.runtime.packages import load_package, save_model
-from vidgen.runtime.references import resolve_model
+from vidgen.pipelines.packages import load_package, save_model
+from vidgen.pipelines.references import resolve_model
 
 pytestmark = pytest.mark.slow
 

@@ -34,7 +34,7 @@ def test_render_refuses_trajectories_of_a_diffusers_model(tiny_pipelines, tmp_pa
 @pytest.mark.slow
 def test_distill_renders_exact_teacher_trajectories_and_writes_a_k_step_student(ray_cluster, micro_model_dir,
                                                                               tmp_path):
-    from vidgen.runtime.pipeline import VideoPipeline
+    from vidgen.pipelines.load import load_pipeline
 
     folder, _ = micro_model_dir
     out = tmp_path / "student"
@@ -51,14 +51,14 @@ def test_distill_renders_exact_teacher_trajectories_and_writes_a_k_step_student(
     with np.load(io.BytesIO((work / "trajectories" / f"{record['id']}.npz").read_bytes()), allow_pickle=False) as npz:
         assert npz["steps"].tolist() == [0, 1, 2, 3]
         states, x0 = npz["states"], npz["x0"]
-    teacher = VideoPipeline.from_reference(str(folder))
+    teacher = load_pipeline(str(folder))
     clip = next(c for c in _resolved(teacher, record))
     direct = teacher.generate([clip], keep_steps=(0, 1, 2, 3))
     assert np.allclose(states, torch.stack([direct.states[s][0] for s in range(4)]).numpy(), atol=1e-4)
     assert np.allclose(x0, direct.x0[0].numpy(), atol=1e-4)
 
     verify_package(out)
-    student = VideoPipeline.from_reference(str(out))
+    student = load_pipeline(str(out))
     assert (student.capabilities.steps, student.capabilities.guidance) == (2, 1.0)
     meta, body = parse_card((out / "card.md").read_text())
     assert meta["steps"] == 2 and meta["trajectories"] == 12 and meta["teacher_digest"] in body

@@ -133,7 +133,7 @@ def test_ingest_from_a_bucket_into_a_bucket(ray_cluster, corpus, s3_config, buck
 
 def test_a_model_trains_on_ingested_clips_reusing_the_shipped_autoencoder(ingested, encoder, tmp_path):
     from storage.cards import parse_card
-    from vidgen.runtime.local_training import train_to_folder
+    from vidgen.runs.local_training import train_to_folder
     from vidgen.training import TrainConfig
 
     out, _ = ingested

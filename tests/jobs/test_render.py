@@ -202,7 +202,7 @@ def test_the_make_demo_manifest_renders_all_but_its_two_bad_rows(ray_cluster, tm
 def test_planning_caps_steps_and_marks_the_preview_clips():
     from jobs.render import plan_batches
     from vidgen.clip_request import Capabilities
-    from vidgen.runtime.manifest import parse_manifest
+    from vidgen.manifest import parse_manifest
 
     caps = Capabilities(frames=8, height=32, width=32, steps=24, guidance=3.0)
     lines = [{"id": "over", "prompt": "x", "steps": 65}, {"id": "cap", "prompt": "y", "steps": 64}]

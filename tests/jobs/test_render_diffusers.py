@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 from jobs.render import RenderConfig, plan_batches, render
 from storage.registry import push
 from vidgen.cli import app
-from vidgen.runtime.manifest import parse_manifest
-from vidgen.runtime.model_import import import_diffusers_folder
-from vidgen.runtime.pipeline import describe_model
+from vidgen.manifest import parse_manifest
+from vidgen.pipelines.load import describe_model
+from vidgen.pipelines.model_import import import_diffusers_folder
 
 ROWS = [
     {"id": "plain", "prompt": "a red square moving left", "seed": 1},

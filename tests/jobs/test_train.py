@@ -14,8 +14,8 @@ from storage.objectstore import ObjectStore
 from storage.registry import pull
 from vidgen.diffusion import SamplerConfig
 from vidgen.model import PRESETS
-from vidgen.runtime.packages import load_model
-from vidgen.runtime.pipeline import generate
+from vidgen.pipelines.packages import load_model
+from vidgen.runs.generate import generate
 from vidgen.training import TrainConfig
 
 MICRO = {"dim": 48, "depth": 2, "heads": 2, "ae_channels": 8}

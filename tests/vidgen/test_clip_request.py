@@ -6,7 +6,7 @@ import pytest
 from cluster.api import VideoRequest
 from vidgen.clip_request import Capabilities, ClipRequest, resolve_clip
 from vidgen.diffusion import SamplerConfig
-from vidgen.runtime.manifest import ManifestRow
+from vidgen.manifest import ManifestRow
 
 CAPS = Capabilities(frames=8, height=32, width=32, steps=24, guidance=3.0)
 

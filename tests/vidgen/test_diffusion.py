@@ -2,12 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from vidgen.diffusion import FlowConfig, flow_loss, initial_noise, sample, to_uint8_frames
+from vidgen.diffusion import FlowConfig, clips_to_tensor, flow_loss, initial_noise, sample, to_uint8_frames
 from vidgen.model import VideoDiT
 from vidgen.training import (
     EMA,
     TrainConfig,
-    clips_to_tensor,
     compute_loss,
     make_optimizer,
     synth_batches,

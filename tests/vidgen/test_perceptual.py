@@ -45,7 +45,7 @@ def test_distances_refuse_mismatched_feature_sets():
 
 def test_efficientnet_weights_are_refused_unless_they_match_the_pinned_digest(monkeypatch, tmp_path):
     from storage.package import ModelFileError
-    from vidgen.runtime import feature_nets
+    from vidgen.runs import feature_nets
 
     fake = tmp_path / feature_nets.EFFICIENTNET_FILE
     fake.parent.mkdir(parents=True)
@@ -68,8 +68,8 @@ def test_the_shipped_video_feature_net_is_verified_small_and_reads_the_world(tmp
     import torch
 
     from storage.package import ModelFileError
-    from vidgen.perceptual import clips_to_tensor
-    from vidgen.runtime import feature_nets
+    from vidgen.diffusion import clips_to_tensor
+    from vidgen.runs import feature_nets
 
     folder = feature_nets.SHIPPED_FEATURE_NETS / feature_nets.VIDEO_FEATURE_NET
     assert sum(p.stat().st_size for p in folder.iterdir()) < 5_000_000

@@ -1,6 +1,7 @@
 """`vidgen`: the command line front door. Heavy libraries are imported inside commands so --help is instant.
 
-Each command is a thin wrapper over a plain function (`vidgen.runtime.*`, `jobs.*`, `cluster.*`, `storage.*`);
+Each command is a thin wrapper over a plain function (`vidgen.pipelines.*`, `vidgen.runs.*`, `jobs.*`, `cluster.*`,
+`storage.*`);
 `vidgen data …` and `vidgen models …` live in `vidgen/cli/data.py` and `vidgen/cli/models.py`.
 """
 
@@ -28,14 +29,14 @@ log = logging.getLogger("vidgen")
 
 
 def _add_subcommands() -> None:
-    from vidgen.cli import cluster, data, distill, jobs, models, render, serve
+    from vidgen.cli import cluster_commands, data, distill, job_commands, models, render, serve
 
-    app.add_typer(cluster.app, name="cluster")
+    app.add_typer(cluster_commands.app, name="cluster")
     app.add_typer(data.app, name="data")
     app.add_typer(models.app, name="models")
     app.add_typer(serve.app, name="serve")
-    app.add_typer(jobs.app, name="jobs")
-    app.command("submit")(jobs.submit)
+    app.add_typer(job_commands.app, name="jobs")
+    app.command("submit")(job_commands.submit)
     app.command("render")(render.render)
     app.command("distill")(distill.distill)
 
@@ -91,7 +92,7 @@ def train(
         if value is not None:
             overrides.append(f"{key}={value}")
     if workers is not None or resume is not None:
-        from vidgen.cli.distributed import train_distributed
+        from vidgen.cli.train_workers import train_distributed
 
         train_distributed(str(config) if config else preset, overrides, dry_run=dry_run, workers=workers or 2,
                           zero_stage=zero, offload_optimizer=offload, use_gpu=gpu, data=data, runs=runs, out=out,
@@ -108,7 +109,7 @@ def train(
 
     from storage.objectstore import StorageError
     from storage.package import ModelFileError
-    from vidgen.runtime.local_training import train_to_folder
+    from vidgen.runs.local_training import train_to_folder
 
     bar = progress()
     by_time = cfg.max_minutes is not None
@@ -163,7 +164,7 @@ def generate(
     from storage.objectstore import StorageError
     from storage.package import ModelFileError
     from storage.video import write
-    from vidgen.runtime.pipeline import generate as generate_clips
+    from vidgen.runs.generate import generate as generate_clips
 
     bar = progress()
     try:
@@ -206,7 +207,7 @@ def eval_(
     setup_logging()
     from storage.objectstore import StorageError
     from storage.package import ModelFileError
-    from vidgen.runtime.eval_runs import evaluate_model
+    from vidgen.runs.eval_runs import evaluate_model
 
     try:
         result = evaluate_model(model, clips, seed, steps, guidance, frames, height, width, perceptual_clips=perceptual)
@@ -244,9 +245,9 @@ def demo(
     from storage.objectstore import StorageError
     from storage.package import ModelFileError
     from storage.video import write
-    from vidgen.runtime.eval_runs import SAMPLE_PROMPTS, accuracy_of
-    from vidgen.runtime.pipeline import generate as generate_clips
-    from vidgen.runtime.plots import contact_sheet_png
+    from vidgen.runs.eval_runs import SAMPLE_PROMPTS, accuracy_of
+    from vidgen.runs.generate import generate as generate_clips
+    from vidgen.runs.plots import contact_sheet_png
 
     prompts = list(SAMPLE_PROMPTS)
     bar = progress()

@@ -63,7 +63,7 @@ def import_(
     from storage.registry import model_location
     from storage.registry import push as push_model
     from storage.user_state import registry_root
-    from vidgen.runtime.model_import import import_diffusers_folder
+    from vidgen.pipelines.model_import import import_diffusers_folder
 
     try:
         model_uri = model_location(root or registry_root(), name).uri
@@ -129,7 +129,7 @@ def promote(
     setup_logging()
     from storage.objectstore import StorageError
     from storage.package import ModelFileError
-    from vidgen.runtime.promotion import promote as promote_model
+    from vidgen.runs.promotion import promote as promote_model
 
     name, _, version = ref.partition("@")
     try:
@@ -158,7 +158,7 @@ def rollback(
     """Move NAME@ALIAS back to the version it named before its last move (no evaluation: it is the way back)."""
     setup_logging()
     from storage.objectstore import StorageError
-    from vidgen.runtime.promotion import rollback as rollback_model
+    from vidgen.runs.promotion import rollback as rollback_model
 
     try:
         record = rollback_model(name, alias, reason, root=root)
@@ -207,7 +207,7 @@ def train_feature_net(
     """Train FVD-vidgen's video network (a small 3D conv net that reads colour, shape, direction and speed from
     clips of the built-in world) and write it as a package; the shipped one is vidgen/shipped_feature_nets/."""
     setup_logging()
-    from vidgen.runtime.feature_nets import train_video_feature_net
+    from vidgen.runs.feature_nets import train_video_feature_net
 
     bar = progress()
     with bar:

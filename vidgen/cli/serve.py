@@ -36,7 +36,7 @@ def _connect(address: str | None) -> str:
     if not address:
         fail("no cluster to ask: give --address or set RAY_ADDRESS (a `vidgen serve up` without an address serves "
              "in its own terminal and stops with it)")
-    from cluster.connection import ClusterConnectionError, connect_ray
+    from jobs.connection import ClusterConnectionError, connect_ray
 
     try:
         connect_ray(address)
@@ -64,7 +64,7 @@ def up(
 
     address = address or os.environ.get("RAY_ADDRESS")
     if address and not _joined():
-        from cluster.connection import use_token_for_ray
+        from jobs.connection import use_token_for_ray
 
         use_token_for_ray()  # before Ray is imported (cluster.deploy imports it)
     from cluster.deploy import DeployError, deploy, local_resources, prepare_config
@@ -79,7 +79,7 @@ def up(
         cfg = prepare_config(cfg, http.get("host", "127.0.0.1"), insecure_local, dict(os.environ))
     except (FileNotFoundError, ValueError, DeployError) as exc:
         fail(str(exc).replace("\n", " "))
-    from cluster.connection import connect_ray
+    from jobs.connection import connect_ray
 
     if address:
         _connect(address)

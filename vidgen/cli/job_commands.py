@@ -19,7 +19,7 @@ JobId = Annotated[str, typer.Argument(help="the id `vidgen submit` printed (or `
 
 
 def _target(address: str | None, token_file: str | None):
-    from cluster.connection import ClusterConnectionError, resolve
+    from jobs.connection import ClusterConnectionError, resolve
 
     try:
         return resolve(address, token_file)
@@ -28,7 +28,7 @@ def _target(address: str | None, token_file: str | None):
 
 
 def _call(fn, *args):
-    from cluster.connection import ClusterConnectionError
+    from jobs.connection import ClusterConnectionError
 
     try:
         return fn(*args)

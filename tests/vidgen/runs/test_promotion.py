@@ -10,9 +10,9 @@ from storage.aliases import current, history
 from storage.registry import push
 from vidgen.cli import app
 from vidgen.model import VideoDiT
-from vidgen.runtime.packages import load_package, save_model
-from vidgen.runtime.promotion import GateRefused, promote, rollback
-from vidgen.runtime.references import resolve_model
+from vidgen.pipelines.packages import load_package, save_model
+from vidgen.pipelines.references import resolve_model
+from vidgen.runs.promotion import GateRefused, promote, rollback
 
 
 @pytest.fixture

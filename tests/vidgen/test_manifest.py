@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from vidgen.runtime.manifest import derive_seed, manifest_format, output_key, parse_manifest
+from vidgen.manifest import derive_seed, manifest_format, output_key, parse_manifest
 
 
 def _jsonl(*rows) -> bytes:

@@ -9,7 +9,7 @@ import pytest
 
 from storage.package import ModelFileError, write_sums
 from vidgen.clip_request import ClipRequest, resolve_clip
-from vidgen.runtime.pipeline import VideoPipeline, describe_model
+from vidgen.pipelines.load import describe_model, load_pipeline
 
 # what each pipeline class checks: Wan 16-pixel multiples (VAE 8 x patch 2), LTX 32 (its check_inputs), CogVideoX 16
 MULTIPLES = {"wan": 16, "ltx": 32, "cogvideox": 16}
@@ -18,7 +18,7 @@ CLASSES = {"wan": "WanPipeline", "ltx": "LTXPipeline", "cogvideox": "CogVideoXPi
 
 @pytest.fixture(scope="module")
 def loaded(tiny_pipelines):
-    return {kind: VideoPipeline.from_reference(folder) for kind, folder in tiny_pipelines.items()}
+    return {kind: load_pipeline(folder) for kind, folder in tiny_pipelines.items()}
 
 
 def clips(pipeline, *requests, **defaults):
@@ -73,14 +73,14 @@ def test_a_folder_missing_a_component_is_one_line_naming_it(tiny_pipelines, tmp_
     with pytest.raises(ModelFileError, match=r"has no vae/ folder, the AutoencoderKLWan component"):
         describe_model(broken)
     with pytest.raises(ModelFileError, match="has no vae/ folder"):
-        VideoPipeline.from_reference(broken)
+        load_pipeline(broken)
 
 
 def test_pickled_weights_are_refused_with_how_to_convert(tiny_pipelines, tmp_path):
     folder = shutil.copytree(tiny_pipelines["ltx"], tmp_path / "ltx")
     (folder / "vae" / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(ModelFileError, match=r"diffusion_pytorch_model.bin holds pickled weights.*safe_serialization"):
-        VideoPipeline.from_reference(folder)
+        load_pipeline(folder)
 
 
 def test_a_packaged_folder_refuses_a_tampered_or_added_file_by_name(tiny_pipelines, tmp_path):
@@ -90,12 +90,12 @@ def test_a_packaged_folder_refuses_a_tampered_or_added_file_by_name(tiny_pipelin
     assert describe_model(folder).label.startswith("cog#")
     (folder / "extra.txt").write_text("added later")
     with pytest.raises(ModelFileError, match="extra.txt is not listed in SHA256SUMS"):
-        VideoPipeline.from_reference(folder)
+        load_pipeline(folder)
     (folder / "extra.txt").unlink()
     config = folder / "transformer" / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "num_layers": 2}))
     with pytest.raises(ModelFileError, match=r"transformer/config.json does not match its SHA256SUMS"):
-        VideoPipeline.from_reference(folder)
+        load_pipeline(folder)
 
 
 def test_generate_and_eval_commands_take_a_pipeline_folder(tiny_pipelines, tmp_path):

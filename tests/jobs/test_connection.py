@@ -2,7 +2,7 @@
 
 import pytest
 
-from cluster.connection import ClusterConnectionError, find_token, resolve
+from jobs.connection import ClusterConnectionError, find_token, resolve
 
 
 def test_address_and_token_precedence(tmp_path):

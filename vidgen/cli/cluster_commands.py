@@ -32,7 +32,7 @@ def _join(address: str | None, token_file: str | None) -> str:
     if not address:
         address = (json.loads(state.read_text())["gcs_address"] if state.is_file()
                    else env if env and "://" not in env else "auto")
-    from cluster.connection import ClusterConnectionError, connect_ray
+    from jobs.connection import ClusterConnectionError, connect_ray
 
     try:
         connect_ray(address, token_file=token_file, log_to_driver=False)

@@ -48,7 +48,7 @@ def model_card(model: VideoDiT, train: TrainConfig, lineage: dict, metrics: dict
 
     `metrics` holds the run's own numbers (first_loss, final_loss, autoencoder_mse, mfu); the prompt accuracy of
     each evaluated split is added as `prompt_accuracy_<split>` (`vidgen.evaluation.SPLITS` names them), and the
-    perceptual metrics (`vidgen.runtime.eval_runs.perceptual_eval`) under their own names when given.
+    perceptual metrics (`vidgen.runs.eval_runs.perceptual_eval`) under their own names when given.
     """
     cfg = model.config
     meta = {

@@ -32,7 +32,8 @@ from storage.package import (
     write_sums,
 )
 from vidgen import synth
-from vidgen.perceptual import VideoFeatureNet, clips_to_tensor
+from vidgen.diffusion import clips_to_tensor
+from vidgen.perceptual import VideoFeatureNet
 
 log = logging.getLogger(__name__)
 

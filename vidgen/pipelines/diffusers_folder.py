@@ -28,14 +28,15 @@ import torch
 from storage.package import PIPELINE_INDEX, ModelFileError
 from vidgen.clip_request import Capabilities, Dimension, ResolvedClip
 from vidgen.diffusion import GenerationOutput
-from vidgen.runtime.options import PipelineOptions
-from vidgen.runtime.pipeline import VideoPipeline
+from vidgen.pipelines.base import ModelInfo, VideoPipeline
+from vidgen.pipelines.options import PipelineOptions
+from vidgen.pipelines.references import VerifiedModel
+from vidgen.precision import compute_dtype
 
 log = logging.getLogger(__name__)
 MAX_FRAMES, MAX_PIXELS_SIDE = 1024, 4096  # ClipRequest's own ceilings
 # Height/width multiples some pipelines check in code beyond their VAE and patch sizes (`check_inputs`).
 CHECKED_MULTIPLES = {"Wan": 16, "LTX": 32}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _offline() -> None:
@@ -198,14 +199,8 @@ def parameter_counts(folder: Path) -> dict[str, int]:
     return counts
 
 
-def resolve_dtype(options: PipelineOptions, device: torch.device) -> str:
-    if options.dtype != "auto":
-        return options.dtype
-    return "bfloat16" if device.type == "cuda" else "float32"
-
-
 class DiffusersPipeline(VideoPipeline):
-    """A diffusers text-to-video pipeline loaded once (by `VideoPipeline.from_reference`), generating clips."""
+    """A diffusers text-to-video pipeline loaded once (by `vidgen.pipelines.load.load_pipeline`), generating clips."""
 
     backend = "diffusers"
 
@@ -217,8 +212,9 @@ class DiffusersPipeline(VideoPipeline):
         _classes(class_name, components)
         from diffusers import DiffusionPipeline
 
-        self.dtype = resolve_dtype(options, self.device)
-        self.pipe = DiffusionPipeline.from_pretrained(folder, dtype=DTYPES[self.dtype], local_files_only=True,
+        dtype = compute_dtype(options.dtype, self.device.type)
+        self.dtype = str(dtype).removeprefix("torch.")
+        self.pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, local_files_only=True,
                                                       use_safetensors=True)
         self.pipeline_class = type(self.pipe).__name__
         if int8:
@@ -239,6 +235,17 @@ class DiffusersPipeline(VideoPipeline):
         self.pipe.set_progress_bar_config(disable=True)
         self.capabilities = capabilities_of(self.pipe, self.dtype, self.device.type)
         self.max_tokens = text_limit(self.pipe)
+
+    @classmethod
+    def load(cls, model: VerifiedModel, encoder, device: str | torch.device, int8: bool,
+             options: PipelineOptions) -> DiffusersPipeline:
+        """`encoder` is unused: a diffusers pipeline brings its own text encoder."""
+        return cls(model.folder, model.label, device, options, int8)
+
+    @staticmethod
+    def describe(model: VerifiedModel) -> ModelInfo:
+        pipe = skeleton(model.folder)
+        return ModelInfo(model.folder, "diffusers", type(pipe).__name__, model.label, capabilities_of(pipe))
 
     def encode(self, prompts: Sequence[str]) -> tuple[list[str] | None, dict[int, str]]:
         """The prompts the pipeline's tokenizer takes whole (in order), and why it refuses each other one: a prompt

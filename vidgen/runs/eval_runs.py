@@ -11,8 +11,9 @@ from vidgen.diffusion import SamplerConfig
 from vidgen.evaluation import eval_specs, evaluate_splits, generate_for
 from vidgen.metrics import PromptAccuracy, prompt_accuracy, psnr, ssim
 from vidgen.perceptual import perceptual_report
-from vidgen.runtime.feature_nets import efficientnet_lite0, video_feature_net, video_feature_net_version
-from vidgen.runtime.pipeline import Generated, VideoPipeline
+from vidgen.pipelines.load import load_pipeline
+from vidgen.runs.feature_nets import efficientnet_lite0, video_feature_net, video_feature_net_version
+from vidgen.runs.generate import Generated
 
 PERCEPTUAL_CLIPS = 48  # clips of seen prompts a model card's perceptual metrics are measured on (at most)
 SAMPLE_PROMPTS = (
@@ -45,7 +46,7 @@ def evaluate_model(model_ref: str | None, clips: int = 96, seed: int = 0, steps:
     perceptual metrics of that many clips of seen prompts. A diffusers model: seconds per clip over `clips` clips
     of the world's prompts, in batches of `batch_size` (`frames`, `height`, `width`: the clip to time; default
     the model's)."""
-    pipeline = VideoPipeline.from_reference(model_ref)
+    pipeline = load_pipeline(model_ref)
     caps = pipeline.capabilities.with_defaults(steps, guidance, frames, height, width)
     sampler = SamplerConfig(steps=caps.steps, guidance=caps.guidance)
     facts = {"model": pipeline.label, "folder": str(pipeline.folder), "backend": pipeline.backend,

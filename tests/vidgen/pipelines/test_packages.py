@@ -3,7 +3,7 @@ import torch
 
 from storage.package import verify_package
 from vidgen.model import VideoDiT
-from vidgen.runtime.packages import ModelFileError, load_model, save_model
+from vidgen.pipelines.packages import ModelFileError, load_model, save_model
 
 
 def _saved(tmp_path, micro_config):

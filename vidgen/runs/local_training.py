@@ -17,17 +17,18 @@ from storage.datasets import open_dataset
 from storage.objectstore import ObjectStore
 from storage.samples import ReaderConfig, card_clip_shape, iter_clips
 from vidgen import synth
+from vidgen.diffusion import clips_to_tensor
 from vidgen.evaluation import evaluate_splits
 from vidgen.perf import matmul_flops_per_s
+from vidgen.pipelines.packages import load_package, save_model, write_sums
+from vidgen.pipelines.references import resolve_model
 from vidgen.precision import autocast_dtype
-from vidgen.runtime.artifacts import model_card, write_metrics_csv
-from vidgen.runtime.eval_runs import PERCEPTUAL_CLIPS, SAMPLE_PROMPTS, perceptual_eval
-from vidgen.runtime.packages import load_package, save_model, write_sums
-from vidgen.runtime.pipeline import generate
-from vidgen.runtime.plots import contact_sheet_png, loss_curve_png
-from vidgen.runtime.references import resolve_model
+from vidgen.runs.cards import model_card, write_metrics_csv
+from vidgen.runs.eval_runs import PERCEPTUAL_CLIPS, SAMPLE_PROMPTS, perceptual_eval
+from vidgen.runs.generate import generate
+from vidgen.runs.plots import contact_sheet_png, loss_curve_png
 from vidgen.text import TextEncoder
-from vidgen.training import Batch, TrainConfig, clips_to_tensor, synth_batches, train_local
+from vidgen.training import Batch, TrainConfig, synth_batches, train_local
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """Eval-gated promotion and rollback of registry aliases (`vidgen models promote|rollback|history`).
 
 A promotion evaluates the candidate and the alias's current version on the same prompts and seeds
-(`vidgen.runtime.eval_runs.evaluate_model`: prompt accuracy on seen and held-out compositions where the built-in
+(`vidgen.runs.eval_runs.evaluate_model`: prompt accuracy on seen and held-out compositions where the built-in
 world applies, and seconds per clip), and moves the alias (`storage.aliases`, compare-and-swap) only if the
 candidate is not worse beyond the gate's tolerances; the evaluation of both is stored in the alias's history.
 """
@@ -14,7 +14,7 @@ from storage.aliases import AliasRecord, current, move_alias
 from storage.objectstore import ObjectStore, StorageError
 from storage.registry import model_location, resolve
 from storage.user_state import registry_root
-from vidgen.runtime.eval_runs import evaluate_model
+from vidgen.runs.eval_runs import evaluate_model
 
 GATED_SPLITS = ("seen", "heldout")
 

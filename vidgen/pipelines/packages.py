@@ -16,11 +16,9 @@ from safetensors.torch import load_file, save_file
 from storage.package import (
     CARD_FILE,
     CONFIG_FILE,
-    SUMS_FILE,
     WEIGHTS_FILE,
     ModelFileError,
-    package_kind,
-    tree_sums,
+    VerifiedFolder,
     verify_package,
     write_sums,
 )
@@ -28,7 +26,7 @@ from vidgen.clip_request import Capabilities
 from vidgen.diffusion import SamplerConfig
 from vidgen.model import ModelConfig, VideoDiT
 
-__all__ = ["ModelFileError", "Package", "capabilities", "folder_sums", "load_model", "load_package", "read_config",
+__all__ = ["ModelFileError", "Package", "capabilities", "load_model", "load_package", "read_config",
            "save_model", "write_sums"]
 
 
@@ -48,16 +46,6 @@ def save_model(model: VideoDiT, folder: str | Path, card: str | None = None, ext
         (folder / CARD_FILE).write_text(card)
     write_sums(folder)
     return folder
-
-
-def folder_sums(folder: str | Path) -> dict[str, str]:
-    """The verified sums of a model folder. A diffusers folder without SHA256SUMS (as `save_pretrained` left it) is
-    hashed as it is: nodes that load it check they hold the same bytes, but only a packaged folder
-    (`vidgen models import`) can prove nobody changed it since."""
-    folder = Path(folder)
-    if package_kind(folder) == "diffusers" and not (folder / SUMS_FILE).is_file():
-        return tree_sums(folder)
-    return verify_package(folder)
 
 
 def read_config(folder: str | Path) -> dict:
@@ -85,10 +73,13 @@ class Package:
     sums: dict[str, str]
 
 
-def load_package(folder: str | Path) -> Package:
-    """Verify every file of a package folder (once), then load it."""
-    folder = Path(folder)
-    sums = verify_package(folder)
+def load_package(folder: str | Path | VerifiedFolder) -> Package:
+    """Load a package folder, verifying every file first unless it comes already verified (`VerifiedFolder`)."""
+    if isinstance(folder, VerifiedFolder):
+        folder, sums = folder.folder, folder.sums
+    else:
+        folder = Path(folder)
+        sums = verify_package(folder)
     config = read_config(folder)
     if not isinstance(config.get("model"), dict):
         raise ModelFileError(f"{folder / CONFIG_FILE} has no 'model' section; it was not written by vidgen")
@@ -97,6 +88,6 @@ def load_package(folder: str | Path) -> Package:
     return Package(folder, model.eval(), config, sums)
 
 
-def load_model(folder: str | Path) -> VideoDiT:
+def load_model(folder: str | Path | VerifiedFolder) -> VideoDiT:
     """Verify and load a model folder into a VideoDiT in eval mode."""
     return load_package(folder).model

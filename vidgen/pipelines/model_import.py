@@ -13,7 +13,7 @@ from pathlib import Path
 
 from storage.cards import CardError, parse_card, render_card
 from storage.package import CARD_FILE, PIPELINE_INDEX, ModelFileError, package_files, write_sums
-from vidgen.runtime.diffusers_pipeline import capabilities_of, parameter_counts, read_index, skeleton
+from vidgen.pipelines.diffusers_folder import capabilities_of, parameter_counts, read_index, skeleton
 
 README = "README.md"
 

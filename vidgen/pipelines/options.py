@@ -6,9 +6,9 @@ Pure pydantic, so configs that hold it load without torch or diffusers.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from vidgen.precision import Precision
 
 
 class PipelineOptions(BaseModel):
@@ -16,9 +16,10 @@ class PipelineOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weights and compute of diffusers pipelines; auto: bfloat16 on a GPU, float32 on a CPU "
-                            "(vidgen models keep float32 weights and pick their autocast the same way)")
+    dtype: Precision = Field(
+        "auto", description="compute precision (`vidgen.precision`): diffusers pipelines load their weights in it, "
+                            "vidgen models keep float32 weights and autocast to it; auto: bfloat16 on GPUs and on "
+                            "CPUs with native bf16 matmuls, float32 elsewhere")
     cpu_offload: bool = Field(False, description="diffusers `enable_model_cpu_offload`: components wait in CPU "
                                                  "memory and move to the GPU one at a time (GPUs smaller than the "
                                                  "model; slower)")

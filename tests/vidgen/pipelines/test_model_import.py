@@ -12,8 +12,8 @@ from storage.package import ModelFileError, parse_sums
 from storage.registry import pull, push
 from vidgen.cli import app
 from vidgen.clip_request import ClipRequest, resolve_clip
-from vidgen.runtime.model_import import import_diffusers_folder
-from vidgen.runtime.pipeline import VideoPipeline
+from vidgen.pipelines.load import load_pipeline
+from vidgen.pipelines.model_import import import_diffusers_folder
 
 
 def test_import_push_pull_and_load_through_the_registry(store_root, tiny_pipelines, tmp_path):
@@ -33,11 +33,11 @@ def test_import_push_pull_and_load_through_the_registry(store_root, tiny_pipelin
 
     assert push(package, f"{root}/tiny-wan", store) == "v1"
     folder = pull("tiny-wan@latest", root, store, cache_dir=tmp_path / "cache")
-    pipeline = VideoPipeline.from_reference(folder)
+    pipeline = load_pipeline(folder)
     caps = pipeline.capabilities.with_defaults(steps=2, frames=5, height=16, width=16)
     clip, _ = resolve_clip(ClipRequest(prompt="a cat", seed=4), caps)
     from_registry = pipeline.generate([clip]).frames
-    original = VideoPipeline.from_reference(tiny_pipelines["wan"]).generate([clip]).frames
+    original = load_pipeline(tiny_pipelines["wan"]).generate([clip]).frames
     assert np.array_equal(from_registry, original)
 
     damaged = tmp_path / "cache" / "damaged"
@@ -45,7 +45,7 @@ def test_import_push_pull_and_load_through_the_registry(store_root, tiny_pipelin
     weights = damaged / "vae" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"tampered")
     with pytest.raises(ModelFileError, match=r"vae/diffusion_pytorch_model.safetensors does not match"):
-        VideoPipeline.from_reference(damaged)
+        load_pipeline(damaged)
     store.write(f"{root}/tiny-wan/v1/text_encoder/config.json", b"{}")  # the registry's copy changed after the push
     with pytest.raises(ModelFileError, match="text_encoder/config.json"):
         pull("tiny-wan@v1", root, store, cache_dir=tmp_path / "other-cache")

@@ -19,9 +19,9 @@ from vidgen import synth
 from vidgen.diffusion import SamplerConfig, initial_noise
 from vidgen.distill import DistillConfig, Trajectories, distill
 from vidgen.evaluation import evaluate_splits
-from vidgen.runtime.artifacts import git_commit
-from vidgen.runtime.eval_runs import perceptual_eval
-from vidgen.runtime.packages import save_model
+from vidgen.pipelines.packages import save_model
+from vidgen.runs.cards import git_commit
+from vidgen.runs.eval_runs import perceptual_eval
 from vidgen.text import TextEncoder
 
 METHOD = "offline k-step trajectory distillation, classifier-free guidance folded in"
