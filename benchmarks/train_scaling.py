@@ -40,7 +40,7 @@ WARMUP = 5  # steps left out of medians: first steps pay for allocation and pipe
 def _train(steps: int, batch: int, model: dict | None = None, threads: int = 2, ae_steps: int = 20) -> TrainConfig:
     return TrainConfig(model=model or {}, max_steps=steps, batch_size=batch, warmup_steps=5,
                        autoencoder_steps=ae_steps, eval_clips=2, sampler=SamplerConfig(steps=2), torch_threads=threads,
-                       precision="fp32")
+                       precision="float32")
 
 
 def _history(run_dir: str) -> list[dict]:

@@ -23,7 +23,7 @@ MICRO = {"dim": 48, "depth": 2, "heads": 2, "ae_channels": 8}
 
 def _train(steps: int, model: dict | None = None, **overrides) -> TrainConfig:
     return TrainConfig(model=model or {}, max_steps=steps, batch_size=8, warmup_steps=5, autoencoder_steps=40,
-                       eval_clips=4, sampler=SamplerConfig(steps=4), torch_threads=1, precision="fp32", ema_decay=0,
+                       eval_clips=4, sampler=SamplerConfig(steps=4), torch_threads=1, precision="float32", ema_decay=0,
                        **overrides)
 
 
@@ -112,7 +112,7 @@ def test_a_stopped_run_resumes_and_a_tampered_checkpoint_is_refused(tmp_path):
                                 "--runs", str(runs), "--eval-clips", "2", *sum((["--set", f"model.{k}={v}"]
                                                                                 for k, v in MICRO.items()), []),
                                 "--set", "autoencoder_steps=20", "--set", "batch_size=4", "--set", "torch_threads=1",
-                                "--set", "precision=fp32"])
+                                "--set", "precision=float32"])
     assert first.exit_code == 0, first.output
     name = first.output.split("run ")[1].split(":")[0]
     before = _history(runs / name / "model")
