@@ -1,4 +1,7 @@
-"""vidgen: the model and everything pure PyTorch (see docs/ARCHITECTURE in ../shared/design and README.md)."""
+"""vidgen: the model core (the modules directly in this folder: model, diffusion, text encoder, built-in world,
+metrics, training step; pure PyTorch, no Ray or storage), the composition layer (`vidgen.pipelines`: load and run any
+model by reference; `vidgen.runs`: what a run makes and keeps) and the CLI (`vidgen.cli`). README.md's piece table
+maps the rest of the repository."""
 
 import logging
 
