@@ -83,8 +83,8 @@ class IngestConfig(BaseModel):
 
     @model_validator(mode="after")
     def _even(self):
-        if self.height % 2 or self.width % 2:
-            raise ValueError(f"height and width must be even for H.264 (got {self.height}x{self.width})")
+        if problem := video.h264_size_problem(self.height, self.width):
+            raise ValueError(problem)
         return self
 
 

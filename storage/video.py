@@ -24,6 +24,13 @@ def _check_clip(clip: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(clip)  # the sampler's frames are a permuted view
 
 
+def h264_size_problem(height: int, width: int) -> str | None:
+    """Why H.264 with yuv420p cannot hold frames of this size (its colour planes halve both sides), or None."""
+    if height % 2 or width % 2:
+        return f"H.264 with yuv420p needs even height and width, got {height}x{width}"
+    return None
+
+
 def encode(clip: np.ndarray, fmt: str = "mp4", fps: int = 8, crf: int = 12) -> bytes:
     """Encode a uint8 clip (T, H, W, 3) to MP4 (H.264, yuv420p) or GIF bytes."""
     clip = _check_clip(clip)
@@ -32,8 +39,8 @@ def encode(clip: np.ndarray, fmt: str = "mp4", fps: int = 8, crf: int = 12) -> b
         return _encode_gif(clip, fps)
     if fmt != "mp4":
         raise ValueError(f"unknown video format {fmt!r}; choose mp4 or gif")
-    if h % 2 or w % 2:
-        raise ValueError(f"H.264 with yuv420p needs even height and width, got {h}x{w}")
+    if problem := h264_size_problem(h, w):
+        raise ValueError(problem)
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=fmt) as container:
         # mbtree off: with it the same 8-frame clip encoded to different bytes from call to call (3 variants in 30
