@@ -21,18 +21,19 @@ PROMPTS = ("a red square moving right", "a green circle moving down", "a blue tr
            "a yellow square moving up")
 
 
-def ms_per_clip(model, encoder, steps: int, guidance: float, dtype, clips: int = 12) -> float:
+def ms_per_clip(pipeline, clips: int = 12) -> float:
     """Median milliseconds for one clip from its prompt to MP4 bytes, one thread, new prompts (no cache hits)."""
     from storage.video import encode
-    from vidgen.diffusion import sample
+    from vidgen.clip_request import ClipRequest, resolve_clip
 
     torch.set_num_threads(1)
     times = []
     for i in range(clips + 2):
         prompt = f"{PROMPTS[i % len(PROMPTS)]} {'please ' * (i // len(PROMPTS))}".strip()
         started = time.perf_counter()
+        clip, _ = resolve_clip(ClipRequest(prompt=prompt, seed=i), pipeline.capabilities)
         with torch.inference_mode():
-            encode(sample(model, encoder.encode([prompt]), [i], steps, guidance, dtype).frames[0])
+            encode(pipeline.generate([clip]).frames[0])
         times.append(time.perf_counter() - started)
     torch.set_num_threads(2)
     return 1000 * statistics.median(times[2:])
@@ -55,7 +56,7 @@ def main() -> None:
     from vidgen.distill import DistillConfig
     from vidgen.pipelines.packages import load_package
     from vidgen.pipelines.references import resolve_model
-    from vidgen.precision import autocast_dtype
+    from vidgen.pipelines.vidgen_package import VidgenPipeline
     from vidgen.runs.distillation import judge, load_trajectories, train_student
     from vidgen.text import TextEncoder
 
@@ -70,18 +71,17 @@ def main() -> None:
     ray.shutdown()  # the actor pool's cores go back to training
     encoder = TextEncoder()
     data = load_trajectories(ObjectStore(cfg.s3), work, encoder, cfg.teacher_steps)
-    dtype = autocast_dtype("auto", "cpu")
+    teacher_pipeline = VidgenPipeline.from_model(teacher.model, SamplerConfig(steps=cfg.teacher_steps,
+                                                                              guidance=guidance), encoder, "teacher")
     rows = [("teacher", cfg.teacher_steps, guidance, 0.0,
-             judge(teacher.model, SamplerConfig(steps=cfg.teacher_steps, guidance=guidance), encoder,
-                   args.eval_clips, args.perceptual_clips, dtype),
-             ms_per_clip(teacher.model, encoder, cfg.teacher_steps, guidance, dtype))]
+             judge(teacher_pipeline, args.eval_clips, args.perceptual_clips), ms_per_clip(teacher_pipeline))]
     for k in (1, 2, 3, 4):
         started = time.perf_counter()
         student, _ = train_student(teacher.model, data, DistillConfig(steps=k, train_steps=args.train_steps))
         minutes = (time.perf_counter() - started) / 60
-        scores = judge(student, SamplerConfig(steps=k, guidance=1.0), encoder, args.eval_clips,
-                       args.perceptual_clips, dtype)
-        rows.append((f"student K={k}", k, 1.0, minutes, scores, ms_per_clip(student, encoder, k, 1.0, dtype)))
+        pipeline = VidgenPipeline.from_model(student, SamplerConfig(steps=k, guidance=1.0), encoder, f"K={k}")
+        rows.append((f"student K={k}", k, 1.0, minutes, judge(pipeline, args.eval_clips, args.perceptual_clips),
+                     ms_per_clip(pipeline)))
     total = (time.perf_counter() - began) / 60
     print(f"{len(data)} teacher trajectories in {render_min:.1f} min; {args.train_steps} training steps a student; "
           f"{args.eval_clips} clips a split; perceptual metrics on {args.perceptual_clips} clips of seen prompts")

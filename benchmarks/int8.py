@@ -12,18 +12,20 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 import warnings
 
 import numpy as np
 import torch
 
-from vidgen.diffusion import sample
-from vidgen.evaluation import eval_specs
-from vidgen.metrics import prompt_accuracy
+from vidgen.clip_request import ClipRequest, resolve_clip
+from vidgen.diffusion import SamplerConfig
+from vidgen.evaluation import eval_specs, score
+from vidgen.pipelines.options import PipelineOptions
 from vidgen.pipelines.packages import capabilities, load_model, read_config
 from vidgen.pipelines.references import resolve_model
+from vidgen.pipelines.vidgen_package import VidgenPipeline
 from vidgen.quantize import linear_weight_bytes, quantize_int8
+from vidgen.runs.eval_runs import generate_specs
 from vidgen.text import TextEncoder
 
 
@@ -50,29 +52,27 @@ def main() -> None:
     model = load_model(folder)
     guidance = capabilities(read_config(folder)).guidance
     encoder = TextEncoder()
-    specs = eval_specs(model.config, "train", args.clips, seed=0)
-    text = encoder.encode([s.caption for s in specs])
-    seeds = [int(s.background_seed) for s in specs]
+    specs = eval_specs((model.config.frames, model.config.height, model.config.width), "seen", args.clips, seed=0)
+    sampler = SamplerConfig(steps=args.steps, guidance=guidance)
     models = variants(model)
-    one = encoder.encode([specs[0].caption])
+    pipelines = {name: VidgenPipeline.from_model(m, sampler, encoder, name, PipelineOptions(dtype="float32"))
+                 for name, m in models.items()}
+    one = [resolve_clip(ClipRequest(prompt=specs[0].caption, seed=seed), pipelines["fp32"].capabilities)[0]
+           for seed in range(4)]
     times: dict[str, list[float]] = {name: [] for name in models}
-    with torch.inference_mode():
-        for m in models.values():
-            sample(m, one, [0], args.steps, guidance)  # warm-up
-        for _ in range(args.repeats):
-            for name, m in models.items():
-                started = time.perf_counter()
-                for seed in range(4):
-                    sample(m, one, [seed], args.steps, guidance)
-                times[name].append((time.perf_counter() - started) / 4)
-        clips = {name: sample(m, text, seeds, args.steps, guidance).frames for name, m in models.items()}
+    for pipeline in pipelines.values():
+        pipeline.generate(one[:1])  # warm-up
+    for _ in range(args.repeats):
+        for name, pipeline in pipelines.items():
+            times[name].append(sum(pipeline.generate([clip]).timings["sample_s"] for clip in one) / len(one))
+    clips = {name: generate_specs(pipeline, specs).frames for name, pipeline in pipelines.items()}
     base = statistics.median(times["fp32"])
     print(f"{args.steps} steps, 1 thread, {args.clips} evaluation clips per variant")
     print(f"{'variant':42s} {'ms/clip':>8s} {'vs fp32':>8s} {'weight MB':>10s} {'|diff|':>7s} {'accuracy':>9s}")
     for name, m in models.items():
         t = statistics.median(times[name])
         diff = np.abs(clips[name].astype(np.float32) - clips["fp32"].astype(np.float32)).mean()
-        accuracy = prompt_accuracy(clips[name], [s.composition for s in specs]).to_dict()["all_three"]
+        accuracy = score(clips[name], specs).all_three
         # quantize_dynamic packs its weights into opaque objects: no tensor to count
         weight = f"{linear_weight_bytes(m) / 1e6:.2f}" if "torch.ao" not in name else "packed"
         print(f"{name:42s} {1000 * t:8.1f} {t / base:7.2f}x {weight:>10s} {diff:7.2f} {accuracy:9.2f}")

@@ -35,6 +35,7 @@ import requests
 import torch
 
 from cluster.launcher import free_ports
+from vidgen.clip_request import ClipRequest
 
 EDGE_MODEL = "shapes-tiny-k1"
 EDGE = {"model": EDGE_MODEL, "int8": False, "torch_threads": 1, "cost_per_clip": 1, "num_cpus": 0.5,
@@ -114,7 +115,7 @@ def part_a(base: str, clips: int) -> None:
     body = {"prompt": PROMPT, "quality": "draft"}
     for seed in range(2):  # warm all three
         render(seed)
-        edge.render.remote({"prompt": PROMPT, "seed": seed}).result()
+        edge.render.remote(ClipRequest(prompt=PROMPT, seed=seed)).result()
         session.post(f"{base}/v1/videos", json={**body, "seed": seed}).raise_for_status()
     times: dict[str, list[float]] = {"http": [], "handle": [], "local": []}
     for seed in range(clips):
@@ -123,7 +124,7 @@ def part_a(base: str, clips: int) -> None:
         times["http"].append(time.perf_counter() - started)
         assert response.headers["X-Vidgen-Tier"] == "edge", response.headers
         started = time.perf_counter()
-        direct = edge.render.remote({"prompt": PROMPT, "seed": seed}).result()
+        direct = edge.render.remote(ClipRequest(prompt=PROMPT, seed=seed)).result()
         times["handle"].append(time.perf_counter() - started)
         started = time.perf_counter()
         mp4 = render(seed)
@@ -165,7 +166,8 @@ def part_c(base: str, n: int) -> None:
     from vidgen.pipelines.references import resolve_model
     from vidgen.runs.feature_nets import efficientnet_lite0, video_feature_net, video_feature_net_version
 
-    specs = eval_specs(ModelConfig(**read_config(resolve_model("shapes-tiny"))["model"]), "train", n, seed=0)
+    cfg = ModelConfig(**read_config(resolve_model("shapes-tiny"))["model"])
+    specs = eval_specs((cfg.frames, cfg.height, cfg.width), "seen", n, seed=0)
     session = requests.Session()
     medians, accuracies, served = {}, {}, {}
     for quality, tier in (("draft", "edge"), ("high", "cloud")):

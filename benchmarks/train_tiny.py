@@ -20,6 +20,7 @@ import torch
 from vidgen.config import load_config
 from vidgen.perf import matmul_flops_per_s
 from vidgen.precision import autocast_dtype
+from vidgen.runs.local_training import world_evaluation
 from vidgen.text import TextEncoder
 from vidgen.training import TrainConfig, train_local
 
@@ -39,7 +40,8 @@ def main() -> None:
                                             f"eval_clips={args.eval_clips}", *args.set])
     dtype = autocast_dtype(cfg.precision)
     peak = matmul_flops_per_s(dtype)
-    result = train_local(cfg, TextEncoder())
+    encoder = TextEncoder()
+    result = train_local(cfg, encoder, evaluate=world_evaluation(cfg, encoder))
     seconds = sum(h["data_s"] + h["step_s"] for h in result.history)
     step_seconds = sum(h["step_s"] for h in result.history)
     clips = result.steps * cfg.batch_size

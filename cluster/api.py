@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from cluster.placement import PlacementRequest, Quality
 from cluster.serve_config import Limits
+from cluster.tier_report import ServedModel
 from vidgen.clip_request import Capabilities, ClipRequest, FieldProblem, limit_problems, resolve_clip
 
 RENDER_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -31,11 +32,11 @@ class VideoRequest(ClipRequest):
     mode: Literal["auto", "sync", "async"] = Field("auto", description="sync answers with the MP4, async with 202 "
                                                                        "and a render id; auto decides by the estimate")
 
-    def placement_request(self, shape: tuple[int, int, int]) -> PlacementRequest:
-        frames, height, width = shape
-        return PlacementRequest(quality=self.quality, frames=self.frames or frames, height=self.height or height,
-                                width=self.width or width, latency_budget_ms=self.latency_budget_ms,
-                                region=self.region, allow_spill=self.allow_spill)
+    def placement_request(self) -> PlacementRequest:
+        """What the placement policy judges; sizes left out stay out (each tier is judged at its own default)."""
+        return PlacementRequest(quality=self.quality, frames=self.frames, height=self.height, width=self.width,
+                                latency_budget_ms=self.latency_budget_ms, region=self.region,
+                                allow_spill=self.allow_spill)
 
 
 def check_limits(request: VideoRequest, limits: Limits, caps: Capabilities | None = None) -> list[FieldProblem]:
@@ -63,15 +64,16 @@ class TierInfo(BaseModel):
     tier: str
     replicas: int = Field(description="replicas reporting now")
     seconds_per_clip: float | None = Field(None, description="measured, at the tier's default steps")
-    serves: dict | None = Field(None, description="model, folder, backend and pipeline class, int8, steps, "
-                                                  "guidance, default clip shape, device, max_batch_size; null "
-                                                  "while no replica reports")
+    serves: ServedModel | None = Field(None, description="the model: its reference, label, folder, backend and "
+                                                         "pipeline class, int8, max_batch_size; null while no "
+                                                         "replica reports")
     prompt_ood_share: float | None = Field(None, description="share of the tier's recent prompts out of its model's "
                                                              "training distribution (vidgen.drift); null when not "
                                                              "monitored")
-    capabilities: dict | None = Field(None, description="what the tier's model makes: frames, height and width "
-                                                        "(default, min, max, multiple, remainder), default steps "
-                                                        "and guidance, negative prompts, dtype, device")
+    capabilities: Capabilities | None = Field(None, description="what the tier's model makes: frames, height and "
+                                                                "width (default, min, max, multiple, remainder), "
+                                                                "default steps and guidance, negative prompts, "
+                                                                "dtype, device; null while no replica reports")
 
 
 class ModelsResponse(BaseModel):

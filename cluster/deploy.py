@@ -93,7 +93,7 @@ def deploy(deploy_file: dict, cfg: ServeConfig, allow_pending: bool = False, tim
     deadline = time.monotonic() + timeout_s
     while True:
         reports = board.snapshot.remote().result()
-        replicas = {name: sum(r["tier"] == name for r in reports) for name in cfg.tiers}
+        replicas = {name: sum(r.tier == name for r in reports) for name in cfg.tiers}
         if all(replicas.values()):
             return replicas
         if time.monotonic() > deadline:

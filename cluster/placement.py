@@ -4,7 +4,7 @@ A pure function, so it is tested without a cluster. The rules apply in order:
   1. jurisdiction  a tier may only serve the regions it is allowed in (451 when none may)
   2. capability    a tier's model must make the clip asked (its declared frames and sizes; the router says why
                    not), and the edge tier renders only up to a quality, frame count and pixel count (422 when
-                   no tier can)
+                   no tier can); a size the request leaves out is the default of the tier being judged
   3. health        an unhealthy, empty or overloaded tier is skipped; the request's preferred (cheapest capable)
                    tier spills to the other only when the request allows it (503 otherwise)
   4. latency       the queue-adjusted estimate must fit the request's budget (503 naming the estimates otherwise;
@@ -47,6 +47,9 @@ class TierState(BaseModel):
     cost_per_clip: float = Field(ge=0)
     regions: list[str] = Field(default_factory=list, description="regions it may serve; empty means any")
     cannot: str | None = Field(None, description="why the tier's model cannot make this request, if it cannot")
+    default_shape: tuple[int, int, int] | None = Field(None, description="(frames, height, width) its model makes "
+                                                                         "when a request names none; None while "
+                                                                         "none of its replicas reports")
 
     def estimated_ms(self) -> float:
         """Time to a finished clip if sent now: its own clip plus its share of the queue ahead of it."""
@@ -54,12 +57,12 @@ class TierState(BaseModel):
 
 
 class PlacementRequest(BaseModel):
-    """What the caller asks for."""
+    """What the caller asks for; a size left out (None) is each tier's own default."""
 
     quality: Quality = "standard"
-    frames: int = Field(8, ge=1)
-    height: int = Field(32, ge=1)
-    width: int = Field(32, ge=1)
+    frames: int | None = Field(None, ge=1)
+    height: int | None = Field(None, ge=1)
+    width: int | None = Field(None, ge=1)
     latency_budget_ms: float | None = Field(None, gt=0)
     region: str | None = None
     allow_spill: bool = True
@@ -74,6 +77,18 @@ class Placement:
     status: int = 200
 
 
+def _clip_on(tier: TierState, request: PlacementRequest) -> tuple[int | None, int | None, int | None]:
+    """(frames, height, width) of the clip `request` asks of `tier`: the sizes it names, the tier's default for the
+    others (None where the tier reports no default: nothing to judge)."""
+    defaults = tier.default_shape or (None, None, None)
+    named = (request.frames, request.height, request.width)
+    return tuple(size if size is not None else default for size, default in zip(named, defaults, strict=True))
+
+
+def _asked(named: bool, size: str) -> str:
+    return f"asked {size}" if named else f"{size} by its model's default"
+
+
 def _can_render(tier: TierState, request: PlacementRequest, cfg: PolicyConfig) -> str | None:
     """None if the tier's model can make the request, else why not."""
     if tier.cannot:
@@ -82,10 +97,12 @@ def _can_render(tier: TierState, request: PlacementRequest, cfg: PolicyConfig) -
         return None
     if QUALITY_ORDER[request.quality] > QUALITY_ORDER[cfg.edge_max_quality]:
         return f"edge renders quality up to {cfg.edge_max_quality}, asked {request.quality}"
-    if request.frames > cfg.edge_max_frames:
-        return f"edge renders up to {cfg.edge_max_frames} frames, asked {request.frames}"
-    if request.height * request.width > cfg.edge_max_pixels:
-        return f"edge renders up to {cfg.edge_max_pixels} pixels a frame, asked {request.height}x{request.width}"
+    frames, height, width = _clip_on(tier, request)
+    if frames is not None and frames > cfg.edge_max_frames:
+        return f"edge renders up to {cfg.edge_max_frames} frames, {_asked(request.frames is not None, str(frames))}"
+    if height is not None and width is not None and height * width > cfg.edge_max_pixels:
+        named = request.height is not None and request.width is not None
+        return f"edge renders up to {cfg.edge_max_pixels} pixels a frame, {_asked(named, f'{height}x{width}')}"
     return None
 
 

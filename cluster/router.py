@@ -1,11 +1,11 @@
 """The ingress deployment: the FastAPI routes, placement, and sync or asynchronous renders.
 
 A request is checked (token, limits, what the model can make), placed by `cluster.placement.place` on the tier state
-the replicas reported, then rendered through that tier's DeploymentHandle. Short renders answer with the MP4; long
-ones (or `mode: async`) answer 202 with a render id, and the video and its status go to `renders_uri`
-(`cluster.async_renders`), where any router replica can find them. A render whose replica dies is retried once on
-the same tier: the sampler is deterministic, so the retry makes the same clip. Auth is `cluster.auth`, the body
-limit `cluster.body_limit`, the counters `cluster.serve_metrics`.
+the replicas reported (`cluster.tier_report`, collected by `cluster.tier_board`), then handed as it is to that tier's
+DeploymentHandle. Short renders answer with the MP4; long ones (or `mode: async`) answer 202 with a render id, and
+the video and its status go to `renders_uri` (`cluster.async_renders`), where any router replica can find them. A
+render whose replica dies is retried once on the same tier: the sampler is deterministic, so the retry makes the
+same clip. Auth is `cluster.auth`, the body limit `cluster.body_limit`, the counters `cluster.serve_metrics`.
 """
 
 import asyncio
@@ -36,6 +36,7 @@ from cluster.body_limit import BodyLimit
 from cluster.placement import Placement, TierState, place
 from cluster.serve_config import ServeConfig
 from cluster.serve_metrics import RouterMetrics
+from cluster.tier_report import TierReport
 from vidgen.clip_request import Capabilities
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class Router:
         self.board = board
         self.renders = AsyncRenderStore(self.cfg.renders_uri)
         self.outstanding = {"edge": 0, "cloud": 0}
-        self.reports: list[dict] = []
+        self.reports: list[TierReport] = []
         self.background: set[asyncio.Task] = set()
         self.metrics = RouterMetrics()
         self._spawn(self._refresh_forever())
@@ -133,44 +134,45 @@ class Router:
                 log.warning("tier board unreachable: %s", exc)
             await asyncio.sleep(self.cfg.report_every_s)
 
+    def _reports_of(self, tier: str) -> list[TierReport]:
+        """The fresh reports of one tier's replicas; they load the same model, so the first says what it makes."""
+        return [r for r in self.reports if r.tier == tier]
+
     def _tier_states(self, steps: int | None) -> list[TierState]:
         states = []
         for name, tier in self.cfg.tiers.items():
-            reports = [r for r in self.reports if r["tier"] == name]
-            per_step = sum(r["seconds_per_step"] for r in reports) / len(reports) if reports else float("inf")
-            clip_steps = steps or (reports[0]["default_steps"] if reports else 1)
-            held = sum(r["held"] for r in reports)
+            reports = self._reports_of(name)
+            per_step = sum(r.seconds_per_step for r in reports) / len(reports) if reports else float("inf")
+            clip_steps = steps or (reports[0].capabilities.steps if reports else 1)
+            held = sum(r.held for r in reports)
             states.append(TierState(name=name, healthy=bool(reports), replicas=len(reports),
                                     queue_depth=max(held, self.outstanding[name]),
                                     seconds_per_clip=per_step * clip_steps, cost_per_clip=tier.cost_per_clip,
-                                    regions=tier.regions))
+                                    regions=tier.regions,
+                                    default_shape=reports[0].capabilities.shape if reports else None))
         return states
 
-    async def _render(self, tier: str, payload: dict) -> dict:
+    async def _render(self, tier: str, request: VideoRequest) -> dict:
         self.outstanding[tier] += 1
         try:
             try:
-                return await self.handles[tier].render.remote(payload)
+                return await self.handles[tier].render.remote(request)
             except RayActorError as exc:
                 log.warning("%s replica died during a render (%s); retrying once", tier, exc)
-                return await self.handles[tier].render.remote(payload)
+                return await self.handles[tier].render.remote(request)
         finally:
             self.outstanding[tier] -= 1
 
     def _tier_capabilities(self) -> dict[str, Capabilities]:
         """What each tier's replicas report their model makes (tiers with no replica reporting are left out)."""
-        found = {}
-        for report in self.reports:
-            if report["tier"] not in found:
-                found[report["tier"]] = Capabilities.model_validate(report["serves"]["capabilities"])
-        return found
+        return {name: reports[0].capabilities for name in self.cfg.tiers if (reports := self._reports_of(name))}
 
-    async def _run_async(self, status: RenderStatus, payload: dict) -> None:
+    async def _run_async(self, status: RenderStatus, request: VideoRequest) -> None:
         started = time.perf_counter()
         writing, finished = asyncio.Lock(), asyncio.Event()
         renewing = asyncio.get_running_loop().create_task(self._renew_lease(status, writing, finished))
         try:
-            result = await self._render(status.tier, payload)
+            result = await self._render(status.tier, request)
             if "rejected" in result:
                 done = status.model_copy(update={"status": "failed", "error": f"prompt: {result['rejected']}"})
             else:
@@ -194,7 +196,7 @@ class Router:
 
     @api.get("/healthz", summary="Liveness, and how many replicas each tier has reporting")
     async def healthz(self) -> dict:
-        replicas = {name: sum(r["tier"] == name for r in self.reports) for name in self.cfg.tiers}
+        replicas = {name: len(self._reports_of(name)) for name in self.cfg.tiers}
         return {"status": "ok" if all(replicas.values()) else "degraded", "replicas": replicas}
 
     @api.get("/v1/models", response_model=ModelsResponse, summary="What each tier serves",
@@ -202,11 +204,11 @@ class Router:
     async def models(self) -> ModelsResponse:
         tiers = []
         for state in self._tier_states(None):
-            serves = next((r["serves"] for r in self.reports if r["tier"] == state.name), None)
-            shares = [r["prompt_ood_share"] for r in self.reports
-                      if r["tier"] == state.name and r.get("prompt_ood_share") is not None]
-            tiers.append(TierInfo(tier=state.name, replicas=state.replicas, serves=serves,
-                                  capabilities=serves["capabilities"] if serves else None,
+            reports = self._reports_of(state.name)
+            shares = [r.prompt_ood_share for r in reports if r.prompt_ood_share is not None]
+            tiers.append(TierInfo(tier=state.name, replicas=state.replicas,
+                                  serves=reports[0].serves if reports else None,
+                                  capabilities=reports[0].capabilities if reports else None,
                                   prompt_ood_share=sum(shares) / len(shares) if shares else None,
                                   seconds_per_clip=state.seconds_per_clip if state.healthy else None))
         return ModelsResponse(tiers=tiers)
@@ -243,24 +245,22 @@ class Router:
         states = [s.model_copy(update={"cannot": "; ".join(f"{p.field}: {p.reason}" for p in cannot[s.name])
                                        if cannot.get(s.name) else None})
                   for s in self._tier_states(body.steps)]
-        placement = place(body.placement_request(caps[capable[0]].shape), states, self.cfg.policy)
+        placement = place(body.placement_request(), states, self.cfg.policy)
         if placement.tier is None:
             self.metrics.refused(placement.status)
             return _error(placement.status, placement.reason, placement)
         self.metrics.placed(placement.tier, spilled=placement.reason.startswith("spilled"))
         headers = {TIER_HEADER: placement.tier, REASON_HEADER: _header(placement.reason)}
-        payload = body.model_dump(include={"prompt", "negative_prompt", "seed", "steps", "guidance", "frames",
-                                           "height", "width"})
         estimate_ms = next(t for t in states if t.name == placement.tier).estimated_ms()
         if body.mode == "async" or (body.mode == "auto" and estimate_ms > self.cfg.sync_max_ms):
             status = RenderStatus(id=new_render_id(), status="queued", tier=placement.tier, reason=placement.reason,
                                   lease_until=time.time() + self.cfg.async_lease_s)
             await self.renders.write_status(status)
-            self._spawn(self._run_async(status, payload))
+            self._spawn(self._run_async(status, body))
             return JSONResponse(status.model_dump(), status_code=202,
                                 headers={**headers, "Location": f"/v1/videos/{status.id}"})
         try:
-            result = await self._render(placement.tier, payload)
+            result = await self._render(placement.tier, body)
         except RayActorError as exc:  # its replicas died twice in a row: the tier is not there now
             self.metrics.finished(placement.tier, "failed")
             return _error(503, f"{placement.tier} replicas died during the render ({type(exc).__name__}); retry",

@@ -1,8 +1,9 @@
 """`build_app`: the Serve application builder named by `import_path` in `cluster/serve.yaml`.
 
-Four deployments: the `Router` (FastAPI ingress), the `TierBoard` the replicas report to, and the model behind
-each tier, `EdgeGenerator` and `CloudGenerator`, each with the tier's own autoscaling, resources and
-`max_ongoing_requests`. `serve deploy cluster/serve.yaml` and `vidgen serve up` both end here.
+Four deployments: the `Router` (FastAPI ingress, `cluster.router`), the `TierBoard` the replicas report to
+(`cluster.tier_board`), and each tier's replicas (`cluster.tier_replica`), deployed as `EdgeGenerator` and
+`CloudGenerator` (the names operators see in `vidgen serve status`), each with the tier's own autoscaling,
+resources and `max_ongoing_requests`. `serve deploy cluster/serve.yaml` and `vidgen serve up` both end here.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 from ray import serve
 from ray.serve import Application
 
-from cluster.generator import Generator, TierBoard
 from cluster.router import Router
 from cluster.serve_config import ServeConfig
+from cluster.tier_board import TierBoard
+from cluster.tier_replica import TierReplica
 
 DEPLOYMENT_NAMES = {"edge": "EdgeGenerator", "cloud": "CloudGenerator"}
 
@@ -29,7 +31,7 @@ def build_app(args: dict, insecure_local: bool = False) -> Application:
                              logging_config={"enable_access_log": False}).bind(cfg.stale_after_s)
     tiers = {}
     for name, tier in cfg.tiers.items():
-        deployment = serve.deployment(Generator, name=DEPLOYMENT_NAMES[name],
+        deployment = serve.deployment(TierReplica, name=DEPLOYMENT_NAMES[name],
                                       ray_actor_options=tier.actor_options(),
                                       autoscaling_config=tier.autoscaling.serve_dict(),
                                       max_ongoing_requests=tier.max_ongoing_requests,

@@ -1,29 +1,36 @@
-"""What every job shares: its command line (`python -m jobs.NAME --config FILE [--address ADDR] ...`), its log
-set-up, and the one filter for library warnings people should not see once per step."""
+"""What every job shares: its command line (`python -m jobs.NAME --config FILE [--set KEY=VALUE ...]
+[--address ADDR] ...`), its log set-up, and the one filter for library warnings people should not see once per step."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import warnings
+from pathlib import Path
 
-import yaml
 from pydantic import BaseModel
+
+from vidgen.config import load_config
 
 
 def job_arguments(argv: list[str] | None, doc: str, config_cls: type[BaseModel],
                   *extra: tuple[str, dict]) -> tuple[BaseModel, argparse.Namespace]:
-    """Parse the job's flags, set up logging, and load its typed config from the YAML file."""
+    """Parse the job's flags, set up logging, and load its typed config the way `vidgen` commands do
+    (`vidgen.config.load_config`: the YAML file, then each --set); a config that does not validate is a
+    ConfigError naming the key."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help=f"YAML file with {config_cls.__name__} fields")
+    parser.add_argument("--config", required=True, type=Path,
+                        help=f"YAML file with {config_cls.__name__} fields; --set overrides it")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="set a config key over the file's (repeatable): a dotted key reaches into a section "
+                             "(--set s3.region=eu-west-1), the value is read as YAML")
     parser.add_argument("--address", default=None, help="Ray address to join (e.g. auto); default: start one")
     for flag, options in extra:
         parser.add_argument(flag, **options)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     quiet_known_warnings()
-    with open(args.config) as f:
-        return config_cls.model_validate(yaml.safe_load(f) or {}), args
+    return load_config(config_cls, args.config, args.overrides), args
 
 
 def quiet_known_warnings() -> None:

@@ -33,7 +33,7 @@ from vidgen.diffusion import SamplerConfig
 from vidgen.distill import DistillConfig, teacher_steps_at
 from vidgen.pipelines.packages import load_package
 from vidgen.pipelines.references import model_label, resolve_model
-from vidgen.precision import autocast_dtype
+from vidgen.pipelines.vidgen_package import VidgenPipeline
 from vidgen.runs.distillation import judge, load_trajectories, teacher_manifest, train_student, write_student
 from vidgen.text import TextEncoder
 
@@ -120,13 +120,14 @@ def run_distill(cfg: DistillJobConfig, address: str | None = None,
     student, history = train_student(teacher.model, data, cfg.distill, on_train)
     training_min = (time.perf_counter() - started) / 60
 
-    dtype = autocast_dtype("auto", "cpu")
-    scores = {"clips_per_split": cfg.eval_clips,
-              "teacher": judge(teacher.model, SamplerConfig(steps=cfg.teacher_steps, guidance=guidance), encoder,
-                               cfg.eval_clips, cfg.perceptual_clips, dtype),
-              "student": judge(student, SamplerConfig(steps=cfg.distill.steps, guidance=1.0), encoder,
-                               cfg.eval_clips, cfg.perceptual_clips, dtype)}
     label = model_label(cfg.teacher, folder, teacher.sums)
+    teacher_pipeline = VidgenPipeline.from_model(teacher.model, SamplerConfig(steps=cfg.teacher_steps,
+                                                                              guidance=guidance), encoder, label)
+    student_pipeline = VidgenPipeline.from_model(student, SamplerConfig(steps=cfg.distill.steps, guidance=1.0),
+                                                 encoder, "student")
+    scores = {"clips_per_split": cfg.eval_clips,
+              "teacher": judge(teacher_pipeline, cfg.eval_clips, cfg.perceptual_clips),
+              "student": judge(student_pipeline, cfg.eval_clips, cfg.perceptual_clips)}
     lineage = {"ref": str(cfg.teacher or folder.name), "label": label, "digest": teacher.sums["model.safetensors"]}
     write_student(student, cfg.out, lineage, cfg.distill, len(data), scores, history,
                   {"trajectories": trajectories_min, "training": training_min})

@@ -1,15 +1,9 @@
 """Bulk render: every row of a manifest becomes one MP4, rendered by a pool of Ray actors that load the model once.
 
-    OUT/claims/<id>.json    which run is rendering the row (taken with a conditional put before sampling; removed
-                            once its record is written): two runs on one OUT never render a row twice
-    OUT/videos/<id>.mp4     one per good row, written with a conditional put (never duplicated or half-written)
-    OUT/results/<id>.json   the row's ledger record, written after its video: a row with a record is done
-    OUT/results.jsonl       all records (id, key, sha256, seconds, model, sampler settings), rebuilt each run from
-                            the previous results.jsonl plus the records written since (one GET a new record)
-    OUT/errors.jsonl        every row not rendered: {"line", "id", "field", "reason"}
-    OUT/trajectories/<id>.npz  with `trajectory_steps` (vidgen models): the sampler's states before those steps
-                            and the final latents, written before the row's record (distillation's teacher data)
-    OUT/run.json            manifest hash, config, model, start and end, counts
+What OUT holds, and how two runs on one OUT share it, is `storage.render_ledger`: a claim per row in flight, a video
+and a record per rendered row (results.jsonl and errors.jsonl rebuilt at the end of each run), run.json. With
+`trajectory_steps` (vidgen models) OUT/trajectories/<id>.npz keeps the sampler's states before those steps and the
+final latents (distillation's teacher data).
 
 Run again on the same OUT, it renders only rows without a record, so a killed run loses at most the batches in
 flight. A row whose claim is older than `claim_timeout_s` belongs to a run that died: the next run takes it over, and
@@ -42,8 +36,9 @@ from pydantic import ConfigDict, Field
 
 from jobs._entrypoint import job_arguments
 from jobs.connection import connect_ray
-from storage.objectstore import AlreadyExists, NotFound, ObjectStore, S3Config, parse_uri
+from storage.objectstore import ObjectStore, S3Config
 from storage.package import sha256_bytes
+from storage.render_ledger import ClaimState, RenderLedger, RenderRecord, RowClaims
 from vidgen.clip_request import (
     DEFAULT_MAX_STEPS,
     Capabilities,
@@ -58,8 +53,6 @@ from vidgen.pipelines.load import describe_model
 from vidgen.pipelines.options import PipelineOptions
 
 log = logging.getLogger(__name__)
-RESULTS, ERRORS, RUN, RECORDS, CLAIMS = "results.jsonl", "errors.jsonl", "run.json", "results", "claims"
-TRAJECTORIES = "trajectories"
 CLAIMED_ELSEWHERE = "claimed by another run"
 PREVIEW_CLIPS = 8
 
@@ -155,65 +148,18 @@ class Renderer:
 
         torch.set_num_threads(threads)
         device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
-        self.pipeline = load_pipeline(model_ref, device=device,
-                                                     options=PipelineOptions(**(options or {})))
+        self.pipeline = load_pipeline(model_ref, device=device, options=PipelineOptions(**(options or {})))
         if self.pipeline.label != label:
             raise RuntimeError(f"this node's copy of {model_ref} is {self.pipeline.label}, the driver's {label}")
-        self.store = ObjectStore(S3Config(**s3))
-        self.out = parse_uri(out)
-        self.label, self.run_id, self.claim_timeout_s = label, run_id, claim_timeout_s
+        self.ledger = RenderLedger(ObjectStore(S3Config(**s3)), out)
+        self.claims = RowClaims(self.ledger, run_id, claim_timeout_s)
+        self.label = label
         self.trajectory_steps = tuple(trajectory_steps)
 
-    def _claim(self, p: PlannedClip) -> str | None:
-        """Claim a row before sampling it: "new", "recovered" (taken over from a dead run that claimed the same
-        request: a video it left is this row's), or None when another run holds it."""
-        key = self.out.join(CLAIMS, f"{p.id}.json")
-        mine = json.dumps({"run": self.run_id, "request": p.request, "at": time.time()}).encode()
-        try:
-            self.store.write(key, mine, if_absent=True)
-            return "new"
-        except AlreadyExists:
-            pass
-        theirs = self._read_claim(p)
-        if theirs is None:  # finished (or given up) just now; its record decides
-            return None
-        if theirs.get("run") != self.run_id and time.time() - theirs.get("at", 0) < self.claim_timeout_s:
-            return None
-        self._release(p)
-        try:
-            self.store.write(key, mine, if_absent=True)
-        except AlreadyExists:  # another run took it over first
-            return None
-        return "recovered" if theirs.get("request") == p.request else "new"
-
-    def _read_claim(self, p: PlannedClip) -> dict | None:
-        """A row's claim; None when there is none. An unreadable claim reads as an expired one of nobody's."""
-        try:
-            claim = json.loads(self.store.read(self.out.join(CLAIMS, f"{p.id}.json")))
-        except NotFound:
-            return None
-        except ValueError:
-            return {}
-        return claim if isinstance(claim, dict) and isinstance(claim.get("at", 0), int | float) else {}
-
-    def _release(self, p: PlannedClip) -> None:
-        try:
-            self.store.delete(self.out.join(CLAIMS, f"{p.id}.json"))
-        except NotFound:
-            pass
-
-    def _write(self, planned: PlannedClip, data: bytes, claim: str) -> str | None:
-        """Put the video; its sha256, or None when another video already holds its key."""
-        key = self.out.join(planned.key)
-        digest = sha256_bytes(data)
-        try:
-            self.store.write(key, data, if_absent=True)
-        except AlreadyExists:  # a run died between this row's video and its record
-            existing = sha256_bytes(self.store.read(key))
-            if claim != "recovered" and existing != digest:
-                return None
-            return existing  # made for this very request, whatever bytes this render made
-        return digest
+    def _write(self, planned: PlannedClip, data: bytes, claim: ClaimState) -> str | None:
+        """Put the encoded video; its sha256, or None when another video holds its key (a seam for tests that
+        kill an actor between a video and its record)."""
+        return self.ledger.put_video(planned.key, data, claim)
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -221,46 +167,44 @@ class Renderer:
         from storage.video import encode
 
         planned = [PlannedClip.from_dict(d) for d in batch.column("clips")[0].as_py()]
-        claims = {p.id: self._claim(p) for p in planned}
+        claims = {p.id: self.claims.take(p.id, p.request) for p in planned}
         for p in planned:  # another run may have finished a row since this run planned it
-            if claims[p.id] is not None and self.store.exists(self.out.join(RECORDS, f"{p.id}.json")):
-                self._release(p)
-                claims[p.id] = None
-        results = [_result(p, False, "id", CLAIMED_ELSEWHERE) for p in planned if claims[p.id] is None]
-        planned = [p for p in planned if claims[p.id] is not None]
+            if claims[p.id] is not ClaimState.HELD and self.ledger.is_done(p.id):
+                self.claims.release(p.id)
+                claims[p.id] = ClaimState.HELD
+        results = [_result(p, False, "id", CLAIMED_ELSEWHERE) for p in planned if claims[p.id] is ClaimState.HELD]
+        planned = [p for p in planned if claims[p.id] is not ClaimState.HELD]
         text, refused = self.pipeline.encode([p.clip.prompt for p in planned])
         for i, p in enumerate(planned):
             if i in refused:
                 results.append(_result(p, False, "prompt", refused[i]))
-                self._release(p)
+                self.claims.release(p.id)
         good = [p for i, p in enumerate(planned) if i not in refused]
         if good:
-            started = time.perf_counter()
             try:
                 out = self.pipeline.generate([p.clip for p in good], text, keep_steps=self.trajectory_steps)
             except Exception as exc:  # a model failing on these settings fails their rows, not the run
                 log.exception("sampling %d clips failed", len(good))
                 for p in good:
-                    self._release(p)
+                    self.claims.release(p.id)
                 reason = f"the model failed on these settings ({type(exc).__name__}: {str(exc)[:300]})"
                 return pa.Table.from_pylist(results + [_result(p, False, None, reason) for p in good])
-            seconds = (time.perf_counter() - started) / len(good)
+            seconds = out.timings["sample_s"] / len(good)
             for n, (p, frames) in enumerate(zip(good, out.frames, strict=True)):
-                if (self._read_claim(p) or {}).get("run") != self.run_id:  # taken over while it sampled (too slow)
+                if not self.claims.holds(p.id):  # taken over while it sampled (too slow)
                     results.append(_result(p, False, "id", CLAIMED_ELSEWHERE))
                     continue
                 if self.trajectory_steps:
-                    self.store.write(self.out.join(TRAJECTORIES, f"{p.id}.npz"), _trajectory_npz(out, n))
+                    self.ledger.put_trajectory(p.id, _trajectory_npz(out, n))
                 digest = self._write(p, encode(frames, "mp4"), claims[p.id])
                 if digest is None:
-                    self._release(p)
-                    results.append(_result(p, False, None, f"{self.out.join(p.key).uri} exists with other content; "
-                                                           "move it away to render this row"))
+                    self.claims.release(p.id)
+                    results.append(_result(p, False, None, f"{self.ledger.out.join(p.key).uri} exists with other "
+                                                           "content; move it away to render this row"))
                     continue
-                record = {"id": p.id, "key": p.key, "sha256": digest, "seconds": round(seconds, 4),
-                          "model": self.label, **asdict(p.clip)}
-                self.store.write(self.out.join(RECORDS, f"{p.id}.json"), json.dumps(record).encode())
-                self._release(p)
+                self.ledger.put_record(RenderRecord(p.id, p.key, digest, round(seconds, 4), self.label,
+                                                    asdict(p.clip)))
+                self.claims.release(p.id)
                 results.append(_result(p, True, frames=frames.tobytes() if p.preview else None))
         return pa.Table.from_pylist(results)
 
@@ -282,25 +226,6 @@ def _result(p: PlannedClip, ok: bool, field: str | None = None, reason: str | No
             "frames": frames, "shape": [p.clip.frames, p.clip.height, p.clip.width]}
 
 
-def _done_ids(store: ObjectStore, out) -> set[str]:
-    prefix = out.join(RECORDS).uri + "/"
-    return {o.uri.removeprefix(prefix).removesuffix(".json") for o in store.list(out.join(RECORDS))}
-
-
-def _ledger(store: ObjectStore, out, record_ids: set[str], rendered_now: set[str]) -> list[dict]:
-    """Every record, by id. The record files are the truth: the previous results.jsonl supplies the records that
-    have not changed since (records are written once per render), and every record written since, or rewritten
-    by this run's renders, is read. A re-run with nothing to do reads one object, not one per row."""
-    known: dict[str, dict] = {}
-    if store.exists(out.join(RESULTS)):
-        for line in store.read(out.join(RESULTS)).decode().splitlines():
-            record = json.loads(line)
-            known[record["id"]] = record
-    for record_id in sorted((record_ids - known.keys()) | (rendered_now & record_ids)):
-        known[record_id] = json.loads(store.read(out.join(RECORDS, f"{record_id}.json")))
-    return [known[i] for i in sorted(record_ids)]
-
-
 def render(cfg: RenderConfig, address: str | None = None,
            on_batch: Callable[[list[dict], int], None] | None = None, renderer: type = Renderer,
            actor_options: dict | None = None) -> dict:
@@ -313,7 +238,7 @@ def render(cfg: RenderConfig, address: str | None = None,
 
     started = time.time()
     store = ObjectStore(cfg.s3)
-    out = parse_uri(cfg.out)
+    ledger = RenderLedger(store, cfg.out)
     manifest_bytes = store.read(cfg.manifest)
     rows, errors = parse_manifest(manifest_bytes, manifest_format(str(cfg.manifest)))
     total_rows = len(rows) + len({e.line for e in errors})
@@ -322,8 +247,8 @@ def render(cfg: RenderConfig, address: str | None = None,
     if cfg.trajectory_steps and info.backend != "vidgen":
         raise ValueError(f"trajectory_steps: {info.pipeline_class} is a {info.backend} model; only vidgen models "
                          "return their sampler states")
-    store.ensure_bucket(out)
-    done = _done_ids(store, out)
+    store.ensure_bucket(ledger.out)
+    done = ledger.done_ids()
     batches, plan_errors = plan_batches([r for r in rows if r.row.id not in done], info.capabilities, cfg, label)
     run_id = uuid.uuid4().hex
     errors += plan_errors
@@ -338,7 +263,7 @@ def render(cfg: RenderConfig, address: str | None = None,
             compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(batches))),
             # S3 credentials reach the actors as environment variables, never as constructor arguments Ray records
             **cfg.s3.runtime_env(),
-            fn_constructor_kwargs={"model_ref": cfg.model, "label": label, "out": out.uri,
+            fn_constructor_kwargs={"model_ref": cfg.model, "label": label, "out": ledger.out.uri,
                                    "s3": cfg.s3.public(), "threads": cfg.cpus_per_actor, "run_id": run_id,
                                    "claim_timeout_s": cfg.claim_timeout_s, "gpus": cfg.gpus_per_actor,
                                    "options": cfg.pipeline.model_dump(),
@@ -353,28 +278,27 @@ def render(cfg: RenderConfig, address: str | None = None,
             left -= len(results)
             if on_batch:
                 on_batch(results, left)
-    record_ids = _done_ids(store, out)
+    record_ids = ledger.done_ids()
     # a row another run was rendering is an error of this run only while it has no record (a concurrent run that
     # finishes later writes the ledgers again, from the record files)
     failed = [e for e in failed if not (e.reason == CLAIMED_ELSEWHERE and e.id in record_ids)]
     errors = sorted(errors + failed, key=lambda e: e.line)
-    records = _ledger(store, out, record_ids, rendered)
-    store.write(out.join(RESULTS), "".join(json.dumps(r) + "\n" for r in records).encode())
-    store.write(out.join(ERRORS), "".join(e.to_json() + "\n" for e in errors).encode())
-    summary = {"out": out.uri, "run_id": run_id, "manifest": str(cfg.manifest),
+    records = ledger.write_results(record_ids, rendered)
+    ledger.write_errors([e.to_json() for e in errors])
+    summary = {"out": ledger.out.uri, "run_id": run_id, "manifest": str(cfg.manifest),
                "manifest_sha256": sha256_bytes(manifest_bytes), "model": label,
                "pipeline": {"backend": info.backend, "class": info.pipeline_class, "folder": str(info.folder)},
                "rows": total_rows,
                "rendered_now": len(rendered), "already_done": len(done & {r.row.id for r in rows}),
                "videos": len(records), "errors": len(errors), "started": started, "finished": time.time(),
                "config": cfg.model_dump(mode="json", exclude={"s3"})}
-    store.write(out.join(RUN), json.dumps(summary, indent=1).encode())
+    ledger.write_run(summary)
     if preview:
-        _preview(store, out, sorted(preview, key=lambda r: r["line"]))
+        _preview(ledger, sorted(preview, key=lambda r: r["line"]))
     return summary
 
 
-def _preview(store: ObjectStore, out, results: list[dict]) -> None:
+def _preview(ledger: RenderLedger, results: list[dict]) -> None:
     """A contact sheet of clips this run rendered, from the frames the actors handed back (nothing re-read); clips
     of the first clip's shape only (a sheet is a grid)."""
     from vidgen.runs.plots import contact_sheet_png
@@ -383,7 +307,7 @@ def _preview(store: ObjectStore, out, results: list[dict]) -> None:
     clips = np.stack([np.frombuffer(r["frames"], np.uint8).reshape(*r["shape"], 3) for r in results])
     with tempfile.TemporaryDirectory() as tmp:
         path = contact_sheet_png(clips, [r["prompt"] for r in results], Path(tmp) / "preview.png")
-        store.write(out.join("preview.png"), path.read_bytes())
+        ledger.write_preview(path.read_bytes())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import requests
 
 from cluster.launcher import free_ports
+from cluster.tier_report import TierReport
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -61,7 +62,8 @@ def deployed(tmp, args: dict, replicas: str = "1 edge replica(s), 1 cloud replic
         serve.shutdown()
 
 
-def board_reports() -> list[dict]:
+def board_reports() -> list[TierReport]:
+    """The replicas' fresh reports, as the router reads them."""
     from ray import serve
 
     return serve.get_deployment_handle("TierBoard", app_name="vidgen").snapshot.remote().result()

@@ -1,6 +1,8 @@
 """Render manifests: JSONL or CSV rows of `{id, prompt, seed?, frames?, height?, width?, steps?, guidance?, ...}`.
 
 Each row is a `ClipRequest` (`vidgen.clip_request`: the bounds every path shares) plus the id naming its output.
+A row naming a serving `tier` is refused: a bulk render has one model for every row, and rendering the row with a
+model it did not ask for would be a silent substitution.
 
 Manifests come from users and other tools, so every field is untrusted: ids become object keys and must be
 plain names, numbers are range-checked, unknown keys are refused. Validation never stops at the first problem:
@@ -15,13 +17,14 @@ import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 
 from vidgen.clip_request import ClipRequest
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+TIER_REFUSED = ("bulk render uses one model for every row (--model, or `model` in the render config); remove "
+                "`tier`, or put each tier's rows in a manifest of their own and render it with that tier's model")
 WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 FORMATS = ("jsonl", "csv")
 
@@ -30,7 +33,7 @@ class ManifestRow(ClipRequest):
     """One clip to render: a clip request with the id that names its output. Unset fields take the run's defaults."""
 
     id: str = Field(pattern=ID_PATTERN, description="names the output object: letters, digits, . _ -")
-    tier: Literal["edge", "cloud"] | None = None
+    tier: None = Field(None, description="refused when given: a bulk render has one model (see TIER_REFUSED)")
 
     @field_validator("id")
     @classmethod
@@ -38,6 +41,14 @@ class ManifestRow(ClipRequest):
         if value.split(".")[0].upper() in WINDOWS_RESERVED:
             raise ValueError(f"{value!r} is a reserved file name on Windows; choose another id")
         return value
+
+    @field_validator("tier", mode="before")
+    @classmethod
+    def _one_model_per_run(cls, value: object) -> None:
+        """Before type checks, so that every value a row gives (`"edge"`, `"gpu"`, 3) gets the reason that helps."""
+        if value is not None:
+            raise ValueError(TIER_REFUSED)
+        return None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vidgen import synth
 from vidgen.diffusion import FlowConfig, SamplerConfig, clips_to_tensor, flow_loss
-from vidgen.evaluation import evaluate_splits
 from vidgen.model import PRESETS, ModelConfig, VideoDiT
 from vidgen.perf import model_flops_utilisation
 from vidgen.precision import Precision, autocast, autocast_dtype
@@ -185,6 +184,9 @@ class EMA:
 
 # --- the local trainer ---
 
+# model -> {split: prompt accuracy as a dict}, `seen` and `heldout` at least (`vidgen.evaluation.SPLITS` names them)
+Evaluate = Callable[[VideoDiT], dict[str, dict]]
+
 
 @dataclass
 class TrainResult:
@@ -205,10 +207,15 @@ class TrainResult:
 
 
 def train_local(cfg: TrainConfig, encoder: TextEncoder, on_step: Callable[[dict], None] | None = None,
-                batches: Iterator[Batch] | None = None, autoencoder: dict | None = None) -> TrainResult:
-    """Single-process training until max_steps or max_minutes, on the built-in world or on `batches` (then the
-    world's prompt-accuracy evaluations during training are skipped). `autoencoder`: the state dict of a trained
-    frame autoencoder to reuse, frozen, instead of training one (stage 1 is skipped)."""
+                batches: Iterator[Batch] | None = None, autoencoder: dict | None = None,
+                evaluate: Evaluate | None = None) -> TrainResult:
+    """Single-process training until max_steps or max_minutes, on the built-in world or on `batches`.
+
+    `autoencoder`: the state dict of a trained frame autoencoder to reuse, frozen, instead of training one (stage 1
+    is skipped). `evaluate`: called every `eval_every_minutes` with the model clips are sampled from (the EMA);
+    its rows are the result's `evals`. The run layer supplies it (`vidgen.runs.local_training`), since making
+    clips goes through a pipeline, which the core does not know; without it nothing is evaluated during training.
+    """
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
@@ -218,8 +225,7 @@ def train_local(cfg: TrainConfig, encoder: TextEncoder, on_step: Callable[[dict]
     generator = torch.Generator().manual_seed(cfg.seed)
     log.info("model %s: %.2fM params, %d tokens, dtype %s", cfg.preset, model.num_params() / 1e6,
              mcfg.num_tokens, dtype or torch.float32)
-    world = batches is None
-    batches = synth_batches(mcfg, cfg.batch_size, cfg.seed) if world else batches
+    batches = synth_batches(mcfg, cfg.batch_size, cfg.seed) if batches is None else batches
 
     started = time.perf_counter()
     if autoencoder is not None:
@@ -254,20 +260,16 @@ def train_local(cfg: TrainConfig, encoder: TextEncoder, on_step: Callable[[dict]
         history.append(stats)
         if on_step is not None:
             on_step(stats)
-        if world and next_eval is not None and train_seconds >= next_eval * 60:
-            evals.append(_evaluate_during_training(ema.model if ema else model, encoder, cfg, dtype, step,
-                                                   train_seconds))
+        if evaluate is not None and next_eval is not None and train_seconds >= next_eval * 60:
+            evals.append(_evaluate_during_training(evaluate, ema.model if ema else model, step, train_seconds))
             next_eval += cfg.eval_every_minutes
     final = ema.model if ema is not None else model
     return TrainResult(final.eval(), history, evals, train_seconds / 60, step, ae_losses)
 
 
-def _evaluate_during_training(model, encoder, cfg: TrainConfig, dtype, step: int, train_seconds: float) -> dict:
-    """Accuracy on seen and held-out compositions (the same prompts and seeds at every evaluation, so the curve
-    compares like with like); evaluation time is not counted as training time."""
-    row = {"step": step, "minutes": round(train_seconds / 60, 2),
-           **evaluate_splits(model, encoder, cfg.sampler, cfg.eval_clips, seed=0, dtype=dtype,
-                             splits=("seen", "heldout"))}
+def _evaluate_during_training(evaluate: Evaluate, model: VideoDiT, step: int, train_seconds: float) -> dict:
+    """One row of the evaluation curve; evaluation time is not counted as training time."""
+    row = {"step": step, "minutes": round(train_seconds / 60, 2), **evaluate(model)}
     log.info("eval at %.1f min (step %d): seen all-three %.2f, held-out %.2f", row["minutes"], step,
              row["seen"]["all_three"], row["heldout"]["all_three"])
     return row

@@ -57,3 +57,32 @@ def test_thresholds_are_config():
     assert place(PlacementRequest(frames=4), [edge(queue_depth=1), cloud()], strict).tier == "edge"
     with pytest.raises(ValueError, match="overload_queue_per_replica"):
         PolicyConfig(overload_queue_per_replica=0)
+
+
+SMALL, WIDE, LONG = (8, 32, 32), (9, 96, 96), (24, 32, 32)  # 32x32 fits edge_max_pixels 4096, 96x96 does not
+DEFAULT_SHAPE_CASES = [
+    # (request, edge's default clip, cloud's default clip, expected tier, words in the reason)
+    # cloud listed first, as if it had reported first: its default must not judge the edge tier
+    ({}, SMALL, WIDE, "edge", "cheapest"),
+    ({}, WIDE, SMALL, "cloud", "skipped edge renders up to 4096 pixels a frame, 96x96 by its model's default"),
+    ({}, LONG, SMALL, "cloud", "skipped edge renders up to 16 frames, 24 by its model's default"),
+    ({"height": 32, "width": 32}, WIDE, SMALL, "edge", "cheapest"),  # named sizes, not the default, are judged
+    ({"height": 64, "width": 96}, SMALL, SMALL, "cloud", "edge renders up to 4096 pixels a frame, asked 64x96"),
+    ({"frames": 8}, LONG, SMALL, "edge", "cheapest"),
+]
+
+
+@pytest.mark.parametrize(("request_fields", "edge_shape", "cloud_shape", "tier", "words"), DEFAULT_SHAPE_CASES)
+def test_a_size_left_out_is_judged_at_each_tiers_own_default(request_fields, edge_shape, cloud_shape, tier, words):
+    tiers = [cloud(default_shape=cloud_shape), edge(default_shape=edge_shape)]
+    placement = place(PlacementRequest(**request_fields), tiers)
+    assert (placement.tier, placement.status) == (tier, 200), placement.reason
+    assert words in placement.reason
+
+
+def test_an_http_request_naming_no_size_leaves_each_tier_its_default():
+    from cluster.api import VideoRequest
+
+    request = VideoRequest(prompt="a red square moving right").placement_request()
+    assert (request.frames, request.height, request.width) == (None, None, None)
+    assert place(request, [cloud(default_shape=WIDE), edge(default_shape=SMALL)]).tier == "edge"

@@ -82,16 +82,17 @@ def test_requests_land_on_the_tier_the_policy_names(server):
         assert decode(response.content).shape == (8, 32, 32, 3)
         seen[response.headers["X-Vidgen-Replica"]] = tier
     # the replica that rendered belongs to that tier, holds its resource and counted the render (reports lag a little)
-    replicas = wait_for(lambda: (r := {r["replica"]: r for r in board_reports()})
-                        and all(r.get(id, {}).get("rendered") for id in seen) and r, 10, "the renders reported")
+    replicas = wait_for(lambda: (r := {r.replica: r for r in board_reports()})
+                        and all(id in r and r[id].rendered for id in seen) and r, 10, "the renders reported")
     for replica, tier in seen.items():
-        assert replicas[replica]["tier"] == tier
-        assert replicas[replica]["resources"].get(tier) == 1
+        assert replicas[replica].tier == tier
+        assert replicas[replica].resources.get(tier) == 1
     models = requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["tiers"]
     by_tier = {m["tier"]: m for m in models}
-    assert by_tier["edge"]["serves"]["int8"] and by_tier["edge"]["serves"]["steps"] == 2
-    assert not by_tier["cloud"]["serves"]["int8"] and by_tier["cloud"]["serves"]["steps"] == 4
-    assert by_tier["edge"]["serves"]["frames"] == 8 and by_tier["edge"]["seconds_per_clip"] > 0
+    assert by_tier["edge"]["serves"]["int8"] and by_tier["edge"]["capabilities"]["steps"] == 2
+    assert not by_tier["cloud"]["serves"]["int8"] and by_tier["cloud"]["capabilities"]["steps"] == 4
+    assert by_tier["edge"]["capabilities"]["frames"]["default"] == 8 and by_tier["edge"]["seconds_per_clip"] > 0
+    assert not {"steps", "guidance", "frames", "height", "width", "capabilities"} & set(by_tier["edge"]["serves"])
 
 
 def test_metrics_count_requests_and_placements_per_tier(server):
@@ -138,7 +139,7 @@ def test_auth_limits_and_refusals_are_4xx_naming_the_field(server):
 
 def test_a_cut_or_trickled_body_never_reaches_a_render(server):
     base, _ = server
-    rendered = sum(r["rendered"] for r in board_reports())
+    rendered = sum(r.rendered for r in board_reports())
     chunks = iter([json.dumps({"prompt": PROMPT}).encode(), b" " * 20_000])  # valid JSON first, then too much
     response = requests.post(f"{base}/v1/videos", data=chunks, headers={**AUTH, "Content-Type": "application/json"},
                              timeout=30)
@@ -151,7 +152,7 @@ def test_a_cut_or_trickled_body_never_reaches_a_render(server):
         answer = conn.recv(4096).decode()
     assert answer.startswith("HTTP/1.1 408") and time.monotonic() - started < 10
     time.sleep(1)  # replicas report every 0.25 s
-    assert sum(r["rendered"] for r in board_reports()) == rendered
+    assert sum(r.rendered for r in board_reports()) == rendered
 
 
 def test_a_reason_quoting_any_script_is_a_clean_451(server):
@@ -223,7 +224,7 @@ def test_edge_tier_scales_up_under_load_and_back_down(server):
         try:
             wait_for(lambda: running_replicas("EdgeGenerator") == 2, REPLICA_START_S, "a second edge replica",
                      explain=lambda: deployment_status("EdgeGenerator"))
-            wait_for(lambda: sum(r["tier"] == "edge" for r in board_reports()) == 2, 30, "it to report")
+            wait_for(lambda: sum(r.tier == "edge" for r in board_reports()) == 2, 30, "it to report")
         finally:
             stop.set()
     assert codes and set(codes) == {200}
@@ -246,10 +247,10 @@ def test_replica_killed_under_load_loses_almost_nothing(server):
 
     def kill_an_edge_replica():
         wait_for(lambda: len(done) >= 15, 60, "the load to start")
-        victim = wait_for(lambda: next((r for r in board_reports() if r["tier"] == "edge" and r["held"]), None), 30,
+        victim = wait_for(lambda: next((r for r in board_reports() if r.tier == "edge" and r.held), None), 30,
                           "an edge replica holding requests")  # so the kill interrupts renders
-        ray.kill(ray.get_actor(victim["actor_name"], namespace="serve"), no_restart=True)
-        killed.append(victim["replica"])
+        ray.kill(ray.get_actor(victim.actor_name, namespace="serve"), no_restart=True)
+        killed.append(victim.replica)
 
     with ThreadPoolExecutor(4) as pool:
         killer = threading.Thread(target=kill_an_edge_replica)
@@ -259,7 +260,7 @@ def test_replica_killed_under_load_loses_almost_nothing(server):
     assert killed, "no replica was killed"
     failures = sum(code != 200 for code in codes)
     assert failures <= total // 100, f"{failures} of {total} requests failed"
-    wait_for(lambda: any(r["tier"] == "edge" and r["replica"] not in killed for r in board_reports()),
+    wait_for(lambda: any(r.tier == "edge" and r.replica not in killed for r in board_reports()),
              REPLICA_START_S, "a replacement edge replica", explain=lambda: deployment_status("EdgeGenerator"))
     assert post(base, {"prompt": PROMPT, "quality": "draft"}).status_code == 200
 

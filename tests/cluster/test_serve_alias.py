@@ -105,8 +105,8 @@ def test_a_tier_whose_clips_regress_rolls_its_alias_back(server):
     assert (last.kind, last.version, last.previous, last.by) == ("automatic-rollback", "v1", "v3", "vidgen serving")
     assert "rolling prompt accuracy" in last.reason and "shapes@v3" in last.reason
     # the replica reports the swap too (its reports run every 0.25 s: the board may still hold an older one)
-    wait_for(lambda: [r for r in board_reports() if r["tier"] == "cloud"
-                      and r["serves"]["label"].startswith("shapes@v1#")], 10, "the cloud replica to report v1")
+    wait_for(lambda: [r for r in board_reports() if r.tier == "cloud"
+                      and r.serves.label.startswith("shapes@v1#")], 10, "the cloud replica to report v1")
     # and Ray's metrics endpoint says so: the rollback, the probes, the prompts the drift monitor scored
     assert wait_for(lambda: metric("ray_vidgen_automatic_rollbacks_total").get(("cloud", None)), 60,
                     "the rollback counter to be exported") == 1

@@ -73,9 +73,9 @@ def test_requests_arriving_together_are_sampled_as_one_batch(server):
     with ThreadPoolExecutor(len(prompts)) as pool:
         together = list(pool.map(lambda p: post(base, {"prompt": p, "seed": 7, "quality": "draft"}), prompts))
     assert all(r.status_code == 200 and r.headers["X-Vidgen-Tier"] == "edge" for r in together)
-    edge = wait_for(lambda: [r for r in board_reports() if r["tier"] == "edge" and r["largest_batch"] > 1], 10,
+    edge = wait_for(lambda: [r for r in board_reports() if r.tier == "edge" and r.largest_batch > 1], 10,
                     "the edge replica to report a batch")
-    assert edge[0]["largest_batch"] <= 4
+    assert edge[0].largest_batch <= 4
     # a clip depends on its request, not on what it was batched with (within a grey level of the same clip alone)
     import numpy as np
 
@@ -90,11 +90,11 @@ def test_prompts_far_from_the_training_captions_are_counted_not_kept(server):
     before = requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["tiers"]
     for prompt in ("a cat sleeping on a sofa", "fireworks over a city skyline", "a chef chopping onions"):
         assert post(base, {"prompt": prompt, "quality": "draft"}).status_code == 200
-    edge = wait_for(lambda: [r for r in board_reports() if r["tier"] == "edge"
-                             and (r["prompt_ood_share"] or 0) >= 3 / (3 + 2 + 8)], 10, "the drift share")
-    assert edge[0]["prompt_ood_share"] < 1  # the in-world prompts (this module's others too) are in the window
+    edge = wait_for(lambda: [r for r in board_reports() if r.tier == "edge"
+                             and (r.prompt_ood_share or 0) >= 3 / (3 + 2 + 8)], 10, "the drift share")
+    assert edge[0].prompt_ood_share < 1  # the in-world prompts (this module's others too) are in the window
     tiers = {t["tier"]: t for t in requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["tiers"]}
     assert tiers["edge"]["prompt_ood_share"] > ({t["tier"]: t for t in before}["edge"]["prompt_ood_share"] or 0)
     assert tiers["cloud"]["prompt_ood_share"] is None  # a diffusers model: no reference set to compare with
-    cloud = [r for r in board_reports() if r["tier"] == "cloud"][0]
-    assert 0 < cloud["temporal_consistency"] <= 1 and cloud["quality"] is None  # probed; no detector for its clips
+    cloud = [r for r in board_reports() if r.tier == "cloud"][0]
+    assert 0 < cloud.temporal_consistency <= 1 and cloud.quality is None  # probed; no detector for its clips

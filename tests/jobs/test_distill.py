@@ -61,8 +61,10 @@ def test_distill_renders_exact_teacher_trajectories_and_writes_a_k_step_student(
     student = load_pipeline(str(out))
     assert (student.capabilities.steps, student.capabilities.guidance) == (2, 1.0)
     meta, body = parse_card((out / "card.md").read_text())
-    assert meta["steps"] == 2 and meta["trajectories"] == 12 and meta["teacher_digest"] in body
+    assert meta["steps"] == 2 and meta["lineage"]["trajectories"] == 12 and meta["lineage"]["seed"] == 0
+    assert meta["lineage"]["teacher"]["digest"] in body and meta["lineage"]["git_commit"]
     lineage = json.loads((out / "config.json").read_text())["distilled_from"]
+    assert lineage == meta["lineage"]  # config.json and the card record one lineage
     assert lineage["teacher"]["digest"] == verify_package(folder)["model.safetensors"]
     evals = json.loads((out / "evals.json").read_text())
     assert {"teacher", "student"} <= evals.keys()

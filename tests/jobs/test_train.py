@@ -63,6 +63,8 @@ def test_zero2_trains_tiny_from_s3_shards_and_the_package_generates(s3_dataset, 
     assert card["pipeline_tag"] == "text-to-video" and card["datasets"] == [uri]
     lineage = card["lineage"]
     assert lineage["dataset"] == uri and len(lineage["dataset_card_sha256"]) == 64 and lineage["zero_stage"] == 2
+    assert lineage["seed"] == 0 and lineage["git_commit"] and lineage["run"].endswith(summary["run"])
+    assert lineage["command"] == "python -m jobs.train --config job.json"
 
 
 @pytest.mark.slow

@@ -3,8 +3,8 @@ three times (the driver planning, each actor loading), where pulling and loading
 
 The count is taken in the processes themselves: `vidgen render` runs in a subprocess whose Python processes (the
 driver, and the Ray workers it starts, which inherit its environment) load a `sitecustomize` that records, through
-an audit hook, every open for reading of the package's `card.md`. Only verification reads that file (loading reads the config
-and the weights), so its opens are the hash passes.
+an audit hook, every open for reading of the package's `card.md`. Only verification reads that file (loading reads
+the config and the weights), so its opens are the hash passes.
 """
 
 from __future__ import annotations

@@ -97,3 +97,62 @@ def test_train_dry_run_prints_the_resolved_config():
     assert result.exit_code == 0, result.output
     cfg = json.loads(result.stdout)
     assert cfg["max_minutes"] == 3.0 and cfg["lr"] == 0.0005
+
+
+@pytest.mark.parametrize("args, message", [
+    (["render", "m.jsonl", "--set", "batch_sise=3"], "batch_sise: unknown field; did you mean 'batch_size'?"),
+    (["data", "prepare", "--out", "x", "--n", "0"], "n: Input should be greater than or equal to 1"),
+    (["data", "ingest", "v", "--captions", "c.csv", "--out", "o", "--config", "missing.yaml"],
+     "config file missing.yaml does not exist"),
+    (["distill", "--out", "s", "--set", "distill.stepz=2"], "distill.stepz: unknown field; did you mean 'steps'?"),
+    (["train", "--workers", "2", "--zero", "7", "--dry-run"], "zero_stage: Input should be less than or equal to 3"),
+])
+def test_a_bad_config_is_one_line_naming_the_key_before_anything_starts(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and result.output.startswith("error: ") and message in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_train_config_is_the_file_then_each_set_then_the_flags(tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text("lr: 0.002\nseed: 1\nmax_steps: 7\n")
+    result = runner.invoke(app, ["train", "--dry-run", "--config", str(config), "--set", "seed=2",
+                                 "--set", "max_steps=8", "--steps", "9"])
+    assert result.exit_code == 0, result.output
+    cfg = json.loads(result.stdout)
+    assert (cfg["lr"], cfg["seed"], cfg["max_steps"]) == (0.002, 2, 9)
+
+
+def test_expected_errors_end_a_command_in_one_line_and_bugs_keep_their_traceback(capsys):
+    import typer
+    from pydantic import BaseModel, ValidationError
+
+    from storage.objectstore import StorageError
+    from vidgen.cli._common import one_line_errors
+
+    def command(error: Exception) -> None:
+        raise error
+
+    class Config(BaseModel):
+        n: int
+
+    with pytest.raises(ValidationError) as invalid:
+        Config(n="many")
+    expecting = one_line_errors(RuntimeError, ValueError)(command)
+    for error, line in ((StorageError("s3://b/k does not exist"), "s3://b/k does not exist"),
+                        (RuntimeError("Request failed with status code 404\nserver body"),
+                         "Request failed with status code 404"),
+                        (invalid.value, "n: Input should be a valid integer, unable to parse string as an integer")):
+        with pytest.raises(typer.Exit) as ended:
+            expecting(error)
+        assert ended.value.exit_code == 1 and capsys.readouterr().err == f"error: {line}\n"
+    with pytest.raises(typer.Exit) as ended:  # a RuntimeError, but how a command ends on purpose
+        expecting(typer.Exit(2))
+    assert ended.value.exit_code == 2
+    project_errors_only = one_line_errors()(command)
+    for bug in (ValueError("a bug"), RuntimeError("a bug"), KeyError("a bug")):
+        with pytest.raises(type(bug), match="a bug"):
+            project_errors_only(bug)
+    with pytest.raises(typer.Exit):
+        project_errors_only(StorageError("s3://b/k does not exist"))

@@ -13,12 +13,27 @@ def _jsonl(*rows) -> bytes:
 
 def test_good_rows_parse_with_optional_fields_left_unset():
     rows, errors = parse_manifest(_jsonl({"id": "a1", "prompt": "a red square moving up", "seed": 3},
-                                         "", {"id": "b.2", "prompt": "  a blue circle  ", "steps": 8, "tier": "edge"}),
+                                         "", {"id": "b.2", "prompt": "  a blue circle  ", "steps": 8}),
                                   "jsonl")
     assert errors == []
     assert [(r.line, r.row.id) for r in rows] == [(1, "a1"), (3, "b.2")]
-    assert rows[1].row.prompt == "a blue circle" and rows[1].row.seed is None and rows[1].row.tier == "edge"
+    assert rows[1].row.prompt == "a blue circle" and rows[1].row.seed is None
     assert output_key(rows[0].row) == "videos/a1.mp4"
+
+
+def test_a_row_naming_a_tier_is_refused_with_what_to_do_instead():
+    """A bulk render has one model for every row: a row asking for a tier is never rendered with another model."""
+    rows, errors = parse_manifest(_jsonl({"id": "e", "prompt": "x", "tier": "edge"},
+                                         {"id": "g", "prompt": "x", "tier": "gpu"},
+                                         {"id": "n", "prompt": "x", "tier": None},
+                                         {"id": "both", "prompt": "", "tier": "cloud"}), "jsonl")
+    assert [r.row.id for r in rows] == ["n"]  # null names no tier
+    assert [(e.line, e.id, e.field) for e in errors] == [(1, "e", "tier"), (2, "g", "tier"), (4, "both", "prompt"),
+                                                         (4, "both", "tier")]
+    assert all("one model for every row" in e.reason and "remove `tier`" in e.reason
+               for e in errors if e.field == "tier")
+    rows, errors = parse_manifest(b"id,prompt,tier\nc1,a red square,cloud\nc2,a blue circle,\n", "csv")
+    assert [r.row.id for r in rows] == ["c2"] and [(e.line, e.field) for e in errors] == [(2, "tier")]
 
 
 def test_every_bad_row_is_reported_with_its_line_and_field():

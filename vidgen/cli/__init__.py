@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from vidgen.cli._common import fail, progress, setup_logging
+from vidgen.cli._common import CONFIG_PRECEDENCE, SetOption, fail, one_line_errors, progress, setup_logging
 from vidgen.config import preset_names
 
 app = typer.Typer(
@@ -42,12 +42,13 @@ def _add_subcommands() -> None:
 
 
 @app.command()
+@one_line_errors(ValueError)
 def train(
     preset: Annotated[str, typer.Option(help=f"training preset from vidgen/configs/: {', '.join(preset_names())}")] =
         "tiny",
-    config: Annotated[Path | None, typer.Option(help="a YAML TrainConfig file; overrides --preset")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config key, e.g. --set lr=5e-4 "
-                                                                 "--set flow.t_mean=0.5 (repeatable)")] = None,
+    config: Annotated[Path | None, typer.Option(help=f"a YAML TrainConfig file, used instead of --preset; "
+                                                     f"{CONFIG_PRECEDENCE}")] = None,
+    set_: SetOption = None,
     minutes: Annotated[float | None, typer.Option(help="training time budget in minutes")] = None,
     steps: Annotated[int | None, typer.Option(help="stop after this many optimizer steps")] = None,
     seed: Annotated[int | None, typer.Option(help="seed for data, noise and initial weights")] = None,
@@ -82,33 +83,28 @@ def train(
 
     Distributed: vidgen train --preset tiny --workers 2 --zero 3 --data s3://bucket/shapes --steps 500
     checkpoints into RUNS/NAME and writes the consolidated model package to RUNS/NAME/model (or --out).
+
+    The TrainConfig is the preset (or --config), then each --set, then --minutes, --steps and --seed.
     """
     setup_logging()
-    from vidgen.config import ConfigError, load_config
+    from vidgen.config import load_config
     from vidgen.training import TrainConfig
 
-    overrides = list(set_ or [])
-    for key, value in (("max_minutes", minutes), ("max_steps", steps), ("seed", seed)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
+    source = config or preset
+    flags = {"max_minutes": minutes, "max_steps": steps, "seed": seed}
     if workers is not None or resume is not None:
         from vidgen.cli.train_workers import train_distributed
 
-        train_distributed(str(config) if config else preset, overrides, dry_run=dry_run, workers=workers or 2,
-                          zero_stage=zero, offload_optimizer=offload, use_gpu=gpu, data=data, runs=runs, out=out,
-                          push=push, checkpoint_every=checkpoint_every, resume=resume, address=address)
+        train_distributed(source, set_ or [], flags, dry_run=dry_run, workers=workers or 2, zero_stage=zero,
+                          offload_optimizer=offload, use_gpu=gpu, data=data, runs=runs, out=out, push=push,
+                          checkpoint_every=checkpoint_every, resume=resume, address=address)
         return
-    try:
-        cfg = load_config(TrainConfig, str(config) if config else preset, overrides)
-    except ConfigError as err:
-        fail(str(err))
+    cfg = load_config(TrainConfig, source, set_ or [], flags)
     if dry_run:
         typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
         return
     out = Path(out or "runs/tiny")
 
-    from storage.objectstore import StorageError
-    from storage.package import ModelFileError
     from vidgen.runs.local_training import train_to_folder
 
     bar = progress()
@@ -122,11 +118,8 @@ def train(
             bar.update(task, completed=min(done, total),
                        status=f"step {stats['step']} loss {stats['loss']:.4f} {stats['samples_per_s']:.0f} clips/s")
 
-        try:
-            summary = train_to_folder(cfg, out, final_eval_clips=eval_clips, on_step=on_step,
-                                      data=None if data == "synth" else data, autoencoder=autoencoder)
-        except (StorageError, ModelFileError, ValueError) as err:
-            fail(str(err))
+        summary = train_to_folder(cfg, out, final_eval_clips=eval_clips, on_step=on_step,
+                                  data=None if data == "synth" else data, autoencoder=autoencoder)
     final = summary["final"]
     if not final:
         typer.echo(f"trained {summary['steps']} steps in {summary['minutes']:.1f} min on {data}; loss "
@@ -142,6 +135,7 @@ def train(
 
 
 @app.command()
+@one_line_errors(ValueError)
 def generate(
     prompt: Annotated[str, typer.Argument(help="what to show, e.g. 'a blue square moving up'")],
     out: Annotated[Path, typer.Option(help="output video file: .mp4 or .gif")] = Path("clip.mp4"),
@@ -161,20 +155,14 @@ def generate(
     setup_logging()
     if out.suffix.lower() not in (".mp4", ".gif"):
         fail(f"--out {out} must end in .mp4 or .gif")
-    from storage.objectstore import StorageError
-    from storage.package import ModelFileError
     from storage.video import write
     from vidgen.runs.generate import generate as generate_clips
 
     bar = progress()
-    try:
-        with bar:
-            task = bar.add_task("sampling", total=steps, status="")
-            result = generate_clips(model, [prompt], [seed], steps, guidance, frames, height, width,
-                                    progress=lambda i: bar.update(task, completed=i),
-                                    negative_prompt=negative_prompt)
-    except (ModelFileError, StorageError, ValueError) as err:
-        fail(str(err))
+    with bar:
+        task = bar.add_task("sampling", total=steps, status="")
+        result = generate_clips(model, [prompt], [seed], steps, guidance, frames, height, width,
+                                progress=lambda i: bar.update(task, completed=i), negative_prompt=negative_prompt)
     write(result.frames[0], out)
     reads = ""
     if result.detections:
@@ -184,6 +172,7 @@ def generate(
 
 
 @app.command("eval")
+@one_line_errors(ValueError)
 def eval_(
     model: Annotated[str | None, typer.Option(help="model folder, shipped model or registry reference (default: "
                                                    "the demo)")] = None,
@@ -205,14 +194,9 @@ def eval_(
     what applies: seconds per clip.
     """
     setup_logging()
-    from storage.objectstore import StorageError
-    from storage.package import ModelFileError
     from vidgen.runs.eval_runs import evaluate_model
 
-    try:
-        result = evaluate_model(model, clips, seed, steps, guidance, frames, height, width, perceptual_clips=perceptual)
-    except (ModelFileError, StorageError, ValueError) as err:
-        fail(str(err))
+    result = evaluate_model(model, clips, seed, steps, guidance, frames, height, width, perceptual_clips=perceptual)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -236,14 +220,13 @@ def eval_(
 
 
 @app.command()
+@one_line_errors(ValueError)
 def demo(
     out: Annotated[Path, typer.Option(help="folder for the demo clips")] = Path("out"),
     model: Annotated[str | None, typer.Option(help="model folder or shipped model name")] = None,
 ) -> None:
     """Generate a handful of clips with the shipped demo model into OUT and report their prompt accuracy."""
     setup_logging()
-    from storage.objectstore import StorageError
-    from storage.package import ModelFileError
     from storage.video import write
     from vidgen.runs.eval_runs import SAMPLE_PROMPTS, accuracy_of
     from vidgen.runs.generate import generate as generate_clips
@@ -251,13 +234,10 @@ def demo(
 
     prompts = list(SAMPLE_PROMPTS)
     bar = progress()
-    try:
-        with bar:
-            task = bar.add_task("sampling", total=None, status=f"{len(prompts)} clips")
-            result = generate_clips(model, prompts, list(range(len(prompts))),
-                                    progress=lambda i: bar.update(task, completed=i))
-    except (ModelFileError, StorageError, ValueError) as err:
-        fail(str(err))
+    with bar:
+        task = bar.add_task("sampling", total=None, status=f"{len(prompts)} clips")
+        result = generate_clips(model, prompts, list(range(len(prompts))),
+                                progress=lambda i: bar.update(task, completed=i))
     out.mkdir(parents=True, exist_ok=True)
     for i, (prompt, clip, d) in enumerate(zip(prompts, result.frames, result.detections, strict=True)):
         name = f"{i:02d}-" + prompt.replace(" ", "-")

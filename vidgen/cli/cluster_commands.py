@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vidgen.cli._common import fail, setup_logging
+from vidgen.cli._common import fail, one_line_errors, setup_logging
 
 app = typer.Typer(help="Start, resize, inspect and stop a Ray cluster: cluster.yaml (AWS, through Ray's cluster "
                        "launcher) or cluster/local.yaml (simulated nodes on this machine, the real autoscaler).",
@@ -32,16 +32,18 @@ def _join(address: str | None, token_file: str | None) -> str:
     if not address:
         address = (json.loads(state.read_text())["gcs_address"] if state.is_file()
                    else env if env and "://" not in env else "auto")
-    from jobs.connection import ClusterConnectionError, connect_ray
+    from jobs.connection import connect_ray
 
-    try:
-        connect_ray(address, token_file=token_file, log_to_driver=False)
-    except ClusterConnectionError as exc:
-        fail(str(exc))
+    connect_ray(address, token_file=token_file, log_to_driver=False)
     return address
 
 
+# The launcher says a missing or wrong config, and a failed `ray start`, as these.
+_launcher_errors = one_line_errors(FileNotFoundError, ValueError, RuntimeError)
+
+
 @app.command()
+@_launcher_errors
 def up(config: ConfigOption = "cluster/local.yaml",
        port: Annotated[int, typer.Option(help="local clusters: the head's GCS port")] = 6379,
        dashboard_port: Annotated[int, typer.Option(help="local clusters: the dashboard's port")] = 8265) -> None:
@@ -52,12 +54,9 @@ def up(config: ConfigOption = "cluster/local.yaml",
     from cluster.launcher import read_config
     from cluster.launcher import up as launch
 
-    try:
-        name = read_config(config)["cluster_name"]
-        with Console(stderr=True).status(f"starting {name}"):
-            state = launch(config, port, dashboard_port)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        fail(str(exc))
+    name = read_config(config)["cluster_name"]
+    with Console(stderr=True).status(f"starting {name}"):
+        state = launch(config, port, dashboard_port)
     typer.echo(f"{state['cluster']} is up")
     if "dashboard" in state:
         typer.echo(f"  dashboard and Jobs API: {state['dashboard']}   (vidgen submit … --address {state['dashboard']})")
@@ -65,18 +64,17 @@ def up(config: ConfigOption = "cluster/local.yaml",
 
 
 @app.command()
+@_launcher_errors
 def down(config: ConfigOption = "cluster/local.yaml") -> None:
     """Stop the cluster: every node of a cloud cluster, or the local head and its simulated nodes."""
     setup_logging()
     from cluster.launcher import down as teardown
 
-    try:
-        typer.echo(teardown(config))
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        fail(str(exc))
+    typer.echo(teardown(config))
 
 
 @app.command()
+@one_line_errors()
 def status(address: GcsOption = None, token_file: TokenOption = None) -> None:
     """Nodes by type, resources used of total, and the demands the autoscaler has not met yet."""
     setup_logging()
@@ -92,6 +90,7 @@ def status(address: GcsOption = None, token_file: TokenOption = None) -> None:
 
 
 @app.command()
+@one_line_errors()
 def scale(cpus: Annotated[int, typer.Option(help="CPU slots to keep available")] = 0,
           gpus: Annotated[int, typer.Option(help="GPUs to keep available")] = 0,
           edge: Annotated[int, typer.Option(help="edge slots (each: 1 CPU + the `edge` resource)")] = 0,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vidgen.cli._common import fail, progress, setup_logging
+from vidgen.cli._common import CONFIG_PRECEDENCE, SetOption, fail, one_line_errors, progress, setup_logging
 
 app = typer.Typer(help="Data sets: checksummed video shards in a local folder or an S3 bucket.",
                   no_args_is_help=True)
@@ -17,11 +17,14 @@ URI_HELP = "a local folder, file:///ABS/PATH or s3://BUCKET/PREFIX (S3 settings:
 
 
 @app.command()
+@one_line_errors(ValueError)
 def prepare(
     out: Annotated[str, typer.Option(help=f"where the data set goes: {URI_HELP}")],
-    n: Annotated[int, typer.Option(help="clips in all splits together (5% eval, 5% held-out compositions)")] = 2000,
-    config: Annotated[Path | None, typer.Option(help="a YAML PrepareConfig (see jobs/prepare.py); --n and --out "
-                                                     "override it")] = None,
+    n: Annotated[int | None, typer.Option(help="clips in all splits together (5% eval, 5% held-out compositions; "
+                                               "default 2000)")] = None,
+    config: Annotated[Path | None, typer.Option(help=f"a YAML PrepareConfig (see jobs/prepare.py); "
+                                                     f"{CONFIG_PRECEDENCE}")] = None,
+    set_: SetOption = None,
     seed: Annotated[int | None, typer.Option(help="seed of the synthetic world")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster to run on (e.g. auto); default: start a local "
                                                      "one")] = None,
@@ -29,54 +32,49 @@ def prepare(
     """Render clips of the built-in world, encode them as H.264 and write tar shards, a dataset card and an index.
 
     Shards are written in parallel by Ray Data; the index is written last, so a half-made data set never looks
-    complete. Example: vidgen data prepare --n 2000 --out data/shapes
+    complete. Example: vidgen data prepare --n 2000 --out data/shapes --set samples_per_shard=64
+    The PrepareConfig is --config, then each --set, then the flags given here.
     """
     setup_logging()
-    import yaml
-
     from jobs.prepare import PrepareConfig
     from jobs.prepare import prepare as run_prepare
-    from storage.objectstore import StorageError
+    from vidgen.config import load_config
 
-    try:
-        base = (yaml.safe_load(config.read_text()) or {}) if config else {}
-        cfg = PrepareConfig(**{**base, "n": n, "out": out, **({"seed": seed} if seed is not None else {})})
-    except (OSError, ValueError) as err:
-        fail(str(err).replace("\n", " "))
+    cfg = load_config(PrepareConfig, config, set_ or [], {"n": n, "out": out, "seed": seed})
     bar = progress()
-    try:
-        with bar:
-            task = bar.add_task("writing shards", total=None, status="")
+    with bar:
+        task = bar.add_task("writing shards", total=None, status="")
 
-            def on_shard(entry, total: int) -> None:
-                bar.update(task, total=total, advance=1, status=entry.name)
+        def on_shard(entry, total: int) -> None:
+            bar.update(task, total=total, advance=1, status=entry.name)
 
-            summary = run_prepare(cfg, address, on_shard)
-    except (StorageError, ValueError) as err:
-        fail(str(err))
+        summary = run_prepare(cfg, address, on_shard)
     splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
     typer.echo(f"wrote {summary['samples']} clips ({splits}) in {summary['shards']} shards, "
                f"{summary['bytes'] / 1e6:.1f} MB, to {summary['out']} (card: README.md, index: index.json)")
 
 
 @app.command()
+@one_line_errors(ValueError)
 def ingest(
     src: Annotated[str, typer.Argument(help=f"the videos: {URI_HELP}; every file under it is a candidate")],
     captions: Annotated[str, typer.Option(help="CSV or JSONL, a row a video: path (relative to SRC), caption (or "
                                                "text), licence (or license), source (optional)")],
     out: Annotated[str, typer.Option(help=f"where the data set goes (a new one): {URI_HELP}")],
-    frames: Annotated[int, typer.Option(help="frames a clip")] = 8,
-    height: Annotated[int, typer.Option(help="clip height (even)")] = 32,
-    width: Annotated[int, typer.Option(help="clip width (even)")] = 32,
-    fps: Annotated[float, typer.Option(help="videos are resampled to this frame rate")] = 8,
+    frames: Annotated[int | None, typer.Option(help="frames a clip (default 8)")] = None,
+    height: Annotated[int | None, typer.Option(help="clip height, even (default 32)")] = None,
+    width: Annotated[int | None, typer.Option(help="clip width, even (default 32)")] = None,
+    fps: Annotated[float | None, typer.Option(help="videos are resampled to this frame rate (default 8)")] = None,
     stride: Annotated[int | None, typer.Option(help="frames between window starts (default: --frames)")] = None,
     allow_licence: Annotated[list[str] | None, typer.Option(help="let in only videos with this licence "
                                                                  "(repeatable; default any)")] = None,
-    eval_fraction: Annotated[float, typer.Option(help="share of sources held out as the eval split")] = 0.1,
-    seed: Annotated[int, typer.Option(help="seeds the split of sources")] = 0,
+    eval_fraction: Annotated[float | None, typer.Option(help="share of sources held out as the eval split "
+                                                             "(default 0.1)")] = None,
+    seed: Annotated[int | None, typer.Option(help="seeds the split of sources (default 0)")] = None,
     config: Annotated[Path | None, typer.Option(help="a YAML IngestConfig (see jobs/ingest.py) for the limits "
-                                                     "(max_pixels, max_seconds, max_bytes) and the rest; flags "
-                                                     "override it")] = None,
+                                                     "(max_pixels, max_seconds, max_bytes) and the rest; "
+                                                     f"{CONFIG_PRECEDENCE}")] = None,
+    set_: SetOption = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster to run on (e.g. auto); default: start a local "
                                                      "one")] = None,
 ) -> None:
@@ -87,43 +85,35 @@ def ingest(
     cannot become a clip is named, with the reason, in OUT/errors.jsonl. Exit status: 0 everything ingested,
     2 some files were refused, 1 the job failed.
     Example: vidgen data ingest videos/ --captions videos/captions.csv --out data/mine
+    The IngestConfig is --config, then each --set, then SRC and the flags given here.
     """
     setup_logging()
     import shlex
 
-    import yaml
-
     from jobs.ingest import IngestConfig
     from jobs.ingest import ingest as run_ingest
-    from storage.objectstore import StorageError
+    from vidgen.config import load_config
 
     flags = {"src": src, "captions": captions, "out": out, "frames": frames, "height": height, "width": width,
              "fps": fps, "stride": stride, "eval_fraction": eval_fraction, "seed": seed}
     words = [src] + [w for k, v in flags.items() if k != "src" and v is not None
                      for w in (f"--{k.replace('_', '-')}", str(v))]
     words += [w for licence in allow_licence or [] for w in ("--allow-licence", licence)]
+    words += [w for override in set_ or [] for w in ("--set", override)]
     flags["command"] = "vidgen data ingest " + shlex.join(words + (["--config", str(config)] if config else []))
-    if allow_licence:
-        flags["allow_licences"] = allow_licence
-    try:
-        base = (yaml.safe_load(config.read_text()) or {}) if config else {}
-        cfg = IngestConfig.model_validate({**base, **{k: v for k, v in flags.items() if v is not None}})
-    except (OSError, ValueError) as err:
-        fail(str(err).replace("\n", " "))
+    flags["allow_licences"] = allow_licence or None
+    cfg = load_config(IngestConfig, config, set_ or [], flags)
     bar = progress()
-    try:
-        with bar:
-            task = bar.add_task("ingesting videos", total=None, status="")
-            counts = {"ok": 0, "refused": 0}
+    with bar:
+        task = bar.add_task("ingesting videos", total=None, status="")
+        counts = {"ok": 0, "refused": 0}
 
-            def on_file(result: dict, total: int) -> None:
-                counts["refused" if result["error"] else "ok"] += 1
-                bar.update(task, total=total, advance=1, status=f"{counts['ok']} ingested, {counts['refused']} "
-                                                                f"refused; {result['path']}")
+        def on_file(result: dict, total: int) -> None:
+            counts["refused" if result["error"] else "ok"] += 1
+            bar.update(task, total=total, advance=1, status=f"{counts['ok']} ingested, {counts['refused']} "
+                                                            f"refused; {result['path']}")
 
-            summary = run_ingest(cfg, address, on_file)
-    except (StorageError, ValueError) as err:
-        fail(str(err))
+        summary = run_ingest(cfg, address, on_file)
     splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
     dropped = ", ".join(f"{v} {k}s" for k, v in summary["dropped"].items()) or "no duplicates"
     typer.echo(f"ingested {summary['videos']} videos ({summary['source_seconds']:.0f} s) into {summary['clips']} "
@@ -134,6 +124,7 @@ def ingest(
 
 
 @app.command()
+@one_line_errors()
 def verify(
     uri: Annotated[str, typer.Argument(help=f"the data set: {URI_HELP}")],
 ) -> None:
@@ -143,19 +134,16 @@ def verify(
     """
     setup_logging()
     from storage.datasets import open_dataset, verify_dataset
-    from storage.objectstore import ObjectStore, StorageError
+    from storage.objectstore import ObjectStore
 
     store = ObjectStore()
     bar = progress()
-    try:
-        dataset = open_dataset(store, uri)
-        total = len(dataset.index.shards)
-        with bar:
-            task = bar.add_task("verifying shards", total=total, status="")
-            problems = verify_dataset(store, dataset, lambda shard, found: bar.update(
-                task, advance=1, status=f"{shard.name}: {'ok' if not found else f'{len(found)} problems'}"))
-    except StorageError as err:
-        fail(str(err))
+    dataset = open_dataset(store, uri)
+    total = len(dataset.index.shards)
+    with bar:
+        task = bar.add_task("verifying shards", total=total, status="")
+        problems = verify_dataset(store, dataset, lambda shard, found: bar.update(
+            task, advance=1, status=f"{shard.name}: {'ok' if not found else f'{len(found)} problems'}"))
     if problems:
         for problem in problems:
             typer.secho(f"  {problem}", err=True, fg=typer.colors.RED)

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
-from vidgen.cli._common import fail, progress, setup_logging
+from vidgen.cli._common import CONFIG_PRECEDENCE, SetOption, one_line_errors, progress, setup_logging
 
 
+@one_line_errors(ValueError, RuntimeError)
 def distill(
     out: Annotated[str, typer.Option(help="folder for the student package")],
     teacher: Annotated[str | None, typer.Option(help="the vidgen model to distill: folder, shipped name or registry "
@@ -23,38 +23,32 @@ def distill(
                                                   "OUT.trajectories); re-running renders only what is missing")]
         = None,
     config: Annotated[Path | None, typer.Option(help="a DistillJobConfig YAML (see jobs/distill.py) for the rest; "
-                                                     "flags given here override it")] = None,
+                                                     f"{CONFIG_PRECEDENCE}")] = None,
+    set_: SetOption = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster to render on (e.g. auto); default: a local one")]
         = None,
 ) -> None:
     """Distill a vidgen model into a K-step student that samples without guidance (one transformer pass a step
     instead of the teacher's two): the teacher renders trajectories on the bulk-render actor pool, the student
-    learns to land where the teacher lands, and both are judged on the same prompts and seeds."""
+    learns to land where the teacher lands, and both are judged on the same prompts and seeds.
+
+    The DistillJobConfig is --config, then each --set (e.g. --set distill.lr=5e-4), then the flags given here.
+    """
     setup_logging()
     from jobs.distill import DistillJobConfig, run_distill
-    from storage.objectstore import StorageError
-    from storage.package import ModelFileError
+    from vidgen.config import load_config
 
-    try:
-        base = yaml.safe_load(config.read_text()) or {} if config else {}
-        flags = {"out": out, "teacher": teacher, "trajectories": trajectories, "work": work}
-        data = {**base, **{k: v for k, v in flags.items() if v is not None}}
-        data["distill"] = {**data.get("distill", {}), **({"steps": steps} if steps is not None else {}),
-                           **({"train_steps": train_steps} if train_steps is not None else {})}
-        cfg = DistillJobConfig.model_validate(data)
-    except (OSError, ValueError) as err:
-        fail(str(err).replace("\n", " "))
+    cfg = load_config(DistillJobConfig, config, set_ or [], {
+        "out": out, "teacher": teacher, "trajectories": trajectories, "work": work, "distill.steps": steps,
+        "distill.train_steps": train_steps})
     bar = progress()
-    try:
-        with bar:
-            rendering = bar.add_task("teacher trajectories", total=cfg.trajectories, status="")
-            training = bar.add_task("training the student", total=cfg.distill.train_steps, status="")
-            summary = run_distill(
-                cfg, address,
-                on_render=lambda done, total: bar.update(rendering, completed=done, total=total),
-                on_train=lambda step, loss: bar.update(training, completed=step, status=f"loss {loss:.4f}"))
-    except (StorageError, ModelFileError, ValueError, RuntimeError) as err:
-        fail(str(err))
+    with bar:
+        rendering = bar.add_task("teacher trajectories", total=cfg.trajectories, status="")
+        training = bar.add_task("training the student", total=cfg.distill.train_steps, status="")
+        summary = run_distill(
+            cfg, address,
+            on_render=lambda done, total: bar.update(rendering, completed=done, total=total),
+            on_train=lambda step, loss: bar.update(training, completed=step, status=f"loss {loss:.4f}"))
     t, s = summary["teacher_scores"], summary["student_scores"]
     typer.echo(f"{summary['steps']}-step student of {summary['teacher']} from {summary['trajectories']} trajectories "
                f"({summary['minutes']['trajectories']:.1f} min rendering, {summary['minutes']['training']:.1f} min "

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from vidgen.cli._common import fail
+from vidgen.cli._common import one_line_errors
 
 app = typer.Typer(help="Follow and stop the jobs submitted to a Ray cluster (through its Jobs API).",
                   no_args_is_help=True)
@@ -18,26 +18,17 @@ TokenOption = Annotated[str | None, typer.Option(help="file holding the cluster'
 JobId = Annotated[str, typer.Argument(help="the id `vidgen submit` printed (or `vidgen jobs list` shows)")]
 
 
+# Ray's job SDK says "job not found" and friends as RuntimeError or ValueError.
+_sdk_errors = one_line_errors(RuntimeError, ValueError)
+
+
 def _target(address: str | None, token_file: str | None):
-    from jobs.connection import ClusterConnectionError, resolve
+    from jobs.connection import resolve
 
-    try:
-        return resolve(address, token_file)
-    except ClusterConnectionError as exc:
-        fail(str(exc))
+    return resolve(address, token_file)
 
 
-def _call(fn, *args):
-    from jobs.connection import ClusterConnectionError
-
-    try:
-        return fn(*args)
-    except ClusterConnectionError as exc:
-        fail(str(exc))
-    except (RuntimeError, ValueError) as exc:  # the SDK's "job not found" and friends
-        fail(str(exc).strip().splitlines()[0])
-
-
+@_sdk_errors
 def submit(
     job: Annotated[str, typer.Argument(help="a module of jobs/: prepare, train, render")],
     args: Annotated[list[str] | None, typer.Argument(help="arguments for the job, after --, e.g. -- --config "
@@ -53,7 +44,7 @@ def submit(
     from cluster import job_submission
 
     target = _target(address, token_file)
-    job_id = _call(job_submission.submit, target, job, list(args or []))
+    job_id = job_submission.submit(target, job, list(args or []))
     typer.echo(f"submitted {job_id} to {target.address}")
     typer.echo(f"  follow: vidgen jobs logs {job_id} --follow --address {target.address}")
     typer.echo(f"  status: vidgen jobs status {job_id} --address {target.address}")
@@ -61,11 +52,12 @@ def submit(
 
 
 @app.command("list")
+@_sdk_errors
 def list_(address: AddressOption = None, token_file: TokenOption = None) -> None:
     """Every job submitted to the cluster, oldest first: id, status, command."""
     from cluster import job_submission
 
-    rows = _call(job_submission.list_jobs, _target(address, token_file))
+    rows = job_submission.list_jobs(_target(address, token_file))
     for row in rows:
         typer.echo(f"{row['job_id']:28s} {row['status']:10s} {row['entrypoint']}")
     if not rows:
@@ -73,11 +65,12 @@ def list_(address: AddressOption = None, token_file: TokenOption = None) -> None
 
 
 @app.command()
+@_sdk_errors
 def status(job_id: JobId, address: AddressOption = None, token_file: TokenOption = None) -> None:
     """A job's status; for a failed job, its error."""
     from cluster import job_submission
 
-    info = _call(job_submission.describe, _target(address, token_file), job_id)
+    info = job_submission.describe(_target(address, token_file), job_id)
     typer.echo(f"{info['job_id']}: {info['status']}")
     typer.echo(f"  command: {info['entrypoint']}")
     if info["message"]:
@@ -87,6 +80,7 @@ def status(job_id: JobId, address: AddressOption = None, token_file: TokenOption
 
 
 @app.command()
+@_sdk_errors
 def logs(job_id: JobId, follow: Annotated[bool, typer.Option(help="keep printing until the job ends")] = False,
          address: AddressOption = None, token_file: TokenOption = None) -> None:
     """A job's output (stdout and stderr of its driver)."""
@@ -94,17 +88,18 @@ def logs(job_id: JobId, follow: Annotated[bool, typer.Option(help="keep printing
 
     target = _target(address, token_file)
     if follow:
-        _call(job_submission.follow, target, job_id, lambda chunk: typer.echo(chunk, nl=False))
+        job_submission.follow(target, job_id, lambda chunk: typer.echo(chunk, nl=False))
     else:
-        typer.echo(_call(job_submission.logs, target, job_id), nl=False)
+        typer.echo(job_submission.logs(target, job_id), nl=False)
 
 
 @app.command()
+@_sdk_errors
 def stop(job_id: JobId, address: AddressOption = None, token_file: TokenOption = None) -> None:
     """Stop a running job (its driver and the tasks and actors it started)."""
     from cluster import job_submission
 
-    if _call(job_submission.stop, _target(address, token_file), job_id):
+    if job_submission.stop(_target(address, token_file), job_id):
         typer.echo(f"{job_id}: stop requested")
     else:
         typer.echo(f"{job_id}: had already ended")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from vidgen.cli._common import fail, progress, setup_logging
+from vidgen.cli._common import one_line_errors, progress, setup_logging
 
 app = typer.Typer(help="Models: push vidgen packages or import diffusers pipeline folders as versions (NAME@vN, "
                        "NAME@latest); pull and list them; promote a version to an alias (NAME@production) behind "
@@ -20,6 +20,7 @@ ROOT_HELP = "registry root: a folder or s3://BUCKET/PREFIX (default: $VIDGEN_REG
 
 
 @app.command()
+@one_line_errors()
 def push(
     folder: Annotated[Path, typer.Argument(help="a model package folder (config.json, model.safetensors, "
                                                 "card.md, SHA256SUMS), e.g. the --out of vidgen train")],
@@ -28,21 +29,17 @@ def push(
 ) -> None:
     """Verify a model package and upload it as the next version of NAME (v1, v2, ...)."""
     setup_logging()
-    from storage.objectstore import StorageError
-    from storage.package import ModelFileError
     from storage.registry import model_location
     from storage.registry import push as push_model
     from storage.user_state import registry_root
 
-    try:
-        model_uri = model_location(root or registry_root(), name).uri
-        version = push_model(folder, model_uri)
-    except (StorageError, ModelFileError) as err:
-        fail(str(err))
+    model_uri = model_location(root or registry_root(), name).uri
+    version = push_model(folder, model_uri)
     typer.echo(f"pushed {folder} as {name}@{version} to {model_uri}/{version}")
 
 
 @app.command("import")
+@one_line_errors()
 def import_(
     folder: Annotated[Path, typer.Argument(help="a diffusers pipeline folder (model_index.json and one subfolder "
                                                 "per component), e.g. what pipeline.save_pretrained wrote")],
@@ -58,57 +55,45 @@ def import_(
     setup_logging()
     import tempfile
 
-    from storage.objectstore import StorageError
-    from storage.package import ModelFileError
     from storage.registry import model_location
     from storage.registry import push as push_model
     from storage.user_state import registry_root
     from vidgen.pipelines.model_import import import_diffusers_folder
 
-    try:
-        model_uri = model_location(root or registry_root(), name).uri
-        with tempfile.TemporaryDirectory(prefix="vidgen-import-") as tmp:
-            package = import_diffusers_folder(folder, Path(tmp) / name, licence, source)
-            files = sum(1 for p in package.rglob("*") if p.is_file())
-            version = push_model(package, model_uri)
-    except (StorageError, ModelFileError) as err:
-        fail(str(err))
+    model_uri = model_location(root or registry_root(), name).uri
+    with tempfile.TemporaryDirectory(prefix="vidgen-import-") as tmp:
+        package = import_diffusers_folder(folder, Path(tmp) / name, licence, source)
+        files = sum(1 for p in package.rglob("*") if p.is_file())
+        version = push_model(package, model_uri)
     typer.echo(f"imported {folder} ({files} files with card.md and SHA256SUMS) as {name}@{version} to "
                f"{model_uri}/{version}")
 
 
 @app.command()
+@one_line_errors()
 def pull(
     ref: Annotated[str, typer.Argument(help="NAME@vN, NAME@latest, NAME, or s3://…/NAME@vN")],
     root: Annotated[str | None, typer.Option(help=ROOT_HELP)] = None,
 ) -> None:
     """Download a model version into the local cache, verify every file, and print its folder."""
     setup_logging()
-    from storage.objectstore import StorageError
-    from storage.package import ModelFileError
     from storage.registry import pull as pull_model
 
-    try:
-        folder = pull_model(ref, root)
-    except (StorageError, ModelFileError) as err:
-        fail(str(err))
+    folder = pull_model(ref, root)
     typer.echo(str(folder))
 
 
 @app.command("list")
+@one_line_errors()
 def list_(
     root: Annotated[str | None, typer.Option(help=ROOT_HELP)] = None,
 ) -> None:
     """List every model in the registry with its complete versions."""
     setup_logging()
-    from storage.objectstore import StorageError
     from storage.registry import list_models
     from storage.user_state import registry_root
 
-    try:
-        models = list_models(root)
-    except StorageError as err:
-        fail(str(err))
+    models = list_models(root)
     if not models:
         typer.echo(f"no models in {root or registry_root()}")
     for name, versions in models.items():
@@ -116,6 +101,7 @@ def list_(
 
 
 @app.command()
+@one_line_errors(ValueError)
 def promote(
     ref: Annotated[str, typer.Argument(help="the candidate, NAME@vN (or NAME@latest)")],
     to: Annotated[str, typer.Option("--to", help="the alias to move, e.g. production")],
@@ -127,15 +113,10 @@ def promote(
     """Evaluate NAME@vN and the version NAME@ALIAS names now on the same prompts and seeds, and move the alias only
     if the candidate is not worse (prompt accuracy on seen and held-out compositions, seconds per clip)."""
     setup_logging()
-    from storage.objectstore import StorageError
-    from storage.package import ModelFileError
     from vidgen.runs.promotion import promote as promote_model
 
     name, _, version = ref.partition("@")
-    try:
-        record = promote_model(name, version or "latest", to, reason, force=force, root=root, clips=clips)
-    except (StorageError, ModelFileError, ValueError) as err:
-        fail(str(err))
+    record = promote_model(name, version or "latest", to, reason, force=force, root=root, clips=clips)
     found = record.evaluation
     forced = " (forced past the gate: " + "; ".join(found["problems"]) + ")" if found.get("forced") else ""
     typer.echo(f"{name}@{to} -> {record.version} (was {record.previous or 'unset'}), revision {record.revision}"
@@ -149,6 +130,7 @@ def _summary(facts: dict) -> str:
 
 
 @app.command()
+@one_line_errors()
 def rollback(
     name: Annotated[str, typer.Argument(help="model name in the registry")],
     alias: Annotated[str, typer.Option(help="the alias to move back, e.g. production")],
@@ -157,17 +139,14 @@ def rollback(
 ) -> None:
     """Move NAME@ALIAS back to the version it named before its last move (no evaluation: it is the way back)."""
     setup_logging()
-    from storage.objectstore import StorageError
     from vidgen.runs.promotion import rollback as rollback_model
 
-    try:
-        record = rollback_model(name, alias, reason, root=root)
-    except StorageError as err:
-        fail(str(err))
+    record = rollback_model(name, alias, reason, root=root)
     typer.echo(f"{name}@{alias} -> {record.version} (was {record.previous}), revision {record.revision}")
 
 
 @app.command()
+@one_line_errors()
 def history(
     name: Annotated[str, typer.Argument(help="model name in the registry")],
     alias: Annotated[str | None, typer.Option(help="only this alias")] = None,
@@ -179,16 +158,12 @@ def history(
 
     from storage.aliases import aliases
     from storage.aliases import history as alias_history
-    from storage.objectstore import StorageError
     from storage.registry import model_location
     from storage.user_state import registry_root
 
-    try:
-        model_uri = model_location(root or registry_root(), name).uri
-        names = [alias] if alias else aliases(model_uri)
-        records = [r for a in names for r in alias_history(model_uri, a)]
-    except StorageError as err:
-        fail(str(err))
+    model_uri = model_location(root or registry_root(), name).uri
+    names = [alias] if alias else aliases(model_uri)
+    records = [r for a in names for r in alias_history(model_uri, a)]
     if not records:
         typer.echo(f"{name} has no aliases")
     for r in sorted(records, key=lambda r: r.at):
@@ -199,6 +174,7 @@ def history(
 
 
 @app.command("train-feature-net")
+@one_line_errors()
 def train_feature_net(
     out: Annotated[Path, typer.Argument(help="folder for the feature net package")],
     steps: Annotated[int, typer.Option(help="optimiser steps, each on fresh clips of the built-in world")] = 800,

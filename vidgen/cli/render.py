@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
-from vidgen.cli._common import fail, progress, setup_logging
+from vidgen.cli._common import CONFIG_PRECEDENCE, SetOption, one_line_errors, progress, setup_logging
 
 
+@one_line_errors(ValueError)
 def render(
     manifest: Annotated[str, typer.Argument(help="JSONL or CSV rows with id and prompt (optional: negative_prompt, "
                                                  "seed, frames, height, width, steps, guidance, tier); a path or "
@@ -22,8 +22,9 @@ def render(
                                                    "folder), shipped model or registry reference (default: the "
                                                    "demo model)")] = None,
     config: Annotated[Path | None, typer.Option(help="a RenderConfig YAML (see jobs/render.py) for the rest, e.g. "
-                                                     "pipeline: {dtype: bfloat16, cpu_offload: true}; flags given "
-                                                     "here override it")] = None,
+                                                     "pipeline: {dtype: bfloat16, cpu_offload: true}; "
+                                                     f"{CONFIG_PRECEDENCE}")] = None,
+    set_: SetOption = None,
     frames: Annotated[int | None, typer.Option(help="frames for rows that name none (default: the model's)")] = None,
     height: Annotated[int | None, typer.Option(help="height for rows that name none")] = None,
     width: Annotated[int | None, typer.Option(help="width for rows that name none")] = None,
@@ -42,40 +43,32 @@ def render(
     """Render every row of a manifest to OUT/videos/<id>.mp4, with a ledger (results.jsonl), errors.jsonl, run.json.
 
     Exit status: 0 every row rendered, 2 some rows were invalid or failed (listed in errors.jsonl), 1 the job failed.
+    The RenderConfig is --config, then each --set, then MANIFEST and the flags given here.
     """
     setup_logging()
     from jobs.render import RenderConfig
     from jobs.render import render as run_render
-    from storage.objectstore import StorageError
-    from storage.package import ModelFileError
+    from vidgen.config import load_config
 
-    flags = {"out": out, "model": model, "frames": frames, "height": height, "width": width, "steps": steps,
-             "gpus_per_actor": gpus_per_actor, "batch_size": batch_size, "actors": actors, "seed": seed,
-             "preview": preview}
-    try:
-        base = yaml.safe_load(config.read_text()) or {} if config else {}
-        cfg = RenderConfig.model_validate({**base, "manifest": manifest,
-                                           **{k: v for k, v in flags.items() if v is not None}})
-    except (OSError, ValueError) as err:
-        fail(str(err).replace("\n", " "))
+    cfg = load_config(RenderConfig, config, set_ or [], {
+        "manifest": manifest, "out": out, "model": model, "frames": frames, "height": height, "width": width,
+        "steps": steps, "gpus_per_actor": gpus_per_actor, "batch_size": batch_size, "actors": actors, "seed": seed,
+        "preview": preview})
     bar = progress()
-    try:
-        with bar:
-            task = bar.add_task("rendering", total=None, status="")
-            counts = {"done": 0, "failed": 0}
-            started = time.perf_counter()
+    with bar:
+        task = bar.add_task("rendering", total=None, status="")
+        counts = {"done": 0, "failed": 0}
+        started = time.perf_counter()
 
-            def on_batch(results: list[dict], left: int) -> None:
-                counts["done"] += sum(r["ok"] for r in results)
-                counts["failed"] += sum(not r["ok"] for r in results)
-                bar.update(task, total=counts["done"] + counts["failed"] + left,
-                           completed=counts["done"] + counts["failed"],
-                           status=f"{counts['done']} rendered, {counts['failed']} failed, {left} left, "
-                                  f"{counts['done'] / (time.perf_counter() - started):.1f} clips/s")
+        def on_batch(results: list[dict], left: int) -> None:
+            counts["done"] += sum(r["ok"] for r in results)
+            counts["failed"] += sum(not r["ok"] for r in results)
+            bar.update(task, total=counts["done"] + counts["failed"] + left,
+                       completed=counts["done"] + counts["failed"],
+                       status=f"{counts['done']} rendered, {counts['failed']} failed, {left} left, "
+                              f"{counts['done'] / (time.perf_counter() - started):.1f} clips/s")
 
-            summary = run_render(cfg, address, on_batch)
-    except (StorageError, ModelFileError, ValueError) as err:
-        fail(str(err))
+        summary = run_render(cfg, address, on_batch)
     typer.echo(f"{summary['rows']} rows: {summary['rendered_now']} rendered now, {summary['already_done']} done "
                f"before, {summary['errors']} not rendered (see errors.jsonl)\n"
                f"videos, results.jsonl, errors.jsonl and run.json are in {summary['out']}/")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from vidgen.cli._common import fail, setup_logging
+from vidgen.cli._common import fail, one_line_errors, setup_logging
 
 app = typer.Typer(
     help="Serve clips over HTTP with Ray Serve: an edge tier (int8 weights, fewer steps, CPU) and a cloud tier "
@@ -36,16 +36,14 @@ def _connect(address: str | None) -> str:
     if not address:
         fail("no cluster to ask: give --address or set RAY_ADDRESS (a `vidgen serve up` without an address serves "
              "in its own terminal and stops with it)")
-    from jobs.connection import ClusterConnectionError, connect_ray
+    from jobs.connection import connect_ray
 
-    try:
-        connect_ray(address)
-    except ClusterConnectionError as exc:
-        fail(str(exc))
+    connect_ray(address)
     return address
 
 
 @app.command()
+@one_line_errors(FileNotFoundError, ValueError)
 def up(
     config: ConfigOption = "cluster/serve-local.yaml",
     address: AddressOption = None,
@@ -67,18 +65,15 @@ def up(
         from jobs.connection import use_token_for_ray
 
         use_token_for_ray()  # before Ray is imported (cluster.deploy imports it)
-    from cluster.deploy import DeployError, deploy, local_resources, prepare_config
+    from cluster.deploy import deploy, local_resources, prepare_config
     from cluster.serve_config import read_deploy_file
 
-    try:
-        deploy_file, cfg = read_deploy_file(config)
-        http = deploy_file.get("http_options") or {}
-        if insecure_local and address:
-            raise DeployError("--insecure-local is for a `vidgen serve up` on this machine (no --address): a running "
-                              "cluster's HTTP proxy may listen beyond loopback")
-        cfg = prepare_config(cfg, http.get("host", "127.0.0.1"), insecure_local, dict(os.environ))
-    except (FileNotFoundError, ValueError, DeployError) as exc:
-        fail(str(exc).replace("\n", " "))
+    deploy_file, cfg = read_deploy_file(config)
+    http = deploy_file.get("http_options") or {}
+    if insecure_local and address:
+        fail("--insecure-local is for a `vidgen serve up` on this machine (no --address): a running cluster's HTTP "
+             "proxy may listen beyond loopback")
+    cfg = prepare_config(cfg, http.get("host", "127.0.0.1"), insecure_local, dict(os.environ))
     from jobs.connection import connect_ray
 
     if address:
@@ -88,12 +83,9 @@ def up(
     import ray
     from ray import serve
 
-    try:
-        with Console(stderr=True).status(f"deploying {cfg.app_name}: loading the models of both tiers"):
-            started = time.perf_counter()
-            replicas = deploy(deploy_file, cfg, allow_pending=allow_pending, insecure_local=insecure_local)
-    except DeployError as exc:
-        fail(str(exc))
+    with Console(stderr=True).status(f"deploying {cfg.app_name}: loading the models of both tiers"):
+        started = time.perf_counter()
+        replicas = deploy(deploy_file, cfg, allow_pending=allow_pending, insecure_local=insecure_local)
     url = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
     typer.echo(f"{cfg.app_name} is up at {url} in {time.perf_counter() - started:.0f} s: "
                + ", ".join(f"{n} {tier} replica(s)" for tier, n in replicas.items()))
@@ -116,6 +108,7 @@ def up(
 
 
 @app.command()
+@one_line_errors()
 def status(address: AddressOption = None, app_name: Annotated[str, typer.Option("--app")] = "vidgen") -> None:
     """The application's state and each deployment's replicas, from the cluster's Serve controller."""
     setup_logging()
@@ -132,6 +125,7 @@ def status(address: AddressOption = None, app_name: Annotated[str, typer.Option(
 
 
 @app.command()
+@one_line_errors()
 def down(address: AddressOption = None, app_name: Annotated[str, typer.Option("--app")] = "vidgen") -> None:
     """Delete the application from the cluster (its replicas stop; the cluster stays up)."""
     setup_logging()

@@ -11,7 +11,7 @@ import datetime
 import shutil
 from pathlib import Path
 
-from storage.cards import CardError, parse_card, render_card
+from storage.cards import CardError, Lineage, invoked_command, model_card, parse_card
 from storage.package import CARD_FILE, PIPELINE_INDEX, ModelFileError, package_files, write_sums
 from vidgen.pipelines.diffusers_folder import capabilities_of, parameter_counts, read_index, skeleton
 
@@ -30,7 +30,7 @@ def _licence_from_readme(folder: Path) -> str | None:
 
 def diffusers_card(folder: Path, licence: str, source: str) -> str:
     """The model card of an imported pipeline: class, components with their parameter counts, what it makes,
-    licence and source."""
+    licence, and a lineage naming where it was imported from."""
     import diffusers
 
     class_name, components, _ = read_index(folder)
@@ -45,10 +45,10 @@ def diffusers_card(folder: Path, licence: str, source: str) -> str:
                        for name, (lib, cls) in components.items()},
         "params": sum(counts.values()),
         "capabilities": caps.model_dump(exclude={"dtype", "device"}),
-        "source": source,
-        "imported": {"at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                     "diffusers_version": diffusers.__version__},
     }
+    lineage = Lineage(invoked_command("import_diffusers_folder()"), None, {
+        "imported_from": source, "imported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "diffusers_version": diffusers.__version__})
     rows = "\n".join(f"| {name} | {lib}.{cls} | {f'{counts[name] / 1e6:.2f}M' if name in counts else '-'} |"
                      for name, (lib, cls) in components.items())
     body = f"""# {folder.name} ({class_name})
@@ -64,7 +64,7 @@ by default {'x'.join(map(str, caps.shape))} at {caps.steps} steps, guidance {cap
 
 Every file is listed in SHA256SUMS and checked before anything loads; weights are safetensors only.
 """
-    return render_card(meta, body)
+    return model_card(meta, lineage, body)
 
 
 def import_diffusers_folder(src: str | Path, dest: str | Path, licence: str | None = None,

@@ -1,28 +1,15 @@
-"""What a training run leaves beside its weights: the model card (one writer, one set of metric names, for local
-and distributed runs alike) and metrics.csv."""
+"""What a training run leaves beside its weights: the card of a trained model (one set of metric names for local
+and distributed runs alike, written through `storage.cards.model_card` like every model card) and metrics.csv."""
 
 from __future__ import annotations
 
 import csv
-import subprocess
 from pathlib import Path
 
-from storage.cards import render_card
+from storage.cards import Lineage, model_card
 from vidgen import synth
 from vidgen.model import VideoDiT
 from vidgen.training import TrainConfig
-
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
-
-
-def git_commit() -> str:
-    """The short commit of this checkout (recorded in model cards), or 'unknown' outside git (a wheel install)."""
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=SOURCE_ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
 
 PERCEPTUAL_KEYS = ("fd_frames", "kid_frames", "fvd_vidgen", "kvd_vidgen", "subject_consistency", "flicker")
 
@@ -42,9 +29,11 @@ FD and KID of efficientnet-lite0 frame features, FVD-vidgen and KVD-vidgen in th
 """
 
 
-def model_card(model: VideoDiT, train: TrainConfig, lineage: dict, metrics: dict, accuracy: dict[str, dict],
-               how_made: str, during: list[dict] = (), perceptual: dict | None = None) -> str:
-    """The card of a trained model: a YAML header (lineage, metrics, the training config) and a Markdown body.
+def trained_model_card(model: VideoDiT, train: TrainConfig, lineage: Lineage, metrics: dict,
+                       accuracy: dict[str, dict], how_made: str, during: list[dict] = (),
+                       perceptual: dict | None = None) -> str:
+    """The card of a trained model: a YAML header (metrics, the training config, the lineage with its `dataset`)
+    and a Markdown body.
 
     `metrics` holds the run's own numbers (first_loss, final_loss, autoencoder_mse, mfu); the prompt accuracy of
     each evaluated split is added as `prompt_accuracy_<split>` (`vidgen.evaluation.SPLITS` names them), and the
@@ -55,10 +44,9 @@ def model_card(model: VideoDiT, train: TrainConfig, lineage: dict, metrics: dict
         "pipeline_tag": "text-to-video",
         "library_name": "vidgen",
         "license": "apache-2.0",
-        "datasets": [lineage["dataset"]],
+        "datasets": [lineage.source["dataset"]],
         "model_preset": train.preset,
         "params": model.num_params(),
-        "lineage": {**lineage, "git_commit": git_commit(), "seed": train.seed},
         "metrics": {**{k: round(v, 5) for k, v in metrics.items()},
                     **{f"prompt_accuracy_{split}": round(acc["all_three"], 3) for split, acc in accuracy.items()},
                     **{k: round(perceptual[k], 4) for k in PERCEPTUAL_KEYS if perceptual}},
@@ -75,20 +63,20 @@ def model_card(model: VideoDiT, train: TrainConfig, lineage: dict, metrics: dict
         body = f"""# vidgen {train.preset} model
 
 A text-to-video diffusion transformer ({model.num_params() / 1e6:.2f}M parameters) making
-{cfg.frames}x{cfg.height}x{cfg.width} clips, trained on `{lineage['dataset']}` (its dataset card names the
+{cfg.frames}x{cfg.height}x{cfg.width} clips, trained on `{lineage.source['dataset']}` (its dataset card names the
 sources and licences of the clips: they bind what this model may be used for).
 
 ## How it was made
 {how_made.strip()}
 
-Git commit {meta['lineage']['git_commit']}, seed {train.seed}.
+Git commit {lineage.git_commit}, seed {lineage.seed}.
 
 ## Measured
 Flow-matching loss {metrics['first_loss']:.4f} (first steps) -> {metrics['final_loss']:.4f} (last steps); frame
 autoencoder reconstruction MSE {metrics['autoencoder_mse']:.5f} (pixels in [-1, 1]). Prompt accuracy is not
 reported: it reads clips of the built-in world back, and this model learnt other clips.
 """
-        return render_card(meta, body)
+        return model_card(meta, lineage, body)
     body = f"""# vidgen {train.preset} model
 
 A text-to-video diffusion transformer ({model.num_params() / 1e6:.2f}M parameters) making
@@ -98,7 +86,7 @@ one of 6 colours x 3 shapes x 4 directions. The compositions in `vidgen.synth.HE
 ## How it was made
 {how_made.strip()}
 
-Git commit {meta['lineage']['git_commit']}, seed {train.seed}.
+Git commit {lineage.git_commit}, seed {lineage.seed}.
 
 ## Prompt accuracy (all three of colour, shape and direction read back by `vidgen.metrics.detect`)
 {train.eval_clips} clips per split, {train.sampler.steps} Euler steps, guidance {train.sampler.guidance}:
@@ -110,7 +98,7 @@ Git commit {meta['lineage']['git_commit']}, seed {train.seed}.
 ## Limits
 It knows only the built-in world: a prompt about anything else gives a coloured shape anyway.
 """
-    return render_card(meta, body)
+    return model_card(meta, lineage, body)
 
 
 def write_metrics_csv(history: list[dict], path: str | Path) -> Path:

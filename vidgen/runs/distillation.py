@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import io
 import json
-import shlex
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from storage.cards import render_card
+from storage.cards import Lineage, invoked_command, model_card
 from storage.objectstore import ObjectStore, parse_uri
 from vidgen import synth
-from vidgen.diffusion import SamplerConfig, initial_noise
+from vidgen.diffusion import initial_noise
 from vidgen.distill import DistillConfig, Trajectories, distill
-from vidgen.evaluation import evaluate_splits
+from vidgen.pipelines.base import VideoPipeline
 from vidgen.pipelines.packages import save_model
-from vidgen.runs.cards import git_commit
-from vidgen.runs.eval_runs import perceptual_eval
+from vidgen.precision import autocast_dtype
+from vidgen.runs.eval_runs import evaluate_splits, perceptual_eval, sampler_settings
 from vidgen.text import TextEncoder
 
 METHOD = "offline k-step trajectory distillation, classifier-free guidance folded in"
@@ -59,20 +56,16 @@ def load_trajectories(store: ObjectStore, work: str, encoder: TextEncoder, teach
                         torch.from_numpy(np.stack(x0)), encoder.encode(prompts), teacher_steps)
 
 
-def judge(model, sampler: SamplerConfig, encoder: TextEncoder, clips: int, perceptual_clips: int,
-          dtype: torch.dtype | None, seed: int = 0) -> dict:
-    """Prompt accuracy per split, perceptual metrics and seconds per clip (batched) of one model."""
-    started = time.perf_counter()
-    result = evaluate_splits(model, encoder, sampler, clips, seed, dtype)
-    seconds = (time.perf_counter() - started) / (clips * len(result))
-    result["perceptual"] = perceptual_eval(model, encoder, sampler, perceptual_clips, seed, dtype)
-    return {**result, "sampler": sampler.model_dump(), "seconds_per_clip": seconds}
+def judge(pipeline: VideoPipeline, clips: int, perceptual_clips: int, seed: int = 0) -> dict:
+    """Prompt accuracy per split, perceptual metrics and seconds per clip (batched) of one model, at its
+    pipeline's sampler settings (teacher and student: `VidgenPipeline.from_model`, on the same prompts and seeds)."""
+    scores = evaluate_splits(pipeline, clips, seed)
+    return {**scores.splits, "perceptual": perceptual_eval(pipeline, perceptual_clips, seed),
+            "sampler": sampler_settings(pipeline.capabilities), "seconds_per_clip": scores.seconds_per_clip}
 
 
 def train_student(teacher, data: Trajectories, cfg: DistillConfig, progress=None):
     """The student and its loss history (bf16 autocast where the CPU has it, like training)."""
-    from vidgen.precision import autocast_dtype
-
     return distill(teacher, data, cfg, progress, autocast_dtype("auto", "cpu"))
 
 
@@ -85,12 +78,12 @@ def write_student(student, out: str | Path, teacher: dict, cfg: DistillConfig, t
     (folder / "evals.json").write_text(json.dumps(scores, indent=1) + "\n")
     (folder / "distill_loss.csv").write_text("step,loss,own_rollout\n" + "".join(
         f"{h['step']},{h['loss']:.6f},{int(h['own_rollout'])}\n" for h in history))
-    command = "vidgen " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "run_distill()"
-    lineage = {"teacher": teacher, "method": METHOD, "steps": cfg.steps, "trajectories": trajectories,
-               "config": cfg.model_dump(), "minutes": minutes, "git_commit": git_commit(), "command": command}
-    card = student_card(student, lineage, scores)
-    return save_model(student, folder, card, extra={"sampler": {"steps": cfg.steps, "guidance": 1.0},
-                                                    "distilled_from": lineage}, weights_dtype=torch.float16)
+    lineage = Lineage(invoked_command("run_distill()"), cfg.seed, {
+        "teacher": teacher, "method": METHOD, "trajectories": trajectories, "config": cfg.model_dump(),
+        "minutes": minutes})
+    return save_model(student, folder, student_card(student, cfg.steps, lineage, scores),
+                      extra={"sampler": {"steps": cfg.steps, "guidance": 1.0}, "distilled_from": lineage.to_dict()},
+                      weights_dtype=torch.float16)
 
 
 def _row(name: str, s: dict) -> str:
@@ -110,39 +103,37 @@ def _world_row(p: dict) -> str:
             f"{p['subject_consistency_reference']:.3f} | {p['flicker_reference']:.3f} | |")
 
 
-def student_card(student, lineage: dict, scores: dict) -> str:
+def student_card(student, steps: int, lineage: Lineage, scores: dict) -> str:
+    """The student's card: its metrics beside its teacher's, and its lineage naming the teacher by weights digest."""
     teacher, student_scores = scores["teacher"], scores["student"]
-    seen = student_scores["seen"]["all_three"]
+    source = lineage.source
     meta = {"pipeline_tag": "text-to-video", "library_name": "vidgen", "license": "apache-2.0",
-            "datasets": ["vidgen-builtin-shapes-v1"], "distilled_from": lineage["teacher"]["ref"],
-            "teacher_digest": lineage["teacher"]["digest"], "method": METHOD, "steps": lineage["steps"],
-            "trajectories": lineage["trajectories"], "params": student.num_params(),
-            "git_commit": lineage["git_commit"],
-            "metrics": {"prompt_accuracy_seen": round(seen, 3),
+            "datasets": [f"vidgen-builtin-{synth.GENERATOR_VERSION}"], "steps": steps, "params": student.num_params(),
+            "metrics": {"prompt_accuracy_seen": round(student_scores["seen"]["all_three"], 3),
                         "prompt_accuracy_heldout": round(student_scores["heldout"]["all_three"], 3),
                         "prompt_accuracy_paraphrase": round(student_scores["paraphrase"]["all_three"], 3),
                         "fd_frames": round(student_scores["perceptual"]["fd_frames"], 2),
                         "fvd_vidgen": round(student_scores["perceptual"]["fvd_vidgen"], 3)}}
-    k = lineage["steps"]
-    timesteps, steps = ("its timestep", "1 step") if k == 1 else (f"its {k} timesteps", f"{k} steps")
-    return render_card(meta, f"""# {k}-step student of {lineage['teacher']['ref']}
+    timesteps, k_steps = ("its timestep", "1 step") if steps == 1 else (f"its {steps} timesteps", f"{steps} steps")
+    config, minutes = source["config"], source["minutes"]
+    return model_card(meta, lineage, f"""# {steps}-step student of {source['teacher']['ref']}
 
-Distilled from `{lineage['teacher']['ref']}` (weights sha256 `{lineage['teacher']['digest']}`) by {METHOD}: the
-teacher rendered {lineage['trajectories']} trajectories ({teacher['sampler']['steps']} Euler steps, guidance
+Distilled from `{source['teacher']['ref']}` (weights sha256 `{source['teacher']['digest']}`) by {METHOD}: the
+teacher rendered {source['trajectories']} trajectories ({teacher['sampler']['steps']} Euler steps, guidance
 {teacher['sampler']['guidance']}) through the bulk-render actor pool; the student, initialised from the teacher,
 regresses the teacher's final latents from the states at {timesteps}, in
-{lineage['config']['own_rollout_share']:.0%} of the batches from its own roll-out's states
-({lineage['config']['train_steps']} steps of {lineage['config']['batch_size']}, lr {lineage['config']['lr']}).
-It samples with {steps} and no guidance: one transformer pass a step, against the teacher's two.
-Trajectories took {lineage['minutes']['trajectories']:.1f} min, training {lineage['minutes']['training']:.1f} min:
+{config['own_rollout_share']:.0%} of the batches from its own roll-out's states
+({config['train_steps']} steps of {config['batch_size']}, lr {config['lr']}).
+It samples with {k_steps} and no guidance: one transformer pass a step, against the teacher's two.
+Trajectories took {minutes['trajectories']:.1f} min, training {minutes['training']:.1f} min:
 ```
-{lineage['command']}
+{lineage.command}
 ```
 
 ## Beside the teacher, on the same prompts and seeds
 Prompt accuracy (all three attributes) on {scores['clips_per_split']} clips per split; perceptual metrics on
 {student_scores['perceptual']['clips']} clips of seen prompts against the world's own clips of those prompts (lower
-is closer; `vidgen.perceptual`); seconds per clip in batches of 48 on this machine.
+is closer; `vidgen.perceptual`); seconds of sampling per clip in batches of 48 on this machine.
 
 {HEADER}
 {_row('teacher', teacher)}
@@ -150,6 +141,6 @@ is closer; `vidgen.perceptual`); seconds per clip in batches of 48 on this machi
 {_world_row(teacher['perceptual'])}
 
 ## Limits
-It knows only the built-in world, like its teacher, and is trained for {steps}: other step
+It knows only the built-in world, like its teacher, and is trained for {k_steps}: other step
 counts or guidance work but were not trained for.
 """)

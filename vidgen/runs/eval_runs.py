@@ -1,20 +1,30 @@
-"""Evaluation runs of a model by reference (`vidgen eval`, `vidgen demo`): prompt accuracy on the built-in world for
-vidgen models; for a diffusers model, which was not trained on that world, what applies: the time a clip takes."""
+"""Evaluation runs: prompt accuracy and perceptual metrics of a model on the built-in world, and `vidgen eval` /
+`vidgen demo` of a model by reference (for a diffusers model, which was not trained on that world, what applies:
+the time a clip takes).
+
+Every evaluation generates through a `VideoPipeline`, the one path bulk render and serving take: a model by
+reference comes from `load_pipeline`, a model a run holds in memory from `VidgenPipeline.from_model`. Seconds per
+clip are the sampler's own (`GenerationOutput.timings["sample_s"]`), not re-timed here.
+"""
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
+
+import numpy as np
 
 from vidgen import synth
-from vidgen.clip_request import ClipRequest, resolve_clip
-from vidgen.diffusion import SamplerConfig
-from vidgen.evaluation import eval_specs, evaluate_splits, generate_for
+from vidgen.clip_request import Capabilities, ClipRequest, ResolvedClip, resolve_clip
+from vidgen.diffusion import GenerationOutput
+from vidgen.evaluation import SPLITS, eval_specs, score
 from vidgen.metrics import PromptAccuracy, prompt_accuracy, psnr, ssim
 from vidgen.perceptual import perceptual_report
+from vidgen.pipelines.base import VideoPipeline
 from vidgen.pipelines.load import load_pipeline
 from vidgen.runs.feature_nets import efficientnet_lite0, video_feature_net, video_feature_net_version
 from vidgen.runs.generate import Generated
 
+EVAL_BATCH = 48  # clips an evaluation samples together; the numbers every card reports were measured at this
 PERCEPTUAL_CLIPS = 48  # clips of seen prompts a model card's perceptual metrics are measured on (at most)
 SAMPLE_PROMPTS = (
     "a red square moving right",
@@ -28,11 +38,60 @@ SAMPLE_PROMPTS = (
 )
 
 
-def perceptual_eval(model, encoder, sampler: SamplerConfig, clips: int, seed: int = 0, dtype=None) -> dict:
+@dataclass(frozen=True)
+class SplitScores:
+    """Prompt accuracy of each evaluated split ({split: PromptAccuracy as a dict}) and the sampler's seconds per
+    clip over all of them."""
+
+    splits: dict[str, dict]
+    seconds_per_clip: float
+
+
+def sampler_settings(caps: Capabilities) -> dict:
+    """The sampler settings an evaluation ran at, as reports and cards name them."""
+    return {"steps": caps.steps, "guidance": caps.guidance}
+
+
+def _clip(prompt: str, seed: int, caps: Capabilities) -> ResolvedClip:
+    clip, _ = resolve_clip(ClipRequest(prompt=prompt, seed=seed), caps)  # a prompt and a seed: nothing to refuse
+    return clip
+
+
+def generate_in_batches(pipeline: VideoPipeline, clips: list[ResolvedClip],
+                        batch_size: int = EVAL_BATCH) -> GenerationOutput:
+    """Every clip through `pipeline.generate`, `batch_size` at a time: the frames in order, their seeds, and the
+    sampling time of all batches together (`timings["sample_s"]`)."""
+    outputs = [pipeline.generate(clips[i:i + batch_size]) for i in range(0, len(clips), batch_size)]
+    return GenerationOutput(np.concatenate([o.frames for o in outputs]), [s for o in outputs for s in o.seeds],
+                            {"sample_s": sum(o.timings["sample_s"] for o in outputs)})
+
+
+def generate_specs(pipeline: VideoPipeline, specs: list[synth.ClipSpec],
+                   caps: Capabilities | None = None) -> GenerationOutput:
+    """One clip per spec's caption, seeded by the spec, at the settings of `caps` (default: the pipeline's)."""
+    caps = caps or pipeline.capabilities
+    return generate_in_batches(pipeline, [_clip(s.caption, s.background_seed, caps) for s in specs])
+
+
+def evaluate_splits(pipeline: VideoPipeline, clips: int, seed: int = 0, splits: tuple[str, ...] = tuple(SPLITS),
+                    caps: Capabilities | None = None) -> SplitScores:
+    """Prompt accuracy of `clips` clips of each named split, at the settings of `caps` (default: the pipeline's)."""
+    caps = caps or pipeline.capabilities
+    accuracy, seconds = {}, 0.0
+    for name in splits:
+        specs = eval_specs(caps.shape, name, clips, seed)
+        generated = generate_specs(pipeline, specs, caps)
+        accuracy[name] = score(generated.frames, specs).to_dict()
+        seconds += generated.timings["sample_s"]
+    return SplitScores(accuracy, seconds / (clips * len(splits)))
+
+
+def perceptual_eval(pipeline: VideoPipeline, clips: int, seed: int = 0, caps: Capabilities | None = None) -> dict:
     """Perceptual metrics (`vidgen.perceptual`) of a vidgen model's clips of seen compositions against the world's
     own clips of the same prompts (the ground truth the prompts describe), with the feature net's version."""
-    specs = eval_specs(model.config, "train", clips, seed)
-    generated, reference = generate_for(model, encoder, specs, sampler, dtype), synth.render_batch(specs)
+    caps = caps or pipeline.capabilities
+    specs = eval_specs(caps.shape, "seen", clips, seed)
+    generated, reference = generate_specs(pipeline, specs, caps).frames, synth.render_batch(specs)
     report = perceptual_report(generated, reference, efficientnet_lite0(), video_feature_net())
     # pixel metrics against the world's clip of the same spec, for comparison: they punish any other placement
     return {**report, "psnr": psnr(generated, reference), "ssim": ssim(generated, reference),
@@ -48,24 +107,19 @@ def evaluate_model(model_ref: str | None, clips: int = 96, seed: int = 0, steps:
     the model's)."""
     pipeline = load_pipeline(model_ref)
     caps = pipeline.capabilities.with_defaults(steps, guidance, frames, height, width)
-    sampler = SamplerConfig(steps=caps.steps, guidance=caps.guidance)
     facts = {"model": pipeline.label, "folder": str(pipeline.folder), "backend": pipeline.backend,
-             "pipeline_class": pipeline.pipeline_class, "sampler": sampler.model_dump()}
+             "pipeline_class": pipeline.pipeline_class, "sampler": sampler_settings(caps)}
     if pipeline.backend == "vidgen":
-        started = time.perf_counter()
-        result = evaluate_splits(pipeline.model, pipeline.encoder, sampler, clips, seed, pipeline.dtype)
-        seconds = (time.perf_counter() - started) / (clips * len(result))
+        scores = evaluate_splits(pipeline, clips, seed, caps=caps)
+        result = {**facts, "clips_per_split": clips, "seconds_per_clip": scores.seconds_per_clip, **scores.splits}
         if perceptual_clips:
-            result["perceptual"] = perceptual_eval(pipeline.model, pipeline.encoder, sampler, perceptual_clips, seed,
-                                                   pipeline.dtype)
-        return {**facts, "clips_per_split": clips, "seconds_per_clip": seconds, **result}
-    specs = synth.sample_specs(clips, 10_000_000 + seed, "train", *caps.shape)
-    requests = [resolve_clip(ClipRequest(prompt=s.caption, seed=seed + i), caps)[0] for i, s in enumerate(specs)]
-    started = time.perf_counter()
-    for i in range(0, len(requests), batch_size):
-        pipeline.generate(requests[i:i + batch_size])
-    seconds = time.perf_counter() - started
-    return {**facts, "clips": clips, "clip_shape": list(caps.shape), "seconds_per_clip": seconds / clips,
+            result["perceptual"] = perceptual_eval(pipeline, perceptual_clips, seed, caps)
+        return result
+    specs = eval_specs(caps.shape, "seen", clips, seed)
+    generated = generate_in_batches(pipeline, [_clip(s.caption, seed + i, caps) for i, s in enumerate(specs)],
+                                    batch_size)
+    return {**facts, "clips": clips, "clip_shape": list(caps.shape),
+            "seconds_per_clip": generated.timings["sample_s"] / clips,
             "applies": "timings only: prompt accuracy scores the built-in world, which this model was not trained on"}
 
 

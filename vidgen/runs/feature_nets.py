@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from storage.cards import Lineage, invoked_command, model_card
 from storage.package import (
     CARD_FILE,
     CONFIG_FILE,
@@ -153,12 +154,20 @@ def train_video_feature_net(out: str | Path, steps: int = 800, batch_size: int =
 
 
 def _card(facts: dict, params: int) -> str:
+    """The network's card: what it reads and how well, with the lineage every model card records."""
     acc = facts["heldout_accuracy"]
-    return (f"# {facts['name']} v{facts['version']}: the feature space of FVD-vidgen\n\n"
-            f"A 3D conv net ({params} parameters) over whole 8x32x32 clips, trained for {facts['steps']} steps of "
-            f"{facts['batch_size']} fresh clips of the built-in world ({facts['trained_on']}, every composition) to "
-            "read colour, shape, direction and speed. Its penultimate layer (128 values) is the space "
-            "`vidgen.perceptual` measures FVD-vidgen and KVD-vidgen in.\n\n"
-            f"On 256 new clips: colour {acc['colour']:.3f}, shape {acc['shape']:.3f}, direction "
-            f"{acc['direction']:.3f}, speed error {acc['speed_mae']:.3f} px/frame.\n\n"
-            "Made with `vidgen models train-feature-net vidgen/shipped_feature_nets/fvd-vidgen`.\n")
+    meta = {"pipeline_tag": "feature-extraction", "library_name": "vidgen", "license": "apache-2.0",
+            "datasets": [f"vidgen-builtin-{facts['trained_on']}"], "params": params,
+            "metrics": {f"heldout_{k}": round(v, 3) for k, v in acc.items()}}
+    lineage = Lineage(invoked_command("train_video_feature_net()"), facts["seed"], {
+        "dataset": f"vidgen-builtin-{facts['trained_on']} (generated on the fly, every composition)",
+        "training_steps": facts["steps"], "batch_size": facts["batch_size"], "training_minutes": facts["minutes"]})
+    return model_card(meta, lineage, (
+        f"# {facts['name']} v{facts['version']}: the feature space of FVD-vidgen\n\n"
+        f"A 3D conv net ({params} parameters) over whole 8x32x32 clips, trained for {facts['steps']} steps of "
+        f"{facts['batch_size']} fresh clips of the built-in world ({facts['trained_on']}, every composition) to "
+        "read colour, shape, direction and speed. Its penultimate layer (128 values) is the space "
+        "`vidgen.perceptual` measures FVD-vidgen and KVD-vidgen in.\n\n"
+        f"On 256 new clips: colour {acc['colour']:.3f}, shape {acc['shape']:.3f}, direction "
+        f"{acc['direction']:.3f}, speed error {acc['speed_mae']:.3f} px/frame.\n\n"
+        f"Made with `{lineage.command}`.\n"))

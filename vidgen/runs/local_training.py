@@ -5,30 +5,48 @@ from __future__ import annotations
 
 import json
 import platform
-import shlex
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from storage.cards import Lineage, invoked_command
 from storage.datasets import open_dataset
 from storage.objectstore import ObjectStore
 from storage.samples import ReaderConfig, card_clip_shape, iter_clips
 from vidgen import synth
 from vidgen.diffusion import clips_to_tensor
-from vidgen.evaluation import evaluate_splits
+from vidgen.model import VideoDiT
 from vidgen.perf import matmul_flops_per_s
+from vidgen.pipelines.options import PipelineOptions
 from vidgen.pipelines.packages import load_package, save_model, write_sums
 from vidgen.pipelines.references import resolve_model
+from vidgen.pipelines.vidgen_package import VidgenPipeline
 from vidgen.precision import autocast_dtype
-from vidgen.runs.cards import model_card, write_metrics_csv
-from vidgen.runs.eval_runs import PERCEPTUAL_CLIPS, SAMPLE_PROMPTS, perceptual_eval
+from vidgen.runs.cards import trained_model_card, write_metrics_csv
+from vidgen.runs.eval_runs import PERCEPTUAL_CLIPS, SAMPLE_PROMPTS, evaluate_splits, perceptual_eval
 from vidgen.runs.generate import generate
 from vidgen.runs.plots import contact_sheet_png, loss_curve_png
 from vidgen.text import TextEncoder
-from vidgen.training import Batch, TrainConfig, synth_batches, train_local
+from vidgen.training import Batch, Evaluate, TrainConfig, synth_batches, train_local
+
+
+def trained_pipeline(model: VideoDiT, cfg: TrainConfig, encoder: TextEncoder) -> VidgenPipeline:
+    """A model a run trained, held in memory, as a pipeline sampling at the run's sampler settings and precision:
+    what the run measures is made the way a render or a server makes it."""
+    return VidgenPipeline.from_model(model, cfg.sampler, encoder, options=PipelineOptions(dtype=cfg.precision))
+
+
+def world_evaluation(cfg: TrainConfig, encoder: TextEncoder) -> Evaluate:
+    """What `train_local` calls during a run on the built-in world: prompt accuracy on seen and held-out
+    compositions, `eval_clips` each, with the same prompts and seeds at every evaluation so the curve compares like
+    with like."""
+    def evaluate(model: VideoDiT) -> dict[str, dict]:
+        pipeline = trained_pipeline(model, cfg, encoder)
+        return evaluate_splits(pipeline, cfg.eval_clips, splits=("seen", "heldout")).splits
+
+    return evaluate
 
 
 @torch.no_grad()
@@ -77,23 +95,25 @@ def train_to_folder(cfg: TrainConfig, out: str | Path, encoder: TextEncoder | No
     ae_state = None
     if autoencoder:
         ae_state = reused_autoencoder(autoencoder)
-    result = train_local(cfg, encoder, on_step, batches, ae_state)
+    result = train_local(cfg, encoder, on_step, batches, ae_state, None if data else world_evaluation(cfg, encoder))
     mfu = result.mfu(cfg.batch_size, peak)
-    final = {} if data else evaluate_splits(result.model, encoder, cfg.sampler, final_eval_clips or cfg.eval_clips,
-                                            dtype=dtype)
-    perceptual = None if data else perceptual_eval(result.model, encoder, cfg.sampler,
-                                                   min(final_eval_clips or cfg.eval_clips, PERCEPTUAL_CLIPS),
-                                                   dtype=dtype)
-    command = "vidgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "train_to_folder()"
+    final, perceptual = {}, None
+    if not data:  # prompt accuracy reads clips of the built-in world back: it says nothing of other clips
+        pipeline = trained_pipeline(result.model, cfg, encoder)
+        clips = final_eval_clips or cfg.eval_clips
+        final = evaluate_splits(pipeline, clips).splits
+        perceptual = perceptual_eval(pipeline, min(clips, PERCEPTUAL_CLIPS))
+    command = invoked_command("train_to_folder()")
     losses = [h["loss"] for h in result.history]
     reconstruction = result.autoencoder_losses[-20:] or [_reconstruction_mse(result.model, batches or synth_batches(
         mcfg, cfg.batch_size, cfg.seed + 1))]
     metrics = {"first_loss": float(np.mean(losses[:10])), "final_loss": float(np.mean(losses[-10:])),
                "autoencoder_mse": float(np.mean(reconstruction)), "mfu": mfu}
     dataset = data or f"vidgen-builtin-{synth.GENERATOR_VERSION} (generated on the fly)"
-    lineage = {"dataset": dataset, "training_steps": result.steps, "training_minutes": round(result.minutes, 1),
-               "autoencoder_steps": 0 if autoencoder else cfg.autoencoder_steps,
-               **({"autoencoder_from": autoencoder} if autoencoder else {}), "command": command}
+    lineage = Lineage(command, cfg.seed, {
+        "dataset": dataset, "training_steps": result.steps, "training_minutes": round(result.minutes, 1),
+        "autoencoder_steps": 0 if autoencoder else cfg.autoencoder_steps,
+        **({"autoencoder_from": autoencoder} if autoencoder else {})})
     stage_one = f"the frame autoencoder of {autoencoder} reused" if autoencoder else \
         f"{cfg.autoencoder_steps} autoencoder steps"
     how_made = f"""```
@@ -103,8 +123,8 @@ def train_to_folder(cfg: TrainConfig, out: str | Path, encoder: TextEncoder | No
 minutes (evaluation excluded) on {platform.machine()} with {torch.get_num_threads()} torch threads. Model FLOP
 utilisation of the transformer steps: {mfu:.3f} (against a 2048x2048 matmul in the same dtype, measured in the
 same run)."""
-    save_model(result.model, out, card=model_card(result.model, cfg, lineage, metrics, final, how_made, result.evals,
-                                                  perceptual),
+    save_model(result.model, out, card=trained_model_card(result.model, cfg, lineage, metrics, final, how_made,
+                                                          result.evals, perceptual),
                extra={"sampler": cfg.sampler.model_dump(), "train": cfg.model_dump(mode="json")},
                weights_dtype=getattr(torch, cfg.save_dtype))
     write_metrics_csv(result.history, out / "metrics.csv")

@@ -22,7 +22,8 @@ def test_import_push_pull_and_load_through_the_registry(store_root, tiny_pipelin
                                       source="examples/tiny_pipelines.py")
     meta, body = parse_card((package / "card.md").read_text())
     assert meta["library_name"] == "diffusers" and meta["pipeline_class"] == "WanPipeline"
-    assert meta["license"] == "apache-2.0" and meta["source"] == "examples/tiny_pipelines.py"
+    assert meta["license"] == "apache-2.0" and meta["lineage"]["imported_from"] == "examples/tiny_pipelines.py"
+    assert meta["lineage"]["seed"] is None and {"git_commit", "command", "diffusers_version"} <= meta["lineage"].keys()
     assert meta["components"]["transformer"]["class"] == "diffusers.WanTransformer3DModel"
     assert meta["components"]["transformer"]["params"] > 1000 and "params" not in meta["components"]["tokenizer"]
     assert meta["params"] == sum(c.get("params", 0) for c in meta["components"].values())

@@ -4,10 +4,11 @@ The sampler is not safe to run concurrently (and on a CPU two at once only share
 batch at a time on one sampler thread. Requests that arrive together are batched by Ray Serve (`@serve.batch`, up
 to the tier's `max_batch_size`, waiting at most `batch_wait_timeout_s` for more): those sharing their shape and
 settings are sampled in one call. The requests waiting are held here (up to `max_ongoing_requests`), where the
-replica can count them. Every `report_every_s` the replica tells the `TierBoard` how many requests it holds and its
-measured seconds per step: that, not a guess, is what the placement policy reads. A tier whose model is an alias
-follows it (`cluster.alias_following`): the next version is loaded beside the current one and swapped in between
-batches. The replica scores prompts and probes clips (`cluster.monitors`) and may roll its alias back.
+replica can count them. Every `report_every_s` the replica sends the `TierBoard` (`cluster.tier_board`) a
+`TierReport` (`cluster.tier_report`): how many requests it holds and its measured seconds per step, which, not a
+guess, is what the placement policy reads, and what its model makes. A tier whose model is an alias follows it
+(`cluster.alias_following`): the next version is loaded beside the current one and swapped in between batches. The
+replica scores prompts and probes clips (`cluster.monitors`) and may roll its alias back.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from ray import serve
 
 from cluster.alias_following import following, label_version, resolved_version, roll_back_alias
 from cluster.monitors import PromptMonitor, QualityMonitor
-from vidgen.clip_request import ClipRequest, ResolvedClip, resolve_clip
+from cluster.serve_config import TierConfig
+from cluster.tier_report import ServedModel, TierReport
+from vidgen.clip_request import Capabilities, ClipRequest, ResolvedClip, resolve_clip
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,8 @@ class LoadedModel:
     """The model a replica serves now, with what it makes and its measured seconds per sampler step."""
 
     pipeline: object
-    capabilities: object
-    serves: dict
+    capabilities: Capabilities
+    serves: ServedModel
     seconds_per_step: float
     drift: object = None  # vidgen.drift.PromptDrift of a model of the built-in world
 
@@ -47,13 +50,11 @@ class PromptRejected(ValueError):
     """The text encoder refused the prompt (e.g. too many tokens): the caller's fault, answered with 422."""
 
 
-class Generator:
-    """Deployed twice, as EdgeGenerator and CloudGenerator, with the tier's config."""
+class TierReplica:
+    """Deployed twice, with the tier's config, under the names operators know: EdgeGenerator and CloudGenerator
+    (`cluster.serve_app`)."""
 
     async def __init__(self, tier: str, tier_config: dict, board, report_every_s: float):
-        # Imported here: the driver and the router import this module to build the app, and need no model code.
-        from cluster.serve_config import TierConfig
-
         self.cfg = cfg = TierConfig.model_validate(tier_config)
         torch.set_num_threads(cfg.torch_threads)
         self.sampler_thread = ThreadPoolExecutor(1, thread_name_prefix="sampler", initializer=torch.set_num_threads,
@@ -79,23 +80,22 @@ class Generator:
     def _load(self) -> LoadedModel:
         """Resolve, verify and load the tier's model, and time one warm-up clip on the sampler thread (off the event
         loop: a replica following an alias keeps serving the old model meanwhile)."""
+        # Imported here: the driver imports this module to build the app, and needs no model code.
         from vidgen.pipelines.load import load_pipeline
         from vidgen.text import TextEncoder
 
         cfg = self.cfg
         pipeline = load_pipeline(cfg.model, TextEncoder(cache_entries=cfg.text_cache_entries),
-                                                device=self.device, int8=cfg.int8, options=cfg.pipeline)
+                                 device=self.device, int8=cfg.int8, options=cfg.pipeline)
         caps = cfg.applied_to(pipeline.capabilities)
-        frames, height, width = caps.shape
-        # What this replica serves, reported with its state (GET /v1/models, the router's request checks).
-        serves = {"model": cfg.model, "label": pipeline.label, "folder": pipeline.folder.name,
-                  "backend": pipeline.backend, "pipeline_class": pipeline.pipeline_class, "int8": cfg.int8,
-                  "steps": caps.steps, "guidance": caps.guidance, "frames": frames, "height": height, "width": width,
-                  "device": self.device, "max_batch_size": cfg.max_batch_size, "capabilities": caps.model_dump()}
+        serves = ServedModel(model=cfg.model, label=pipeline.label, folder=pipeline.folder.name,
+                             backend=pipeline.backend, pipeline_class=pipeline.pipeline_class, int8=cfg.int8,
+                             max_batch_size=cfg.max_batch_size)
         drift = None
         if cfg.prompt_drift and pipeline.backend == "vidgen":  # its reference set: the built-in world's captions
             from vidgen.drift import world_prompt_drift
 
+            frames, height, width = caps.shape
             drift = world_prompt_drift(pipeline.encoder, frames=frames, height=height, width=width)
         loaded = LoadedModel(pipeline, caps, serves, 0.0, drift)
         warm_up, _ = resolve_clip(ClipRequest(prompt="a red square moving right"), caps)
@@ -121,32 +121,26 @@ class Generator:
             except Exception as exc:  # a registry hiccup must not take the replica down; the next poll retries
                 log.warning("following %s failed: %s", self.cfg.model, exc)
 
-    @property
-    def capabilities(self):
-        return self.loaded.capabilities
-
-    @property
-    def seconds_per_step(self) -> float:
-        return self.loaded.seconds_per_step
-
     async def _on_sampler_thread(self, clips: list[ResolvedClip], loaded: LoadedModel):
         return await asyncio.get_running_loop().run_in_executor(self.sampler_thread, self._sample, clips, loaded)
 
     def _sample(self, clips: list[ResolvedClip], loaded: LoadedModel):
         """On the sampler thread: (each clip's frames, or the PromptRejected of a prompt the encoder refuses; seconds
-        spent sampling per clip), not counting the wait for the thread. The clips share their settings."""
-        started = time.perf_counter()
+        the sampler took per clip, as the pipeline measured it). The clips share their settings."""
         text, refused = loaded.pipeline.encode([c.prompt for c in clips])
         good = [c for i, c in enumerate(clips) if i not in refused]
-        made = iter(loaded.pipeline.generate(good, text).frames if good else [])
+        if not good:
+            return [PromptRejected(refused[i]) for i in range(len(clips))], 0.0
+        generated = loaded.pipeline.generate(good, text)
+        made = iter(generated.frames)
         out = [PromptRejected(refused[i]) if i in refused else next(made) for i in range(len(clips))]
-        return out, (time.perf_counter() - started) / max(len(good), 1)
+        return out, generated.timings["sample_s"] / len(good)
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
     async def _render_batch(self, clips: list[ResolvedClip]) -> list:
         """Clips that arrived together: those sharing their settings sampled in one call, one group after another,
-        all on the model loaded when the batch began; per clip, (frames, seconds per clip of its group, the model's
-        label) or its PromptRejected."""
+        all on the model loaded when the batch began; per clip, (frames, seconds per clip of its group, the model)
+        or its PromptRejected."""
         self.largest_batch = max(self.largest_batch, len(clips))
         loaded = self.loaded
         groups: dict[tuple, list[int]] = {}
@@ -182,14 +176,15 @@ class Generator:
                 self.quality.rollbacks.inc(tags={"tier": self.tier})
                 log.warning("%s rolled back to %s: %s", self.cfg.model, moved, reason)
 
-    def _report(self) -> dict:
-        return {"tier": self.tier, "replica": self.replica, "actor_name": self.actor_name,
-                "resources": self.resources, "held": self.held, "rendered": self.rendered,
-                "largest_batch": self.largest_batch, "prompt_ood_share": self.monitor.share(),
-                "quality": self.quality.quality() if self.quality else None,
-                "temporal_consistency": self.quality.consistency() if self.quality else None,
-                "seconds_per_step": self.seconds_per_step, "default_steps": self.capabilities.steps,
-                "serves": self.loaded.serves}
+    def _report(self) -> TierReport:
+        loaded = self.loaded
+        return TierReport(tier=self.tier, replica=self.replica, actor_name=self.actor_name,
+                          resources=self.resources, held=self.held, rendered=self.rendered,
+                          largest_batch=self.largest_batch, seconds_per_step=loaded.seconds_per_step,
+                          serves=loaded.serves, capabilities=loaded.capabilities,
+                          prompt_ood_share=self.monitor.share(),
+                          quality=self.quality.quality() if self.quality else None,
+                          temporal_consistency=self.quality.consistency() if self.quality else None)
 
     async def _report_forever(self) -> None:
         while True:
@@ -199,16 +194,17 @@ class Generator:
                 log.warning("report to the tier board failed: %s", exc)
             await asyncio.sleep(self.report_every_s)
 
-    async def render(self, request: dict) -> dict:
-        """Render one clip: `request` holds ClipRequest fields (the router checked them against this model); returns
-        MP4 bytes and facts, or `rejected` with the reason when the prompt cannot be encoded."""
+    async def render(self, request: ClipRequest) -> dict:
+        """Render the clip `request` asks for (the router's VideoRequest, checked against this model already: only its
+        ClipRequest fields count here); returns MP4 bytes and facts, or `rejected` with the reason when the model
+        cannot make it or the prompt cannot be encoded."""
         from storage.video import encode
 
-        clip, problems = resolve_clip(ClipRequest.model_validate(request), self.capabilities)
+        loaded = self.loaded
+        clip, problems = resolve_clip(request, loaded.capabilities)
         if problems:
             return {"rejected": "; ".join(f"{p.field}: {p.reason}" for p in problems), "tier": self.tier,
                     "replica": self.replica}
-        loaded = self.loaded
         if loaded.drift is not None:
             text, refused = loaded.pipeline.encode([clip.prompt])  # cached: the sampler reuses it
             if not refused:
@@ -228,19 +224,3 @@ class Generator:
             await self._probe(clip.prompt, frames, loaded)
         return {"mp4": mp4, "tier": self.tier, "replica": self.replica, "model": loaded.pipeline.label,
                 "steps": clip.steps, "guidance": clip.guidance, "sample_s": seconds}
-
-
-class TierBoard:
-    """Collects the replicas' reports; the router reads a snapshot of the fresh ones."""
-
-    def __init__(self, stale_after_s: float):
-        self.stale_after_s = stale_after_s
-        self.reports: dict[str, dict] = {}
-
-    def report(self, report: dict) -> None:
-        self.reports[report["replica"]] = {**report, "seen": time.monotonic()}
-
-    def snapshot(self) -> list[dict]:
-        now = time.monotonic()
-        self.reports = {k: r for k, r in self.reports.items() if now - r["seen"] <= self.stale_after_s}
-        return list(self.reports.values())
