@@ -28,6 +28,7 @@ from cluster.monitors import PromptMonitor, QualityMonitor
 from cluster.serve_config import TierConfig
 from cluster.tier_report import ServedModel, TierReport
 from vidgen.clip_request import Capabilities, ClipRequest, ResolvedClip, resolve_clip
+from vidgen.threads import use_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ class TierReplica:
 
     async def __init__(self, tier: str, tier_config: dict, board, report_every_s: float):
         self.cfg = cfg = TierConfig.model_validate(tier_config)
-        torch.set_num_threads(cfg.torch_threads)
-        self.sampler_thread = ThreadPoolExecutor(1, thread_name_prefix="sampler", initializer=torch.set_num_threads,
+        use_torch_threads(cfg.torch_threads)
+        self.sampler_thread = ThreadPoolExecutor(1, thread_name_prefix="sampler", initializer=use_torch_threads,
                                                  initargs=(cfg.torch_threads,))
         self.tier, self.board, self.report_every_s = tier, board, report_every_s
         self.device = "cuda" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"

@@ -25,6 +25,7 @@ from storage.training_checkpoints import CheckpointError, load_verified, read_ra
 from vidgen.diffusion import clips_to_tensor
 from vidgen.precision import autocast_dtype
 from vidgen.text import TextEncoder
+from vidgen.threads import use_torch_threads
 from vidgen.training import (
     Batch,
     compute_loss,
@@ -183,7 +184,7 @@ def train_loop(config: dict, hooks: StepHooks | None = None) -> None:
     hooks = hooks or StepHooks()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(cfg.train.torch_threads or cfg.cpus_per_worker)
+    use_torch_threads(cfg.train.torch_threads, cfg.cpus_per_worker)
     device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
     dtype = autocast_dtype(cfg.train.precision, device.type)
 

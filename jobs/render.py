@@ -145,8 +145,9 @@ class Renderer:
         import torch
 
         from vidgen.pipelines.load import load_pipeline
+        from vidgen.threads import use_torch_threads
 
-        torch.set_num_threads(threads)
+        use_torch_threads(None, threads)
         device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
         self.pipeline = load_pipeline(model_ref, device=device, options=PipelineOptions(**(options or {})))
         if self.pipeline.label != label:

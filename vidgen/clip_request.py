@@ -214,7 +214,15 @@ def resolve_clip(request: ClipRequest, caps: Capabilities, default_seed: int = 0
                         guidance=caps.guidance if request.guidance is None else request.guidance), []
 
 
-def field_problems(error: ValidationError) -> list[FieldProblem]:
-    """pydantic's errors as FieldProblems: the dotted field name and the message (`unknown field` for extras)."""
-    return [FieldProblem(".".join(str(p) for p in e["loc"]) or "(request)",
+def field_problems(error: ValidationError, whole: str = "(request)") -> list[FieldProblem]:
+    """pydantic's errors as FieldProblems: the dotted field name and the message (`unknown field` for extras); a
+    problem of the whole object is named `whole`. The one formatter of pydantic errors in vidgen."""
+    return [FieldProblem(".".join(str(p) for p in e["loc"]) or whole,
                          "unknown field" if e["type"] == "extra_forbidden" else e["msg"]) for e in error.errors()]
+
+
+def problems_of(error: ValidationError) -> list[str]:
+    """Each problem of a pydantic error as `field: reason`; a problem of the whole object is its reason alone,
+    which names its own fields."""
+    return [problem.reason if not problem.field else f"{problem.field}: {problem.reason}"
+            for problem in field_problems(error, whole="")]

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from vidgen.clip_request import field_problems
+from vidgen.clip_request import problems_of
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: found by editable and wheel installs alike
 
@@ -63,13 +63,6 @@ def apply_override(data: dict, override: str) -> None:
     except yaml.YAMLError as err:
         raise ConfigError(f"override {override!r}: the value is not YAML ({_yaml_problem(err)})") from None
     _put(data, key, value, f"override {override!r}")
-
-
-def problems_of(error: ValidationError) -> list[str]:
-    """Each problem of a pydantic error as `field: reason` (the fields and reasons of `field_problems`, the one
-    formatter); a problem of the whole object is its reason alone, which names its own fields."""
-    return [problem.reason if not e["loc"] else f"{problem.field}: {problem.reason}"
-            for e, problem in zip(error.errors(), field_problems(error), strict=True)]
 
 
 def _read(source: str | Path) -> dict:

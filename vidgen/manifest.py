@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from pydantic import Field, ValidationError, field_validator
 
-from vidgen.clip_request import ClipRequest
+from vidgen.clip_request import ClipRequest, field_problems
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 TIER_REFUSED = ("bulk render uses one model for every row (--model, or `model` in the render config); remove "
@@ -165,10 +165,8 @@ def parse_manifest(data: bytes, fmt: str) -> tuple[list[Row], list[RowError]]:
         try:
             rows.append(Row(number, ManifestRow.model_validate(record)))
         except ValidationError as e:
-            for err in e.errors():
-                field = ".".join(str(p) for p in err["loc"]) or None
-                reason = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-                errors.append(RowError(number, row_id, field, reason))
+            errors.extend(RowError(number, row_id, problem.field or None, problem.reason)
+                          for problem in field_problems(e, whole=""))
     # Ids name files, and common filesystems (macOS, Windows) do not tell `Clip` from `clip`.
     lines_by_id: dict[str, list[int]] = {}
     for r in rows:

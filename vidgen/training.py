@@ -17,11 +17,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vidgen import synth
+from vidgen.clip_request import problems_of
 from vidgen.diffusion import FlowConfig, SamplerConfig, clips_to_tensor, flow_loss
 from vidgen.model import PRESETS, ModelConfig, VideoDiT
 from vidgen.perf import model_flops_utilisation
 from vidgen.precision import Precision, autocast, autocast_dtype
 from vidgen.text import TextEmbedding, TextEncoder, encode_each
+from vidgen.threads import use_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,7 @@ class TrainConfig(BaseModel):
         try:
             self.model_config_resolved()
         except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-            raise ValueError(f"model overrides: {problems}") from None
+            raise ValueError(f"model overrides: {'; '.join(problems_of(err))}") from None
         return self
 
     def model_config_resolved(self) -> ModelConfig:
@@ -216,8 +217,7 @@ def train_local(cfg: TrainConfig, encoder: TextEncoder, on_step: Callable[[dict]
     its rows are the result's `evals`. The run layer supplies it (`vidgen.runs.local_training`), since making
     clips goes through a pipeline, which the core does not know; without it nothing is evaluated during training.
     """
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
+    use_torch_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     mcfg = cfg.model_config_resolved()
     model = VideoDiT(mcfg)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from vidgen.config import problems_of
+from vidgen.clip_request import problems_of
 
 # The project's own errors: each is raised only for something a person can fix, with a message that says how.
 # Named, not imported, so `--help` stays instant: an error whose module was never imported cannot have happened.

@@ -14,8 +14,9 @@ from vidgen.cli._common import CONFIG_PRECEDENCE, SetOption, one_line_errors, pr
 @one_line_errors(ValueError)
 def render(
     manifest: Annotated[str, typer.Argument(help="JSONL or CSV rows with id and prompt (optional: negative_prompt, "
-                                                 "seed, frames, height, width, steps, guidance, tier); a path or "
-                                                 "s3://…")],
+                                                 "seed, frames, height, width, steps, guidance; a row naming a "
+                                                 "serving tier is refused: one model renders every row); a path "
+                                                 "or s3://…")],
     out: Annotated[str | None, typer.Option(help="output folder or s3://BUCKET/PREFIX (default out/render); "
                                                  "re-running on it renders only what is missing")] = None,
     model: Annotated[str | None, typer.Option(help="model folder (a vidgen package or a diffusers pipeline "
