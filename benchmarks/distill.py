@@ -50,27 +50,27 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from jobs.distill import DistillJobConfig, render_trajectories, teacher_guidance
-    from storage.objectstore import ObjectStore
+    from jobs.distill import DistillJobConfig, read_trajectories, render_trajectories, teacher_guidance
     from vidgen.diffusion import SamplerConfig
     from vidgen.distill import DistillConfig
     from vidgen.pipelines.packages import load_package
-    from vidgen.pipelines.references import resolve_model
+    from vidgen.pipelines.references import model_label, resolve_model
     from vidgen.pipelines.vidgen_package import VidgenPipeline
-    from vidgen.runs.distillation import judge, load_trajectories, train_student
+    from vidgen.runs.distillation import judge, train_student
     from vidgen.text import TextEncoder
 
     began = time.perf_counter()
     work = args.work or tempfile.mkdtemp(prefix="vidgen-distill-", dir="/tmp")
     cfg = DistillJobConfig(teacher=args.teacher, out=f"{work}/student", work=work, trajectories=args.trajectories)
-    teacher = load_package(resolve_model(args.teacher))
+    folder = resolve_model(args.teacher)
+    teacher = load_package(folder)
     guidance = teacher_guidance(cfg, teacher)
     render_min = render_trajectories(cfg, guidance)
     import ray
 
     ray.shutdown()  # the actor pool's cores go back to training
     encoder = TextEncoder()
-    data = load_trajectories(ObjectStore(cfg.s3), work, encoder, cfg.teacher_steps)
+    data = read_trajectories(cfg, model_label(args.teacher, folder, teacher.sums), encoder)
     teacher_pipeline = VidgenPipeline.from_model(teacher.model, SamplerConfig(steps=cfg.teacher_steps,
                                                                               guidance=guidance), encoder, "teacher")
     rows = [("teacher", cfg.teacher_steps, guidance, 0.0,

@@ -20,8 +20,16 @@ import torch
 
 from jobs._entrypoint import quiet_known_warnings
 from jobs.train_config import DistributedConfig, deepspeed_config
+from storage.objectstore import parse_uri
 from storage.package import sha256_bytes
-from storage.training_checkpoints import CheckpointError, load_verified, read_rank_sums, write_rank_sums
+from storage.training_checkpoints import (
+    CheckpointError,
+    CheckpointId,
+    load_verified,
+    read_rank_sums,
+    run_key,
+    write_rank_sums,
+)
 from vidgen.diffusion import clips_to_tensor
 from vidgen.precision import autocast_dtype
 from vidgen.text import TextEncoder
@@ -37,7 +45,6 @@ from vidgen.training import (
 
 log = logging.getLogger(__name__)
 DS_FOLDER, STATE_FILE, DS_TAG = "deepspeed", "trainer_state.json", "state"
-RUN_KEY_ENV = "VIDGEN_RUN_KEY"  # the run's checkpoint key (hex), set by the driver in the workers' runtime_env
 
 
 class StepHooks:
@@ -104,8 +111,9 @@ def _out_of_time(cfg: DistributedConfig, train_seconds: float, device: torch.dev
     return bool(flag.item())
 
 
-def _save(engine, state: dict, rank: int, metrics: dict, key: bytes) -> None:
-    """Every rank writes its DeepSpeed shard and hashes it; Ray Train merges the folders into one checkpoint."""
+def _save(engine, state: dict, rank: int, metrics: dict, key: bytes, checkpoint: CheckpointId) -> None:
+    """Every rank writes its DeepSpeed shard and hashes it; Ray Train merges the folders into one checkpoint,
+    named by its step."""
     import ray.train
     from ray.train import Checkpoint
 
@@ -113,21 +121,28 @@ def _save(engine, state: dict, rank: int, metrics: dict, key: bytes) -> None:
         engine.save_checkpoint(os.path.join(folder, DS_FOLDER), tag=DS_TAG)
         if rank == 0:
             Path(folder, STATE_FILE).write_text(json.dumps(state))
-        write_rank_sums(Path(folder), rank, key)
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+        write_rank_sums(Path(folder), rank, key, checkpoint)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder),
+                         checkpoint_dir_name=checkpoint.folder_name)
 
 
-def _restore(engine, world_size: int, key: bytes) -> dict | None:
+def _restore(engine, run: str, world_size: int, key: bytes) -> dict | None:
     """Load the latest checkpoint from a private copy, after every file in it is verified against its rank's
-    authenticated hash list (DeepSpeed's loader unpickles); None on a fresh start."""
+    hash list, authenticated for this checkpoint of this run (DeepSpeed's loader unpickles); None on a fresh
+    start."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
-    with load_verified(lambda folder: checkpoint.to_directory(str(folder)), world_size, key) as folder:
+    identity = CheckpointId.of_folder(run, os.path.basename(checkpoint.path), world_size)
+    with load_verified(lambda folder: checkpoint.to_directory(str(folder)), identity, key) as folder:
         engine.load_checkpoint(os.path.join(folder, DS_FOLDER), tag=DS_TAG)
-        return json.loads(Path(folder, STATE_FILE).read_text())
+        state = json.loads(Path(folder, STATE_FILE).read_text())
+    if state["step"] != identity.step:
+        raise CheckpointError(f"checkpoint {checkpoint.path} holds the state of step {state['step']}, not of the "
+                              f"step {identity.step} its folder is named for; refusing to resume from it")
+    return state
 
 
 def _consolidated_state(engine, zero_stage: int) -> dict[str, torch.Tensor] | None:
@@ -152,15 +167,16 @@ def _progress_bar(cfg: DistributedConfig, step: int):
     return bar
 
 
-def _checkpoint_step(checkpoint, key: bytes) -> int:
+def _checkpoint_step(checkpoint, run: str, world_size: int, key: bytes) -> int:
     """The step a checkpoint was taken at, from its JSON state alone (nothing else is downloaded yet), read only
-    after rank 0's authenticated hash list vouches for it."""
+    after rank 0's hash list, authenticated for this checkpoint, vouches for it."""
     def read(name: str) -> bytes:
         with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{name}") as f:
             return f.read()
 
+    identity = CheckpointId.of_folder(run, os.path.basename(checkpoint.path), world_size)
     data = read(STATE_FILE)
-    if read_rank_sums(read, 0, key, checkpoint.path).get(STATE_FILE) != sha256_bytes(data):
+    if read_rank_sums(read, 0, key, identity, checkpoint.path).get(STATE_FILE) != sha256_bytes(data):
         raise CheckpointError(f"checkpoint {checkpoint.path}: {STATE_FILE} does not match rank 0's hash list")
     return json.loads(data)["step"]
 
@@ -188,13 +204,14 @@ def train_loop(config: dict, hooks: StepHooks | None = None) -> None:
     device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
     dtype = autocast_dtype(cfg.train.precision, device.type)
 
-    key = bytes.fromhex(os.environ[RUN_KEY_ENV])
+    run = context.get_experiment_name()
+    key = run_key(parse_uri(cfg.runs).uri, run)  # derived on this node: the key never travels through Ray
     encoder = TextEncoder()
     hooks.start(rank)
     torch.manual_seed(cfg.train.seed)
     model = VideoDiT(cfg.train.model_config_resolved())
     resuming = ray.train.get_checkpoint() is not None
-    batches = _batches(cfg, rank, _checkpoint_step(ray.train.get_checkpoint(), key) if resuming else 0)
+    batches = _batches(cfg, rank, _checkpoint_step(ray.train.get_checkpoint(), run, world, key) if resuming else 0)
     ae_losses: list[float] = []
     if not resuming:  # a resumed run's autoencoder comes back with its checkpoint
         ae_losses = train_autoencoder(model, batches, cfg.train, dtype, reduce_gradients=_average_gradients)
@@ -208,7 +225,7 @@ def train_loop(config: dict, hooks: StepHooks | None = None) -> None:
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.diffusion_parameters(),
                                            optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(cfg), dist_init_required=False)
-    state = _restore(engine, world, key) or {"step": 0, "history": [], "autoencoder_losses": ae_losses,
+    state = _restore(engine, run, world, key) or {"step": 0, "history": [], "autoencoder_losses": ae_losses,
                                         "train_seconds": 0.0}
     if resuming:
         log.info("rank %d resumed at step %d", rank, state["step"])
@@ -247,7 +264,7 @@ def train_loop(config: dict, hooks: StepHooks | None = None) -> None:
         done = step >= cfg.train.max_steps or _out_of_time(cfg, train_seconds, device)
         if step % cfg.checkpoint_every == 0 or done:
             _save(engine, {**state, "step": step, "history": history, "train_seconds": train_seconds}, rank,
-                  metrics, key)
+                  metrics, key, CheckpointId(run, step, world))
         elif step % cfg.log_every == 0:
             ray.train.report(metrics)
         if bar is not None:

@@ -124,13 +124,19 @@ def configure_data_context() -> None:
 
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None, resources: dict[str, float] | None = None,
-                token_file: str | None = None, log_to_driver: bool = True) -> None:
+                token_file: str | None = None, log_to_driver: bool = True,
+                credentials: dict[str, str] | None = None) -> None:
     """Use the Ray this process is already connected to; else join `address` (`auto`, `HOST:PORT`), presenting the
     cluster's token, or start a local Ray (`None`) with `num_cpus` and custom `resources`.
 
     A local start never attaches to another cluster running on the machine (`address="local"`). The token must be
     in the environment before Ray is imported, so callers import ray only after this (or lazily).
+
+    `credentials` (S3 credentials a config gave, as AWS_* variables) go into this process's environment, where a
+    local Ray started here inherits them as its node's own: Ray never carries them (its dashboard and state API show
+    every runtime_env). The nodes of a cluster joined by address use their own credential chain.
     """
+    os.environ.update(credentials or {})
     if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
         if address:
             use_token_for_ray(token_file)

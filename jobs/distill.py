@@ -30,11 +30,18 @@ from jobs._entrypoint import job_arguments
 from jobs.render import RenderConfig, render
 from storage.objectstore import ObjectStore, S3Config, parse_uri
 from vidgen.diffusion import SamplerConfig
-from vidgen.distill import DistillConfig, teacher_steps_at
+from vidgen.distill import DistillConfig, Trajectories, teacher_steps_at
 from vidgen.pipelines.packages import load_package
 from vidgen.pipelines.references import model_label, resolve_model
 from vidgen.pipelines.vidgen_package import VidgenPipeline
-from vidgen.runs.distillation import judge, load_trajectories, teacher_manifest, train_student, write_student
+from vidgen.runs.distillation import (
+    judge,
+    load_trajectories,
+    manifest_ids,
+    teacher_manifest,
+    train_student,
+    write_student,
+)
 from vidgen.text import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -98,6 +105,13 @@ def render_trajectories(cfg: DistillJobConfig, guidance: float, address: str | N
     return (time.perf_counter() - started) / 60
 
 
+def read_trajectories(cfg: DistillJobConfig, label: str, encoder: TextEncoder) -> Trajectories:
+    """The trajectories of this run's rows, each rendered by the teacher `label` names (WORK may hold more rows, or
+    rows of another teacher: the student's card names the teacher it learnt from)."""
+    ids = manifest_ids(teacher_manifest(cfg.trajectories, cfg.seed))
+    return load_trajectories(ObjectStore(cfg.s3), cfg.work_uri, encoder, cfg.teacher_steps, label, ids)
+
+
 def teacher_guidance(cfg: DistillJobConfig, teacher) -> float:
     if cfg.teacher_guidance is not None:
         return cfg.teacher_guidance
@@ -111,16 +125,16 @@ def run_distill(cfg: DistillJobConfig, address: str | None = None,
     `on_render(done, total)` after each rendered batch, `on_train(step, loss)` after each optimiser step."""
     folder = resolve_model(cfg.teacher)
     teacher = load_package(folder)
+    label = model_label(cfg.teacher, folder, teacher.sums)
     guidance = teacher_guidance(cfg, teacher)
     trajectories_min = render_trajectories(cfg, guidance, address, on_render)
     encoder = TextEncoder()
-    data = load_trajectories(ObjectStore(cfg.s3), cfg.work_uri, encoder, cfg.teacher_steps)
+    data = read_trajectories(cfg, label, encoder)
     log.info("training a %d-step student on %d trajectories", cfg.distill.steps, len(data))
     started = time.perf_counter()
     student, history = train_student(teacher.model, data, cfg.distill, on_train)
     training_min = (time.perf_counter() - started) / 60
 
-    label = model_label(cfg.teacher, folder, teacher.sums)
     teacher_pipeline = VidgenPipeline.from_model(teacher.model, SamplerConfig(steps=cfg.teacher_steps,
                                                                               guidance=guidance), encoder, label)
     student_pipeline = VidgenPipeline.from_model(student, SamplerConfig(steps=cfg.distill.steps, guidance=1.0),

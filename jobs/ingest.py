@@ -3,7 +3,17 @@
 Every file under SRC is a candidate; the captions file (`storage.captions`: path, caption, licence, source) says
 what each shows. In parallel (Ray Data, one task a file), each video is resampled to `fps`, resized and
 centre-cropped to HxW, cut into windows of `frames` frames every `stride`, and each window is encoded as the
-shards' MP4 with a content sha256 and a perceptual hash (`storage.phash`). The driver then governs:
+shards' MP4 with a content sha256 and a perceptual hash (`storage.phash`). The driver governs each file's clips as
+they arrive (in path order, so a run is deterministic), and writes a shard as soon as it is full: it never holds
+more than one shard's clips per split (and the shards being written).
+
+Limits bound what one file may cost, not only what it is: a file over `max_bytes` (by the listing's size, and the
+opened object's size again in the task) is refused before a byte is read, and reads are streamed into the decoder
+and counted; `max_frames` bounds the source frames decoded, and `max_file_seconds` the wall clock of one file (a
+deadline checked on every read and every decoded frame, so the Ray Data task ends with that file's error row and
+frees its CPU; Ray Data's map has no per-task timeout, this deadline is it).
+
+The driver governs:
 
     refused      a file that is not a readable video within the limits, shorter than one window, without a
                  caption row, or with a licence off `allow_licences`; a caption row naming no file: one line of
@@ -32,8 +42,9 @@ import logging
 import shlex
 import sys
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -41,10 +52,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from jobs._entrypoint import job_arguments
 from jobs.connection import connect_ray
 from storage import video
-from storage.captions import captions_format, parse_captions
+from storage.captions import CaptionRow, captions_format, parse_captions
 from storage.datasets import finish_dataset
-from storage.footage import FootageError, FootageLimits, read_footage, windows
-from storage.objectstore import ObjectStore, S3Config, StorageError, parse_uri
+from storage.footage import Footage, FootageError, FootageLimits, read_footage, size_problem, windows
+from storage.objectstore import Location, ObjectStore, S3Config, StorageError, parse_uri
 from storage.phash import NEAR_BITS, clip_phash, hamming, hash_array
 from storage.shards import INDEX_FILE, SHARD_FOLDER, Sample, ShardEntry, build_shard
 
@@ -78,6 +89,12 @@ class IngestConfig(BaseModel):
     max_pixels: int = Field(FootageLimits.max_pixels, ge=1, description="frames over width x height are refused "
                                                                         "before decoding (decompression bombs)")
     max_seconds: float = Field(FootageLimits.max_seconds, gt=0, description="a longer video is refused")
+    max_frames: int = Field(FootageLimits.max_frames, ge=1, description="a video with more source frames is refused "
+                            "(by its header, else when decoding reaches it): decoding costs by the frame, so a "
+                            "1000 fps stream within max_seconds is refused here")
+    max_file_seconds: float = Field(FootageLimits.max_file_seconds, gt=0, description="wall-clock seconds one file "
+                                    "may take to read and decode; a slower file is an error row and its task is "
+                                    "freed")
     command: str = Field("", description="how the run was started, for the card (set by the CLI)")
     s3: S3Config = Field(default_factory=S3Config)
 
@@ -87,6 +104,20 @@ class IngestConfig(BaseModel):
             raise ValueError(problem)
         return self
 
+    def limits(self) -> FootageLimits:
+        return FootageLimits(self.max_bytes, self.max_pixels, self.max_seconds, self.max_frames, self.max_file_seconds)
+
+
+def _read_file(store: ObjectStore, uri: str, cfg: IngestConfig) -> Footage:
+    """Open the object (its size is known from the open: a HEAD on S3, a stat locally) and stream it into the
+    decoder, which refuses it by size before reading a byte."""
+    fs, path = store.filesystem(uri)
+    try:
+        with fs.open_input_file(path) as file:
+            return read_footage(file, cfg.fps, cfg.height, cfg.width, cfg.limits(), threads=1)
+    except OSError as e:  # pyarrow's I/O errors (missing object, S3 refusing) are OSErrors
+        raise StorageError(f"cannot read {uri} ({e})") from None
+
 
 def _ingest_file(row: dict, config: dict) -> dict:
     """In a Ray task (one CPU, so one decoder thread): one video file -> its clips (MP4 bytes and facts), or the
@@ -94,9 +125,7 @@ def _ingest_file(row: dict, config: dict) -> dict:
     cfg = IngestConfig.model_validate(config)
     facts = {"path": row["path"], "error": None, "mp4": [], "clips": "[]", "video": "{}"}
     try:
-        data = ObjectStore(cfg.s3).read(row["uri"])
-        footage = read_footage(data, cfg.fps, cfg.height, cfg.width,
-                               FootageLimits(cfg.max_bytes, cfg.max_pixels, cfg.max_seconds), threads=1)
+        footage = _read_file(ObjectStore(cfg.s3), row["uri"], cfg)
         cut = windows(footage.frames, cfg.frames, cfg.stride or cfg.frames)
         if not cut:
             raise FootageError(f"shorter than one window: {len(footage.frames)} frames at {cfg.fps:g} fps "
@@ -113,51 +142,118 @@ def _ingest_file(row: dict, config: dict) -> dict:
                                  "fps": round(footage.source_fps, 3), "seconds": round(footage.seconds, 3)})}
 
 
+def is_eval_source(source: str, fraction: float, seed: int) -> bool:
+    """Whether a source's clips form the eval split: a seeded hash of the source below `fraction` (so a source's
+    place does not depend on which other sources a run holds, and is known as soon as its first clip arrives)."""
+    return int(hashlib.sha256(f"{seed}\n{source}".encode()).hexdigest()[:12], 16) / 16**12 < fraction
+
+
 def eval_sources(sources: set[str], fraction: float, seed: int) -> set[str]:
-    """The sources whose clips form the eval split: a seeded hash of each source below `fraction` (so a source's
-    place does not depend on which other sources a run holds)."""
-    def position(source: str) -> float:
-        return int(hashlib.sha256(f"{seed}\n{source}".encode()).hexdigest()[:12], 16) / 16**12
-
-    return {s for s in sources if position(s) < fraction}
+    """The sources whose clips form the eval split."""
+    return {s for s in sources if is_eval_source(s, fraction, seed)}
 
 
-def _dedupe(clips: list[dict]) -> tuple[list[dict], Counter]:
-    """Clips without exact or near duplicates of an earlier clip (in the order given), and what was dropped."""
-    kept, seen, dropped = [], set(), Counter()
-    hashes = hash_array([c["perceptual_hash"] for c in clips]) if clips else None  # decoded once
-    kept_hashes = np.empty_like(hashes) if clips else None  # the first len(kept) rows are the kept clips'
-    for i, clip in enumerate(clips):
-        if clip["content_sha256"] in seen:
-            dropped["exact duplicate"] += 1
-            continue
-        if kept and hamming(clip["perceptual_hash"], kept_hashes[:len(kept)]).min() <= NEAR_BITS:
-            dropped["near duplicate"] += 1
-            continue
-        seen.add(clip["content_sha256"])
-        kept_hashes[len(kept)] = hashes[i]
-        kept.append(clip)
-    return kept, dropped
+class _Dedupe:
+    """Drops exact and near duplicates of a clip kept earlier (in the order clips are offered), counting them."""
+
+    def __init__(self):
+        self.seen: set[str] = set()
+        self.hashes: np.ndarray | None = None  # the first `kept` rows are the kept clips' perceptual hashes
+        self.kept = 0
+        self.dropped: Counter = Counter()
+
+    def keep(self, clip: dict) -> bool:
+        if clip["content_sha256"] in self.seen:
+            self.dropped["exact duplicate"] += 1
+            return False
+        if self.kept and hamming(clip["perceptual_hash"], self.hashes[:self.kept]).min() <= NEAR_BITS:
+            self.dropped["near duplicate"] += 1
+            return False
+        row = hash_array([clip["perceptual_hash"]])
+        if self.hashes is None:
+            self.hashes = np.empty((64, row.shape[1]), np.uint8)
+        elif self.kept == len(self.hashes):  # grow by doubling: keeping a clip stays amortised O(1)
+            self.hashes = np.concatenate([self.hashes, np.empty_like(self.hashes)])
+        self.hashes[self.kept] = row[0]
+        self.kept += 1
+        self.seen.add(clip["content_sha256"])
+        return True
 
 
-def _write_shards(store: ObjectStore, cfg: IngestConfig, clips: list[dict]) -> list[ShardEntry]:
-    """Tar the clips of each split into shards (written in parallel threads); their index entries."""
-    jobs = []
-    for split in ("train", "eval"):
-        members = [c for c in clips if c["split"] == split]
-        for number, first in enumerate(range(0, len(members), cfg.samples_per_shard)):
-            jobs.append((split, number, first, members[first:first + cfg.samples_per_shard]))
+class _ShardWriter:
+    """Writes a split's shard as soon as it holds `samples_per_shard` clips, in background threads with at most
+    `PENDING` shards in flight: the driver holds one open shard a split and the shards being written, never the
+    whole data set."""
 
-    def write(job) -> ShardEntry:
-        split, number, first, members = job
-        samples = [Sample(f"{split}-{first + i:07d}", c["mp4"], {k: v for k, v in c.items() if k != "mp4"})
-                   for i, c in enumerate(members)]
+    PENDING = 4
+
+    def __init__(self, store: ObjectStore, out: Location, samples_per_shard: int):
+        self.store, self.out, self.per_shard = store, out, samples_per_shard
+        self.open: dict[str, list[Sample]] = {"train": [], "eval": []}
+        self.samples: Counter = Counter()
+        self.shards: Counter = Counter()
+        self.pool = ThreadPoolExecutor(self.PENDING)
+        self.writing: list[Future] = []
+        self.entries: list[ShardEntry] = []
+
+    def add(self, split: str, mp4: bytes, meta: dict) -> None:
+        self.open[split].append(Sample(f"{split}-{self.samples[split]:07d}", mp4, meta))
+        self.samples[split] += 1
+        if len(self.open[split]) == self.per_shard:
+            self._write(split)
+
+    def finish(self) -> list[ShardEntry]:
+        """Write the partly filled shards and wait for every write; every shard's index entry."""
+        for split, samples in self.open.items():
+            if samples:
+                self._write(split)
+        self.pool.shutdown()
+        self.entries += [f.result() for f in self.writing]
+        return self.entries
+
+    def _write(self, split: str) -> None:
+        samples, self.open[split] = self.open[split], []
+        self.writing.append(self.pool.submit(self._put, samples, split, self.shards[split]))
+        self.shards[split] += 1
+        while len(self.writing) > self.PENDING:
+            self.entries.append(self.writing.pop(0).result())
+
+    def _put(self, samples: list[Sample], split: str, number: int) -> ShardEntry:
         data, entry = build_shard(samples, split, number)
-        store.write(parse_uri(cfg.out).join(SHARD_FOLDER, entry.name), data)
+        self.store.write(self.out.join(SHARD_FOLDER, entry.name), data)
         return entry
 
-    with ThreadPoolExecutor(8) as pool:
-        return list(pool.map(write, jobs))
+
+@dataclass
+class Governed:
+    """What the driver kept of the files' results: clip facts (no video bytes), videos, drops, shard entries."""
+
+    clips: list[dict]
+    videos: list[dict]
+    dropped: Counter
+    entries: list[ShardEntry]
+
+
+def govern(results: Iterable[dict], rows: dict[str, CaptionRow], cfg: IngestConfig, store: ObjectStore,
+           refused: list[dict]) -> Governed:
+    """Dedupe, split and shard each file's clips as its result arrives (`results` in path order: the first file's
+    clip is the one kept); a refused file is appended to `refused`. Shards are written as they fill."""
+    dedupe, shards = _Dedupe(), _ShardWriter(store, parse_uri(cfg.out), cfg.samples_per_shard)
+    clips, videos = [], []
+    for result in results:
+        if result["error"]:
+            refused.append({"path": result["path"], "reason": result["error"]})
+            continue
+        row = rows[result["path"]]
+        videos.append({"path": row.path, **json.loads(result["video"])})
+        for facts, mp4 in zip(json.loads(result["clips"]), result["mp4"], strict=True):
+            clip = {"caption": row.caption, "license": row.licence, "source": row.source, "group": row.source,
+                    "path": row.path, **facts}
+            if dedupe.keep(clip):
+                clip["split"] = "eval" if is_eval_source(row.source, cfg.eval_fraction, cfg.seed) else "train"
+                shards.add(clip["split"], mp4, clip)
+                clips.append(clip)
+    return Governed(clips, videos, dedupe.dropped, shards.finish())
 
 
 def card(cfg: IngestConfig, clips: list[dict], videos: list[dict], dropped: Counter, refused: list[dict],
@@ -213,8 +309,6 @@ under `{cfg.src}` (captions: `{cfg.captions}`), each keeping its video's caption
 def ingest(cfg: IngestConfig, address: str | None = None,
            on_file: Callable[[dict, int], None] | None = None) -> dict:
     """Ingest the videos of `cfg.src`; returns a summary. `on_file(result, total)` reports each file done."""
-    import ray
-
     store = ObjectStore(cfg.s3)
     out, src = parse_uri(cfg.out), parse_uri(cfg.src)
     store.ensure_bucket(out)
@@ -223,7 +317,7 @@ def ingest(cfg: IngestConfig, address: str | None = None,
     rows, caption_errors = parse_captions(store.read(cfg.captions), captions_format(str(cfg.captions)))
     prefix = src.uri.rstrip("/") + "/"
     captions_uri = parse_uri(cfg.captions).uri
-    files = {o.uri.removeprefix(prefix): o.uri for o in store.list(src)
+    files = {o.uri.removeprefix(prefix): o for o in store.list(src)
              if o.uri != captions_uri and not any(p.startswith(".") for p in o.uri.removeprefix(prefix).split("/"))}
     refused = [{"path": e.path, "reason": f"captions line {e.line}: {e.reason}"} for e in caption_errors]
     refused += [{"path": p, "reason": "a caption row names this path but no such file is under the source"}
@@ -232,48 +326,51 @@ def ingest(cfg: IngestConfig, address: str | None = None,
     tasks = []
     for path in sorted(files):
         row = rows.get(path)
-        if row is None:
+        if too_big := size_problem(files[path].size, cfg.limits()):  # refused by the listing's size, unread
+            refused.append({"path": path, "reason": too_big})
+        elif row is None:
             refused.append({"path": path, "reason": "no caption row for this file in the captions file"})
         elif allowed and row.licence.lower() not in allowed:
             refused.append({"path": path, "reason": f"licence {row.licence!r} is not allowed "
                                                     f"(--allow-licence: {', '.join(cfg.allow_licences)})"})
         else:
-            tasks.append({"path": path, "uri": files[path]})
-    videos, clips = [], []
-    if tasks:
-        connect_ray(address)
-        config = {**cfg.model_dump(mode="json", exclude={"s3"}), "s3": cfg.s3.public()}
-        results = ray.data.from_items(tasks, override_num_blocks=len(tasks)).map(
-            _ingest_file, fn_kwargs={"config": config}, **cfg.s3.runtime_env())
-        done = []
-        for result in results.iter_rows():
-            done.append(result)
-            if on_file:
-                on_file(result, len(tasks))
-        for result in sorted(done, key=lambda r: r["path"]):
-            if result["error"]:
-                refused.append({"path": result["path"], "reason": result["error"]})
-                continue
-            row = rows[result["path"]]
-            videos.append({"path": row.path, **json.loads(result["video"])})
-            for facts, mp4 in zip(json.loads(result["clips"]), result["mp4"], strict=True):
-                clips.append({"mp4": mp4, "caption": row.caption, "license": row.licence, "source": row.source,
-                              "group": row.source, "path": row.path, **facts})
-    clips.sort(key=lambda c: (c["path"], c["start_s"]))
-    clips, dropped = _dedupe(clips)
-    evals = eval_sources({c["source"] for c in clips}, cfg.eval_fraction, cfg.seed)
-    for clip in clips:
-        clip["split"] = "eval" if clip["source"] in evals else "train"
+            tasks.append({"path": path, "uri": files[path].uri})
+    governed = govern(_file_results(tasks, cfg, address, on_file), rows, cfg, store, refused)
+    clips, videos = governed.clips, governed.videos
     refused.sort(key=lambda r: r["path"])
     store.write(out.join(ERRORS), "".join(json.dumps(r) + "\n" for r in refused).encode())
     if not clips:
         raise StorageError(f"no clip could be made from {src.uri}: every file was refused (see "
                            f"{out.join(ERRORS).uri})")
-    entries = _write_shards(store, cfg, clips)
-    index = finish_dataset(store, out.uri, entries, *card(cfg, clips, videos, dropped, refused, evals))
+    evals = {c["source"] for c in clips if c["split"] == "eval"}
+    index = finish_dataset(store, out.uri, governed.entries,
+                           *card(cfg, clips, videos, governed.dropped, refused, evals))
     return {"out": out.uri, "videos": len(videos), "clips": index.num_samples, "splits": index.counts(),
-            "dropped": dict(dropped), "refused": len(refused), "errors": out.join(ERRORS).uri,
+            "dropped": dict(governed.dropped), "refused": len(refused), "errors": out.join(ERRORS).uri,
             "source_seconds": round(sum(v["seconds"] for v in videos), 3)}
+
+
+def _file_results(tasks: list[dict], cfg: IngestConfig, address: str | None,
+                  on_file: Callable[[dict, int], None] | None) -> Iterator[dict]:
+    """Each file's result from the Ray Data tasks (one a file), in the tasks' (path) order, as each arrives."""
+    if not tasks:
+        return
+    import ray
+
+    connect_ray(address, credentials=cfg.s3.credentials_env())
+    config = {**cfg.model_dump(mode="json", exclude={"s3"}), "s3": cfg.s3.public()}
+    context = ray.data.DataContext.get_current()
+    preserved = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True  # path order: which of two duplicates is kept never varies
+    try:
+        results = ray.data.from_items(tasks, override_num_blocks=len(tasks)).map(
+            _ingest_file, fn_kwargs={"config": config})
+        for result in results.iter_rows():
+            if on_file:
+                on_file(result, len(tasks))
+            yield result
+    finally:
+        context.execution_options.preserve_order = preserved
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,11 +149,10 @@ def prepare(cfg: PrepareConfig, address: str | None = None,
     store.ensure_bucket(out)
     if store.exists(out.join(INDEX_FILE)):
         raise StorageError(f"{out.uri} already holds a data set: choose another --out or delete it first")
-    connect_ray(address)
-    # The tasks get the config without S3 credentials, and the credentials as environment variables
+    connect_ray(address, credentials=cfg.s3.credentials_env())
+    # The tasks get the config without S3 credentials: they find them in their node's own chain
     shards = ray.data.from_items(plans, override_num_blocks=len(plans)).map(
-        _make_shard_row, fn_kwargs={"config": {**cfg.model_dump(mode="json", exclude={"s3"}), "s3": cfg.s3.public()}},
-        **cfg.s3.runtime_env())
+        _make_shard_row, fn_kwargs={"config": {**cfg.model_dump(mode="json", exclude={"s3"}), "s3": cfg.s3.public()}})
     entries = []
     for row in shards.iter_rows():
         entries.append(ShardEntry.from_dict(json.loads(row["entry"])))

@@ -5,8 +5,13 @@ and a record per rendered row (results.jsonl and errors.jsonl rebuilt at the end
 `trajectory_steps` (vidgen models) OUT/trajectories/<id>.npz keeps the sampler's states before those steps and the
 final latents (distillation's teacher data).
 
-Run again on the same OUT, it renders only rows without a record, so a killed run loses at most the batches in
-flight. A row whose claim is older than `claim_timeout_s` belongs to a run that died: the next run takes it over, and
+Run again on the same OUT, it renders only rows not done for this run's request, so a killed run loses at most the
+batches in flight. A row is done only when its record names the same request: the model's label (its weights
+digest included) and every resolved setting, as a claim does. A row whose record another model or other settings
+made (or an older vidgen, whose records name no request) is rendered again and its video and record replaced, so
+results.jsonl and run.json (`rendered_now`, `already_done`) only ever describe this run's model; two runs of
+different models on one OUT at the same time are not supported (each row ends as the last run to finish it left it).
+A row whose claim is older than `claim_timeout_s` belongs to a run that died: the next run takes it over, and
 a video that run left without a record is this row's if the claim names the same request (model and settings),
 whatever bytes a re-render would make. Rows are validated first (`vidgen.manifest`), then grouped by
 sampler settings into batches of `batch_size`; one bad prompt fails its row, not its batch.
@@ -27,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -97,18 +102,21 @@ class PlannedClip:
     id: str
     key: str
     clip: ResolvedClip
-    request: str = ""  # digest of the model and the resolved clip: what a claim and a left-over video belong to
+    request: str = ""  # digest of the model and the resolved clip: what a claim, a left-over video, a record belong to
     preview: bool = False
+    replaces: bool = False  # the row has a record of another request: its video and record are replaced
 
     @classmethod
     def from_dict(cls, data: dict) -> PlannedClip:
         return cls(**{**data, "clip": ResolvedClip(**data["clip"])})
 
 
-def plan_batches(rows: list, caps: Capabilities, cfg: RenderConfig, label: str = ""
-                 ) -> tuple[list[list[PlannedClip]], list[RowError]]:
-    """Resolve each row against the model (the run's steps and guidance as defaults), then batch rows that share
-    their sampler settings; the first clips are marked for the preview."""
+def plan_batches(rows: list, caps: Capabilities, cfg: RenderConfig, label: str = "",
+                 done: Mapping[str, str | None] | None = None) -> tuple[list[list[PlannedClip]], list[RowError]]:
+    """Resolve each row against the model (the run's steps and guidance as defaults), leave out the rows `done`
+    ({id: request of its record}) says are done for this very request, then batch rows that share their sampler
+    settings; the first clips are marked for the preview."""
+    done = done or {}
     caps = cfg.applied_to(caps)
     groups: dict[tuple, list[PlannedClip]] = {}
     errors = []
@@ -119,7 +127,10 @@ def plan_batches(rows: list, caps: Capabilities, cfg: RenderConfig, label: str =
         errors += [RowError(item.line, item.row.id, p.field, p.reason) for p in problems]
         if clip is not None:
             request = sha256_bytes(json.dumps([label, asdict(clip)], sort_keys=True).encode())
-            planned = PlannedClip(item.line, item.row.id, output_key(item.row), clip, request)
+            if item.row.id in done and done[item.row.id] == request:
+                continue
+            planned = PlannedClip(item.line, item.row.id, output_key(item.row), clip, request,
+                                  replaces=item.row.id in done)
             groups.setdefault(clip.settings, []).append(planned)
     batches = [clips[i:i + cfg.batch_size] for _, clips in sorted(groups.items())
                for i in range(0, len(clips), cfg.batch_size)]
@@ -160,7 +171,7 @@ class Renderer:
     def _write(self, planned: PlannedClip, data: bytes, claim: ClaimState) -> str | None:
         """Put the encoded video; its sha256, or None when another video holds its key (a seam for tests that
         kill an actor between a video and its record)."""
-        return self.ledger.put_video(planned.key, data, claim)
+        return self.ledger.put_video(planned.key, data, claim, replaces=planned.replaces)
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -169,10 +180,14 @@ class Renderer:
 
         planned = [PlannedClip.from_dict(d) for d in batch.column("clips")[0].as_py()]
         claims = {p.id: self.claims.take(p.id, p.request) for p in planned}
-        for p in planned:  # another run may have finished a row since this run planned it
-            if claims[p.id] is not ClaimState.HELD and self.ledger.is_done(p.id):
+        for n, p in enumerate(planned):  # another run may have rendered a row since this run planned it
+            if claims[p.id] is ClaimState.HELD or not self.ledger.is_done(p.id):
+                continue
+            if self.ledger.record_request(p.id) == p.request:  # done for this very request
                 self.claims.release(p.id)
                 claims[p.id] = ClaimState.HELD
+            else:
+                planned[n] = replace(p, replaces=True)
         results = [_result(p, False, "id", CLAIMED_ELSEWHERE) for p in planned if claims[p.id] is ClaimState.HELD]
         planned = [p for p in planned if claims[p.id] is not ClaimState.HELD]
         text, refused = self.pipeline.encode([p.clip.prompt for p in planned])
@@ -204,7 +219,7 @@ class Renderer:
                                                            "content; move it away to render this row"))
                     continue
                 self.ledger.put_record(RenderRecord(p.id, p.key, digest, round(seconds, 4), self.label,
-                                                    asdict(p.clip)))
+                                                    asdict(p.clip), p.request))
                 self.claims.release(p.id)
                 results.append(_result(p, True, frames=frames.tobytes() if p.preview else None))
         return pa.Table.from_pylist(results)
@@ -249,21 +264,23 @@ def render(cfg: RenderConfig, address: str | None = None,
         raise ValueError(f"trajectory_steps: {info.pipeline_class} is a {info.backend} model; only vidgen models "
                          "return their sampler states")
     store.ensure_bucket(ledger.out)
-    done = ledger.done_ids()
-    batches, plan_errors = plan_batches([r for r in rows if r.row.id not in done], info.capabilities, cfg, label)
+    done = ledger.done_requests()
+    batches, plan_errors = plan_batches(rows, info.capabilities, cfg, label, done)
+    planned_ids = {c.id for b in batches for c in b}
+    already_done = {r.row.id for r in rows} - planned_ids - {e.id for e in plan_errors}
     run_id = uuid.uuid4().hex
     errors += plan_errors
     rendered, failed, preview = set(), [], []
     if batches:
-        connect_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.actors * cfg.cpus_per_actor))
+        connect_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.actors * cfg.cpus_per_actor),
+                    credentials=cfg.s3.credentials_env())
         stream = ray.data.from_items([{"clips": [asdict(c) for c in b]} for b in batches],
                                      override_num_blocks=len(batches))
         stream = stream.map_batches(
             renderer, batch_size=1, batch_format="pyarrow", num_cpus=cfg.cpus_per_actor,
             **({"num_gpus": cfg.gpus_per_actor} if cfg.gpus_per_actor else {}),
             compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(batches))),
-            # S3 credentials reach the actors as environment variables, never as constructor arguments Ray records
-            **cfg.s3.runtime_env(),
+            # no S3 credentials through Ray: the actors find them in their node's own chain
             fn_constructor_kwargs={"model_ref": cfg.model, "label": label, "out": ledger.out.uri,
                                    "s3": cfg.s3.public(), "threads": cfg.cpus_per_actor, "run_id": run_id,
                                    "claim_timeout_s": cfg.claim_timeout_s, "gpus": cfg.gpus_per_actor,
@@ -290,7 +307,8 @@ def render(cfg: RenderConfig, address: str | None = None,
                "manifest_sha256": sha256_bytes(manifest_bytes), "model": label,
                "pipeline": {"backend": info.backend, "class": info.pipeline_class, "folder": str(info.folder)},
                "rows": total_rows,
-               "rendered_now": len(rendered), "already_done": len(done & {r.row.id for r in rows}),
+               "rendered_now": len(rendered), "already_done": len(already_done),
+               "replaced": len({c.id for b in batches for c in b if c.replaces} & rendered),
                "videos": len(records), "errors": len(errors), "started": started, "finished": time.time(),
                "config": cfg.model_dump(mode="json", exclude={"s3"})}
     ledger.write_run(summary)

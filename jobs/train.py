@@ -39,14 +39,13 @@ import sys
 import time
 
 from jobs._entrypoint import job_arguments
-from jobs._train_worker import RUN_KEY_ENV, StepHooks, train_loop
+from jobs._train_worker import StepHooks, train_loop
 from jobs.connection import connect_ray
 from jobs.train_config import DistributedConfig
 from storage.cards import parse_card
 from storage.objectstore import NotFound, ObjectStore, S3Config, StorageError, parse_uri
 from storage.package import CARD_FILE
-from storage.training_checkpoints import MAC_SUFFIX, mac, mac_matches, new_key
-from storage.user_state import run_key_file
+from storage.training_checkpoints import MAC_SUFFIX, RunKeyError, mac, mac_matches, run_key
 
 log = logging.getLogger(__name__)
 JOB_FILE = "job.json"
@@ -84,28 +83,6 @@ def _check_data(cfg: DistributedConfig, store: ObjectStore):
                                                clip_shape=(model.frames, model.height, model.width)))
 
 
-def run_key(runs: str, name: str, create: bool = False) -> bytes:
-    """The run's secret checkpoint key, kept on this machine outside the runs store (`storage.user_state`):
-    whoever can write RUNS cannot forge what it authenticates. A new run makes one."""
-    path = run_key_file(parse_uri(runs).uri, name)
-    if create:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = new_key()
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise StorageError(f"a key for run {name!r} already exists ({path}): a run of that name was started "
-                               "here before; resume it with --resume, or delete the key file if that run is gone"
-                               ) from None
-        with os.fdopen(descriptor, "w") as f:
-            f.write(key.hex())
-        return key
-    if not path.is_file():
-        raise StorageError(f"run {name!r} has no key on this machine ({path}): resume it where it was started, or "
-                           "copy that file here from there")
-    return bytes.fromhex(path.read_text().strip())
-
-
 def write_run_config(store: ObjectStore, run_dir, cfg: DistributedConfig, key: bytes) -> None:
     """RUNS/NAME/job.json (no S3 credentials) and its HMAC under the run's key."""
     job = cfg.model_dump_json(indent=1, exclude={"s3"}).encode()
@@ -123,15 +100,20 @@ def load_run_config(runs: str, name: str, s3: S3Config | None = None) -> Distrib
     except NotFound:
         raise StorageError(f"no run {name!r} under {parse_uri(runs).uri} (no authenticated {JOB_FILE}); check "
                            "--runs and the name printed when the run started") from None
-    if not mac_matches(data, presented, run_key(runs, name)):
-        raise StorageError(f"{job.uri} was changed after run {name!r} wrote it (its HMAC does not match the run's "
-                           "key); refusing to resume from it")
+    try:
+        key = run_key(parse_uri(runs).uri, name)
+    except RunKeyError as e:
+        raise StorageError(f"cannot resume run {name!r}: {e}") from None
+    if not mac_matches(data, presented, key):
+        raise StorageError(f"{job.uri} was changed after run {name!r} wrote it, or the run was started with another "
+                           "runs secret (its HMAC does not match the run's key); refusing to resume from it")
     return DistributedConfig.model_validate({**json.loads(data), "s3": store.s3})
 
 
 def worker_config(cfg: DistributedConfig) -> dict:
-    """The config the workers get, as `train_loop_config` (which Ray Train keeps): S3 credentials left out; the
-    workers read them from their environment (set by `worker_runtime_env`, or the node's own AWS chain)."""
+    """The config the workers get, as `train_loop_config` (which Ray Train keeps and shows): S3 credentials left
+    out; the workers find them in their node's own AWS chain (environment at `ray start`, instance profile, service
+    account), as they derive the run's key from their node's runs secret."""
     return {**cfg.model_dump(mode="json", exclude={"s3"}), "s3": cfg.s3.public()}
 
 
@@ -157,13 +139,14 @@ def run_training(cfg: DistributedConfig, address: str | None = None, resume: str
         raise StorageError(f"{run_dir.uri} already exists: resume it with --resume {name} or wait a second")
     cfg = cfg.model_copy(update={"out": cfg.out or run_dir.join("model").uri})
     store.ensure_bucket(runs)
-    key = run_key(cfg.runs, name, create=not resume)
+    key = run_key(runs.uri, name, create_secret=not resume)
     write_run_config(store, run_dir, cfg, key)
     # A local cluster gets a CPU slot per worker plus one for the Ray Data stream, even on a smaller machine:
     # slots are scheduling tokens, and a stream with no slot left would starve the workers.
-    connect_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.workers * cfg.cpus_per_worker + 1))
+    connect_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.workers * cfg.cpus_per_worker + 1),
+                credentials=cfg.s3.credentials_env())
     datasets = {} if cfg.data == "synth" else {"train": _check_data(cfg, store)}
-    fs, path = store.filesystem(runs)
+    fs, path = store.filesystem(runs, for_ray=True)
 
     # The stream may run ahead of the trainers by this much decoded video, no more: unbounded, it took the CPU
     # the first steps needed (measured: steps 0.65 s instead of 0.4 s until backpressure set in).
@@ -178,9 +161,7 @@ def run_training(cfg: DistributedConfig, address: str | None = None, resume: str
         dataset_config=DataConfig(execution_options=data_options),
         run_config=RunConfig(name=name, storage_path=path, storage_filesystem=fs,
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
-                             failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             worker_runtime_env={"env_vars": {**cfg.s3.credentials_env(),
-                                                              RUN_KEY_ENV: key.hex()}}),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
     )
     log.info("run %s: %d workers, ZeRO-%d, data %s, checkpoints in %s", name, cfg.workers, cfg.zero_stage,
              cfg.data, run_dir.uri)

@@ -68,20 +68,15 @@ class S3Config(BaseModel):
     request_timeout_s: float = Field(60.0, gt=0)
 
     def public(self) -> dict:
-        """Everything but the credentials: what may travel in a config Ray records (Ray Train keeps its
-        train_loop_config). An S3Config built from it on a worker reads the credentials from that worker's
-        environment, which `credentials_env` can fill through a runtime_env."""
+        """Everything but the credentials: what may travel through Ray (configs, actor arguments, which Ray's
+        dashboard and state API show). An S3Config built from it on a worker reads the credentials from that
+        worker's own environment: the node's credential chain, never Ray."""
         return self.model_dump(exclude=set(CREDENTIAL_ENV))
 
     def credentials_env(self) -> dict[str, str]:
-        """The credentials as the standard AWS environment variables, for workers' `runtime_env={"env_vars": ...}`."""
+        """The credentials as the standard AWS environment variables (for the environment a local node starts
+        with: `jobs.connection.connect_ray`)."""
         return {env: getattr(self, name) for name, env in CREDENTIAL_ENV.items() if getattr(self, name)}
-
-    def runtime_env(self) -> dict:
-        """Ray remote options giving tasks and actors the credentials; none when there are none (any runtime_env, an
-        empty one too, makes Ray start new worker processes: measured 2x the bulk-render start-up)."""
-        env = self.credentials_env()
-        return {"runtime_env": {"env_vars": env}} if env else {}
 
 
 CREDENTIAL_ENV = {"access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY",
@@ -156,26 +151,29 @@ class ObjectStore:
 
     # --- the two libraries underneath ---
 
-    def filesystem(self, uri: str | Path | Location) -> tuple[pafs.FileSystem, str]:
-        """The pyarrow filesystem and path for a URI, e.g. to hand to `ray.data.read_*(paths, filesystem=fs)`."""
+    def filesystem(self, uri: str | Path | Location, for_ray: bool = False) -> tuple[pafs.FileSystem, str]:
+        """The pyarrow filesystem and path for a URI. `for_ray`: one to hand to Ray (`ray.data.read_*(paths,
+        filesystem=fs)`, a RunConfig's storage), which pickles it: it holds no credentials, so each process that
+        unpickles it finds them in its own environment (the node's AWS chain)."""
         loc = parse_uri(uri)
         if loc.scheme == "file":
             return pafs.LocalFileSystem(), loc.fs_path
-        if "s3fs" not in self._clients:
+        name = "s3fs-for-ray" if for_ray else "s3fs"
+        if name not in self._clients:
             cfg = self.s3
             endpoint = urlparse(cfg.endpoint_url) if cfg.endpoint_url else None
-            self._clients["s3fs"] = pafs.S3FileSystem(
+            self._clients[name] = pafs.S3FileSystem(
                 region=cfg.region,
-                access_key=cfg.access_key_id,
-                secret_key=cfg.secret_access_key,
-                session_token=cfg.session_token,
+                access_key=None if for_ray else cfg.access_key_id,
+                secret_key=None if for_ray else cfg.secret_access_key,
+                session_token=None if for_ray else cfg.session_token,
                 endpoint_override=endpoint.netloc if endpoint else None,
                 scheme=endpoint.scheme if endpoint else "https",
                 connect_timeout=cfg.connect_timeout_s,
                 request_timeout=cfg.request_timeout_s,
                 retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=cfg.max_attempts),
             )
-        return self._clients["s3fs"], loc.fs_path
+        return self._clients[name], loc.fs_path
 
     def _boto(self):
         if "boto" not in self._clients:

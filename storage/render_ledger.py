@@ -4,8 +4,12 @@
                             sampling and removed once the row's record is written; two runs on one OUT never
                             render a row twice
     OUT/videos/<id>.mp4     one per good row, put only if absent (never duplicated or half-written)
-    OUT/results/<id>.json   the row's record, written after its video: a row with a record is done
-    OUT/results.jsonl       every record, rebuilt at the end of each run (see `write_results`)
+    OUT/results/<id>.json   the row's record, written after its video: a row is done for a request (a digest of
+                            the model's label, weights digest included, and every resolved setting) when its
+                            record names that request; a record of another request (another model, other
+                            settings, or a record without one) is rendered again, video and record replaced
+    OUT/results.jsonl       every record, rebuilt at the end of each run (see `write_results`); removed before a
+                            run replaces any row, so it never vouches for a record that is being replaced
     OUT/errors.jsonl        every row not rendered: {"line", "id", "field", "reason"}
     OUT/trajectories/<id>.npz  sampler states kept for distillation, written before the row's record
     OUT/run.json            what the run was and what it did
@@ -71,7 +75,8 @@ class Claim:
 @dataclass(frozen=True)
 class RenderRecord:
     """A rendered row's ledger record: where its video is, its sha256, the sampling seconds it cost (its share of
-    its batch), the model, and every resolved setting of the clip (flattened into the record)."""
+    its batch), the model, every resolved setting of the clip (flattened into the record), and the request (the
+    digest of model and settings) it was rendered for."""
 
     id: str
     key: str
@@ -79,10 +84,11 @@ class RenderRecord:
     seconds: float
     model: str
     clip: dict
+    request: str = ""
 
     def to_dict(self) -> dict:
         return {"id": self.id, "key": self.key, "sha256": self.sha256, "seconds": self.seconds, "model": self.model,
-                **self.clip}
+                "request": self.request, **self.clip}
 
 
 class RenderLedger:
@@ -102,14 +108,34 @@ class RenderLedger:
     def is_done(self, row_id: str) -> bool:
         return self.store.exists(self._record(row_id))
 
+    def done_requests(self) -> dict[str, str | None]:
+        """{id: the request its record was rendered for (None: a record naming none)} of every row with a record.
+        results.jsonl answers for the records it lists (a run removes it before replacing any record), the others
+        are read: a re-run with nothing to do reads one object."""
+        ids = self.done_ids()
+        known = self._summarised()
+        return {i: _request_of(known[i]) if i in known else self.record_request(i) for i in ids}
+
+    def record_request(self, row_id: str) -> str | None:
+        """The request a row's record was rendered for; None when it has no record or the record names none."""
+        try:
+            return _request_of(json.loads(self.store.read(self._record(row_id))))
+        except (NotFound, ValueError):
+            return None
+
     # --- what a rendered row leaves ---
 
-    def put_video(self, key: str, data: bytes, state: ClaimState) -> str | None:
+    def put_video(self, key: str, data: bytes, state: ClaimState, replaces: bool = False) -> str | None:
         """Put a row's video at `key` (relative to OUT); its sha256, or None when another video already holds
         the key. A video left there by a dead run counts as this one when the claim was RECOVERED, or when it has
-        these very bytes."""
+        these very bytes. With `replaces` (the row's record is another request's, and this run holds its claim)
+        the video is replaced whatever is there, after results.jsonl is removed (it lists the old record)."""
         location = self.out.join(key)
         digest = sha256_bytes(data)
+        if replaces:
+            self.forget_results()
+            self.store.write(location, data)
+            return digest
         try:
             self.store.write(location, data, if_absent=True)
         except AlreadyExists:  # a run died between this row's video and its record
@@ -133,16 +159,27 @@ class RenderLedger:
         results.jsonl supplies the records that have not changed since (records are written once per render), and
         every record written since, or rewritten by this run's renders, is read. A re-run with nothing to do reads
         one object, not one per row."""
-        known: dict[str, dict] = {}
-        if self.store.exists(self.out.join(RESULTS)):
-            for line in self.store.read(self.out.join(RESULTS)).decode().splitlines():
-                record = json.loads(line)
-                known[record["id"]] = record
+        known = self._summarised()
         for record_id in sorted((record_ids - known.keys()) | (rendered_now & record_ids)):
             known[record_id] = json.loads(self.store.read(self._record(record_id)))
         records = [known[i] for i in sorted(record_ids)]
         self.store.write(self.out.join(RESULTS), "".join(json.dumps(r) + "\n" for r in records).encode())
         return records
+
+    def forget_results(self) -> None:
+        """Remove results.jsonl: the next run rebuilds it from the record files."""
+        try:
+            self.store.delete(self.out.join(RESULTS))
+        except NotFound:
+            pass
+
+    def _summarised(self) -> dict[str, dict]:
+        """{id: record} as results.jsonl lists them (empty when there is none)."""
+        try:
+            lines = self.store.read(self.out.join(RESULTS)).decode().splitlines()
+        except NotFound:
+            return {}
+        return {record["id"]: record for record in map(json.loads, lines)}
 
     def write_errors(self, lines: list[str]) -> None:
         """errors.jsonl: one JSON object ({"line", "id", "field", "reason"}) a row not rendered, in the order given."""
@@ -156,6 +193,11 @@ class RenderLedger:
 
     def _record(self, row_id: str) -> Location:
         return self.out.join(RECORDS, f"{row_id}.json")
+
+
+def _request_of(record: dict) -> str | None:
+    request = record.get("request")
+    return request if isinstance(request, str) and request else None
 
 
 class RowClaims:

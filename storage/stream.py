@@ -80,7 +80,7 @@ def read_dataset(uri: str, cfg: ReaderConfig | None = None):
     store = ObjectStore(cfg.s3)
     dataset = open_dataset(store, uri)
     shards = selected_shards(dataset, cfg, uri)
-    fs, _ = store.filesystem(dataset.location)
+    fs, _ = store.filesystem(dataset.location, for_ray=True)
     paths = [store.filesystem(dataset.shard_uri(s))[1] for s in shards]
     rng = np.random.default_rng(cfg.seed)
     paths = paths + [p for _ in range(cfg.passes - 1) for p in rng.permutation(paths)]

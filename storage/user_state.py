@@ -4,7 +4,7 @@
         registry/             the default model registry ($VIDGEN_REGISTRY names another: a folder or s3://)
         cluster.yaml          which cluster the Jobs commands talk to ($VIDGEN_CLUSTER_CONFIG names another)
         local-cluster.json    the head `vidgen cluster up` started on this machine
-        run-keys/             each training run's checkpoint key (outside the runs store, readable by you alone)
+        runs-secret           the secret training runs' checkpoint keys derive from ($VIDGEN_RUNS_SECRET wins)
     ~/.cache/vidgen/          ($VIDGEN_CACHE_HOME, else $XDG_CACHE_HOME/vidgen)
         models/               registry models pulled and verified ($VIDGEN_CACHE names another)
 
@@ -13,7 +13,6 @@ Paths are read from the environment when asked for, so a test or a second user c
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -45,6 +44,6 @@ def local_cluster_state() -> Path:
     return home() / "local-cluster.json"
 
 
-def run_key_file(runs_uri: str, name: str) -> Path:
-    """Where the key of training run `name` under `runs_uri` is kept."""
-    return home() / "run-keys" / f"{name}.{hashlib.sha256(runs_uri.encode()).hexdigest()[:12]}.key"
+def runs_secret_file() -> Path:
+    """Where this machine's runs secret is kept when $VIDGEN_RUNS_SECRET does not give it."""
+    return home() / "runs-secret"

@@ -101,9 +101,12 @@ def store_root(request, tmp_path, s3_config):
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster(s3_config):
     import ray
 
+    # The node's own credentials, as an operator gives a cluster's nodes theirs (environment at start): Ray never
+    # carries them to tasks and actors.
+    os.environ.update(s3_config.credentials_env())
     temp_dir = tempfile.mkdtemp(prefix="vidgen-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
     # 3 CPU slots on 2 cores: two training workers and the Ray Data stream that feeds them; `edge` and `cloud` for
     # the serving tiers' replicas (two edge replicas at most, one cloud)

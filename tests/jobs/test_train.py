@@ -46,11 +46,29 @@ def test_deepspeed_config_follows_the_job_config():
 
 @pytest.mark.slow
 def test_zero2_trains_tiny_from_s3_shards_and_the_package_generates(s3_dataset, s3_config, tmp_path):
+    from storage.objectstore import parse_uri
+    from storage.training_checkpoints import run_key
+
     uri, _, _ = s3_dataset
     cfg = DistributedConfig(train=_train(36), workers=2, zero_stage=2, data=uri, runs=str(tmp_path / "runs"),
                             checkpoint_every=18, s3=s3_config)
-    summary = run_training(cfg)
+    shown = tmp_path / "runtime_env.json"
+
+    class RecordWhatRayShows(StepHooks):  # the worker's runtime_env: what Ray's dashboard and state API show
+        def after_step(self, rank: int, step: int) -> None:
+            import ray
+
+            if step == 1:
+                shown.with_suffix(f".rank{rank}").write_text(ray.get_runtime_context().get_runtime_env_string())
+
+    summary = run_training(cfg, hooks=RecordWhatRayShows())
     assert summary["steps"] == 36 and summary["final_loss"] < 0.8 * summary["first_loss"]
+    key = run_key(parse_uri(cfg.runs).uri, summary["run"]).hex()
+    for rank in (0, 1):  # the workers found the credentials and derived the key on their node; Ray carried neither
+        env = shown.with_suffix(f".rank{rank}").read_text()
+        assert key not in env and s3_config.secret_access_key not in env and s3_config.access_key_id not in env
+    assert sorted(p.name for p in (tmp_path / "runs" / summary["run"]).glob("checkpoint_step*")) == [
+        "checkpoint_step00000018", "checkpoint_step00000036"]
     package = tmp_path / "runs" / summary["run"] / "model"
     history = _history(package)
     assert [int(h["step"]) for h in history] == list(range(1, 37))
@@ -77,8 +95,8 @@ def test_zero3_with_checkpoints_on_s3_pushes_to_the_registry(s3_dataset, s3_conf
     assert summary["steps"] == 30 and summary["final_loss"] < 0.8 * summary["first_loss"]
     store = ObjectStore(s3_config)
     checkpoints = {part for o in store.list(f"{bucket}/runs/{summary['run']}") for part in o.uri.split("/")
-                   if part.startswith("checkpoint_2")}
-    assert len(checkpoints) == 2  # 3 were written (steps 10, 20, 30); num_to_keep=2
+                   if part.startswith("checkpoint_step")}
+    assert checkpoints == {"checkpoint_step00000020", "checkpoint_step00000030"}  # 10 went: num_to_keep=2
     folder = pull(f"{bucket}/models/shapes@latest", store=store, cache_dir=tmp_path / "cache")
     assert load_model(folder).config == PRESETS["tiny"]
 
@@ -140,6 +158,7 @@ def test_a_stopped_run_resumes_and_a_tampered_checkpoint_is_refused(tmp_path):
 
 def test_s3_credentials_never_travel_in_the_config_ray_train_keeps(s3_config):
     import json
+    import pickle
 
     from jobs.train import worker_config
 
@@ -147,25 +166,26 @@ def test_s3_credentials_never_travel_in_the_config_ray_train_keeps(s3_config):
     sent = json.dumps(worker_config(cfg))
     assert s3_config.secret_access_key not in sent and s3_config.access_key_id not in sent
     assert s3_config.endpoint_url in sent  # where S3 is may travel; who we are there comes from the environment
-    assert cfg.s3.credentials_env() == {"AWS_ACCESS_KEY_ID": s3_config.access_key_id,
-                                        "AWS_SECRET_ACCESS_KEY": s3_config.secret_access_key}
+    fs, _ = ObjectStore(s3_config).filesystem("s3://runs/x", for_ray=True)  # what Ray pickles for the workers
+    assert s3_config.secret_access_key.encode() not in pickle.dumps(fs)
 
 
-def test_a_changed_job_json_is_refused_on_resume(tmp_path):
+def test_a_changed_job_json_is_refused_on_resume(tmp_path, monkeypatch):
     """--resume takes data, out and push from job.json: a copy changed in the runs store must not steer it."""
-    from jobs.train import JOB_FILE, run_key, write_run_config
+    from jobs.train import JOB_FILE, write_run_config
     from storage.objectstore import StorageError, parse_uri
+    from storage.training_checkpoints import run_key
 
+    monkeypatch.setenv("VIDGEN_HOME", str(tmp_path / "home"))
     runs, name = str(tmp_path / "runs"), "tiny-20261201-000000"
     cfg = DistributedConfig(train=_train(4), runs=runs)
-    write_run_config(ObjectStore(), parse_uri(runs).join(name), cfg, run_key(runs, name, create=True))
+    write_run_config(ObjectStore(), parse_uri(runs).join(name), cfg,
+                     run_key(parse_uri(runs).uri, name, create_secret=True))
     assert load_run_config(runs, name).train.max_steps == 4
     job = tmp_path / "runs" / name / JOB_FILE
     job.write_text(job.read_text().replace('"push": null', '"push": "s3://elsewhere/models/shapes"'))
     with pytest.raises(StorageError, match="was changed after run .* wrote it"):
         load_run_config(runs, name)
-    from storage.user_state import run_key_file
-
-    run_key_file(parse_uri(runs).uri, name).unlink()  # another machine: the key stayed where the run started
-    with pytest.raises(StorageError, match="has no key on this machine"):
+    monkeypatch.setenv("VIDGEN_HOME", str(tmp_path / "another-machine"))  # which has no runs secret
+    with pytest.raises(StorageError, match="cannot resume run .*: no runs secret on this machine"):
         load_run_config(runs, name)

@@ -72,7 +72,8 @@ def ingest(
                                                              "(default 0.1)")] = None,
     seed: Annotated[int | None, typer.Option(help="seeds the split of sources (default 0)")] = None,
     config: Annotated[Path | None, typer.Option(help="a YAML IngestConfig (see jobs/ingest.py) for the limits "
-                                                     "(max_pixels, max_seconds, max_bytes) and the rest; "
+                                                     "(max_pixels, max_seconds, max_bytes, max_frames, "
+                                                     "max_file_seconds) and the rest; "
                                                      f"{CONFIG_PRECEDENCE}")] = None,
     set_: SetOption = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster to run on (e.g. auto); default: start a local "

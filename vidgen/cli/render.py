@@ -18,7 +18,8 @@ def render(
                                                  "serving tier is refused: one model renders every row); a path "
                                                  "or s3://…")],
     out: Annotated[str | None, typer.Option(help="output folder or s3://BUCKET/PREFIX (default out/render); "
-                                                 "re-running on it renders only what is missing")] = None,
+                                                 "re-running on it renders only what is missing, and again "
+                                                 "what another model or other settings made")] = None,
     model: Annotated[str | None, typer.Option(help="model folder (a vidgen package or a diffusers pipeline "
                                                    "folder), shipped model or registry reference (default: the "
                                                    "demo model)")] = None,

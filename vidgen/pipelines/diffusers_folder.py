@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from storage.package import PIPELINE_INDEX, ModelFileError
+from storage.package import PIPELINE_INDEX, ModelFileError, private_copy
 from vidgen.clip_request import Capabilities, Dimension, ResolvedClip
 from vidgen.diffusion import GenerationOutput
 from vidgen.pipelines.base import ModelInfo, VideoPipeline
@@ -71,8 +71,11 @@ def read_index(folder: Path) -> tuple[str, dict[str, tuple[str, str]], dict]:
         if name.startswith("_"):
             continue
         if isinstance(value, list) and len(value) == 2:
-            if value[0] is not None:
-                components[name] = (value[0], value[1])
+            if value[0] is None:
+                continue
+            if not all(isinstance(part, str) for part in value):
+                raise ModelFileError(f"{path}: component {name} is {value!r}, not [library, class]")
+            components[name] = (value[0], value[1])
         else:
             settings[name] = value
     for name, (_, cls) in components.items():
@@ -82,28 +85,82 @@ def read_index(folder: Path) -> tuple[str, dict[str, tuple[str, str]], dict]:
     return class_name, components, settings
 
 
-def _classes(class_name: str, components: dict[str, tuple[str, str]]):
-    _offline()
-    import importlib
-
+def _pipeline_class(class_name: str):
+    """The diffusers pipeline class `_class_name` names, only ever an attribute of diffusers itself."""
     import diffusers
 
-    pipeline_class = getattr(diffusers, class_name, None)
-    if pipeline_class is None:
-        raise ModelFileError(f"{class_name} is not a pipeline diffusers {diffusers.__version__} knows")
+    found = getattr(diffusers, class_name, None) if class_name.isidentifier() else None
+    if not (isinstance(found, type) and issubclass(found, diffusers.DiffusionPipeline)):
+        raise ModelFileError(f"{PIPELINE_INDEX} _class_name {class_name!r} is not a pipeline diffusers "
+                             f"{diffusers.__version__} ships; vidgen loads only diffusers' own pipelines")
+    return found
+
+
+def _check_library(folder: Path, name: str, library: str) -> None:
+    """A component's library must be one diffusers loads components from (its loadable-classes table) or one of its
+    own `diffusers.pipelines` modules, checked by name before anything is imported: the name comes from the folder,
+    and importing a module runs it. diffusers would also take any module already imported (`subprocess`), and code
+    in the component's folder named like the library (`scheduler/diffusers.py`) with trust_remote_code."""
+    from diffusers import pipelines
+    from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
+
+    own_module = library.isidentifier() and not library.startswith("_") and \
+        getattr(getattr(pipelines, library, None), "__name__", "") == f"{pipelines.__name__}.{library}"
+    if library not in LOADABLE_CLASSES and not own_module:
+        raise ModelFileError(f"{PIPELINE_INDEX}: component {name} names the library {library!r}; vidgen loads "
+                             f"components only from {', '.join(LOADABLE_CLASSES)} or diffusers' own pipelines, and "
+                             "never imports code a model folder names")
+    code = Path(folder) / name / f"{library}.py"
+    if code.exists():
+        raise ModelFileError(f"{name}/{code.name} is code that diffusers would run as component {name}'s own class; "
+                             "vidgen never runs code from a model folder: remove it")
+
+
+def _classes(folder: Path, class_name: str, components: dict[str, tuple[str, str]]):
+    """(pipeline class, {component: class}) resolved from diffusers' own table; every library is checked by name
+    (`_check_library`) before the first is imported, and each class must be a kind diffusers loads."""
+    _offline()
+    for name, (library, _) in components.items():
+        _check_library(folder, name, library)
+    from diffusers.pipelines.pipeline_loading_utils import ALL_IMPORTABLE_CLASSES, simple_get_class_obj
+
+    pipeline_class = _pipeline_class(class_name)
+    bases = _component_bases(ALL_IMPORTABLE_CLASSES)
     found = {}
     for name, (library, cls) in components.items():
         try:
-            found[name] = getattr(importlib.import_module(library), cls)
-        except (ImportError, AttributeError) as e:
+            found[name] = simple_get_class_obj(library, cls) if cls.isidentifier() else None
+        except (ImportError, AttributeError, ValueError) as e:
             raise ModelFileError(f"component {name}: {library}.{cls} cannot be imported ({e})") from e
+        if not (isinstance(found[name], type) and issubclass(found[name], bases)):
+            raise ModelFileError(f"component {name}: {library}.{cls} is not a model, scheduler, tokenizer or "
+                                 "processor class diffusers loads")
     return pipeline_class, found
 
 
+def check_components(folder: Path) -> None:
+    """ModelFileError unless the folder's pipeline and every component are classes diffusers itself ships, each
+    library checked by name before any is imported (`_classes`)."""
+    class_name, components, _ = read_index(folder)
+    _classes(folder, class_name, components)
+
+
+def _component_bases(names) -> tuple[type, ...]:
+    """The installed base classes of diffusers' loadable-classes table, but a whole pipeline (a component that is
+    a pipeline would load a second folder's model_index.json unchecked)."""
+    import diffusers
+    import transformers
+
+    found = (getattr(library, base, None) for base in names if base != "DiffusionPipeline"
+             for library in (diffusers, transformers))
+    return tuple(base for base in found if isinstance(base, type))
+
+
 def skeleton(folder: Path):
-    """The pipeline built from its configs, every weight on the meta device: what it can make, without loading it."""
+    """The pipeline built from its configs, every weight on the meta device: what it can make, without loading it.
+    Reads `folder` by path: give it a folder only this process writes (a `private_copy`, a package being made)."""
     class_name, components, settings = read_index(folder)
-    pipeline_class, classes = _classes(class_name, components)
+    pipeline_class, classes = _classes(folder, class_name, components)
     import diffusers
     import transformers
     from accelerate import init_empty_weights
@@ -116,7 +173,7 @@ def skeleton(folder: Path):
                 with init_empty_weights():
                     built[name] = cls.from_config(cls.load_config(where))
             elif issubclass(cls, transformers.PreTrainedModel):
-                config = transformers.AutoConfig.from_pretrained(where, local_files_only=True)
+                config = cls.config_class.from_pretrained(where, local_files_only=True)  # not Auto*: no auto_map
                 with init_empty_weights():
                     built[name] = cls._from_config(config)
             else:  # schedulers, tokenizers, processors: small files
@@ -199,23 +256,30 @@ def parameter_counts(folder: Path) -> dict[str, int]:
     return counts
 
 
+def _load(folder: Path, dtype: torch.dtype):
+    """The pipeline in `folder` (a private copy), its component classes checked first (`_classes`), with weights
+    from safetensors only and no code from the folder."""
+    check_components(folder)
+    from diffusers import DiffusionPipeline
+
+    # the copy may go once this returns: what is still memory-mapped keeps its (private, verified) bytes
+    return DiffusionPipeline.from_pretrained(folder, dtype=dtype, local_files_only=True, use_safetensors=True,
+                                             trust_remote_code=False)
+
+
 class DiffusersPipeline(VideoPipeline):
     """A diffusers text-to-video pipeline loaded once (by `vidgen.pipelines.load.load_pipeline`), generating clips."""
 
     backend = "diffusers"
 
-    def __init__(self, folder: Path, label: str, device: str | torch.device = "cpu",
+    def __init__(self, model: VerifiedModel, device: str | torch.device = "cpu",
                  options: PipelineOptions | None = None, int8: bool = False):
         options = options or PipelineOptions()
-        self.folder, self.label, self.device = Path(folder), label, torch.device(device)
-        class_name, components, _ = read_index(folder)
-        _classes(class_name, components)
-        from diffusers import DiffusionPipeline
-
+        self.folder, self.label, self.device = model.folder, model.label, torch.device(device)
         dtype = compute_dtype(options.dtype, self.device.type)
         self.dtype = str(dtype).removeprefix("torch.")
-        self.pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, local_files_only=True,
-                                                      use_safetensors=True)
+        with private_copy(model.verified) as copy:  # every file the load reads, as verified
+            self.pipe = _load(copy, dtype)
         self.pipeline_class = type(self.pipe).__name__
         if int8:
             from vidgen.quantize import quantize_int8
@@ -240,11 +304,13 @@ class DiffusersPipeline(VideoPipeline):
     def load(cls, model: VerifiedModel, encoder, device: str | torch.device, int8: bool,
              options: PipelineOptions) -> DiffusersPipeline:
         """`encoder` is unused: a diffusers pipeline brings its own text encoder."""
-        return cls(model.folder, model.label, device, options, int8)
+        return cls(model, device, options, int8)
 
     @staticmethod
     def describe(model: VerifiedModel) -> ModelInfo:
-        pipe = skeleton(model.folder)
+        configs = [name for name in model.sums if not name.endswith(".safetensors")]  # what a skeleton reads
+        with private_copy(model.verified, configs) as copy:
+            pipe = skeleton(copy)
         return ModelInfo(model.folder, "diffusers", type(pipe).__name__, model.label, capabilities_of(pipe))
 
     def encode(self, prompts: Sequence[str]) -> tuple[list[str] | None, dict[int, str]]:

@@ -1,8 +1,10 @@
 """A diffusers pipeline folder -> a vidgen model package: its files, a generated model card, SHA256SUMS.
 
-The folder is checked first (model_index.json, every component present, a text-to-video pipeline, safetensors
-weights only), then copied file by file with links resolved (a Hugging Face cache snapshot is links into a blob
-store), so the package holds the bytes its sums name and nothing else.
+The folder is checked first (model_index.json, every component present and of a class diffusers itself loads,
+a text-to-video pipeline, safetensors weights only, every sharded-weights index naming listed safetensors), then
+copied file by file with links resolved: only links into the folder itself or into its Hugging Face cache repo's
+blob store (a cache snapshot is links into `blobs/`), any other link is refused by path. So the package holds the
+bytes its sums name and nothing else, and nothing in the folder was imported or run.
 """
 
 from __future__ import annotations
@@ -12,8 +14,16 @@ import shutil
 from pathlib import Path
 
 from storage.cards import CardError, Lineage, invoked_command, model_card, parse_card
-from storage.package import CARD_FILE, PIPELINE_INDEX, ModelFileError, package_files, write_sums
-from vidgen.pipelines.diffusers_folder import capabilities_of, parameter_counts, read_index, skeleton
+from storage.package import (
+    CARD_FILE,
+    PIPELINE_INDEX,
+    ModelFileError,
+    check_weight_indexes,
+    open_package_file,
+    package_files,
+    write_sums,
+)
+from vidgen.pipelines.diffusers_folder import capabilities_of, check_components, parameter_counts, read_index, skeleton
 
 README = "README.md"
 
@@ -75,20 +85,27 @@ def import_diffusers_folder(src: str | Path, dest: str | Path, licence: str | No
     if not (src / PIPELINE_INDEX).is_file():
         raise ModelFileError(f"{src} has no {PIPELINE_INDEX}: it is not a diffusers pipeline folder (save one with "
                              "pipeline.save_pretrained(FOLDER))")
+    names = package_files(src)  # refuses pickled weights and links out of the folder
+    check_weight_indexes(src, names)
     _, components, _ = read_index(src)
+    check_components(src)  # by name, before anything is imported
     for name in components:
         part = src / name
         if (part / "config.json").is_file() and not any(part.glob("*.safetensors")):
             raise ModelFileError(f"component {name} in {part} has no .safetensors weights")
-    names = package_files(src)  # refuses pickled weights
     licence = licence or _licence_from_readme(src)
     if not licence:
         raise ModelFileError(f"no licence given and {src / README} names none: pass --licence (e.g. apache-2.0) "
                              "as the model's publisher states it")
     dest.mkdir(parents=True, exist_ok=False)
-    for name in names:
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / name, dest / name)  # follows links: the package holds the bytes
-    (dest / CARD_FILE).write_text(diffusers_card(dest, licence, source or str(src.resolve())))
-    write_sums(dest)
+    try:
+        for name in names:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            with open_package_file(src, name) as source_file, open(dest / name, "xb") as copy:
+                shutil.copyfileobj(source_file, copy)  # the package holds the bytes, never a link
+        (dest / CARD_FILE).write_text(diffusers_card(dest, licence, source or str(src.resolve())))
+        write_sums(dest)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
     return dest

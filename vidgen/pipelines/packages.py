@@ -1,7 +1,9 @@
 """A VideoDiT to and from a model package folder (format and verification: `storage.package`); never pickle.
 
 Every file listed in SHA256SUMS is verified before the weights are read, so a truncated or tampered
-model is refused with the name of the file that does not match.
+model is refused with the name of the file that does not match. The config and weights are then read once as bytes
+and checked again against the sums (`read_verified`): what is parsed is what was verified, even if the folder
+changes after verification.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from storage.package import (
     CARD_FILE,
@@ -19,6 +21,7 @@ from storage.package import (
     WEIGHTS_FILE,
     ModelFileError,
     VerifiedFolder,
+    read_verified,
     verify_package,
     write_sums,
 )
@@ -48,8 +51,11 @@ def save_model(model: VideoDiT, folder: str | Path, card: str | None = None, ext
     return folder
 
 
-def read_config(folder: str | Path) -> dict:
-    """config.json of a package folder (verify the folder first: `verify_package` or `load_model`)."""
+def read_config(folder: str | Path | VerifiedFolder) -> dict:
+    """config.json of a package folder: checked against its sums when the folder comes verified, else read as it is
+    (verify the folder first: `verify_package` or `load_model`)."""
+    if isinstance(folder, VerifiedFolder):
+        return json.loads(read_verified(folder, CONFIG_FILE))
     return json.loads((Path(folder) / CONFIG_FILE).read_text())
 
 
@@ -75,17 +81,14 @@ class Package:
 
 def load_package(folder: str | Path | VerifiedFolder) -> Package:
     """Load a package folder, verifying every file first unless it comes already verified (`VerifiedFolder`)."""
-    if isinstance(folder, VerifiedFolder):
-        folder, sums = folder.folder, folder.sums
-    else:
-        folder = Path(folder)
-        sums = verify_package(folder)
+    if not isinstance(folder, VerifiedFolder):
+        folder = VerifiedFolder(Path(folder), verify_package(Path(folder)))
     config = read_config(folder)
     if not isinstance(config.get("model"), dict):
-        raise ModelFileError(f"{folder / CONFIG_FILE} has no 'model' section; it was not written by vidgen")
+        raise ModelFileError(f"{folder.folder / CONFIG_FILE} has no 'model' section; it was not written by vidgen")
     model = VideoDiT(ModelConfig(**config["model"]))
-    model.load_state_dict({k: v.float() for k, v in load_file(folder / WEIGHTS_FILE).items()})
-    return Package(folder, model.eval(), config, sums)
+    model.load_state_dict({k: v.float() for k, v in load(read_verified(folder, WEIGHTS_FILE)).items()})
+    return Package(folder.folder, model.eval(), config, folder.sums)
 
 
 def load_model(folder: str | Path | VerifiedFolder) -> VideoDiT:

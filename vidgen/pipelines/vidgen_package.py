@@ -55,7 +55,7 @@ class VidgenPipeline(VideoPipeline):
 
     @staticmethod
     def describe(model: VerifiedModel) -> ModelInfo:
-        return ModelInfo(model.folder, "vidgen", "VideoDiT", model.label, capabilities(read_config(model.folder)))
+        return ModelInfo(model.folder, "vidgen", "VideoDiT", model.label, capabilities(read_config(model.verified)))
 
     def encode(self, prompts: Sequence[str]) -> tuple[TextEmbedding | None, dict[int, str]]:
         """Embeddings of the prompts the text encoder accepts (in order), and why it refuses each other one (by

@@ -32,11 +32,37 @@ def teacher_manifest(n: int, seed: int) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
-def load_trajectories(store: ObjectStore, work: str, encoder: TextEncoder, teacher_steps: int) -> Trajectories:
-    """The trajectories a render with `trajectory_steps` left in WORK (one .npz per ledger record), with the noise
-    z recomputed from each clip's seed and checked against the stored first state."""
+def manifest_ids(manifest: bytes) -> list[str]:
+    """The row ids of a teacher manifest, in order."""
+    return [json.loads(line)["id"] for line in manifest.decode().splitlines() if line.strip()]
+
+
+def teacher_records(store: ObjectStore, work: str, teacher: str, teacher_steps: int, ids: list[str]) -> list[dict]:
+    """The ledger records of rows `ids` in WORK, each of which must have been rendered by `teacher` (the label runs
+    name a model by, weights digest included) at `teacher_steps`: WORK may hold other rows, or rows another teacher
+    rendered, and a student must never learn from clips its card does not name."""
     out = parse_uri(work)
-    records = [json.loads(line) for line in store.read(out.join("results.jsonl")).decode().splitlines()]
+    ledger = {r["id"]: r for r in map(json.loads, store.read(out.join("results.jsonl")).decode().splitlines())}
+    records = []
+    for row_id in ids:
+        record = ledger.get(row_id)
+        if record is None:
+            raise ValueError(f"{out.uri} holds no rendered trajectory of row {row_id}: render the teacher again")
+        if (record.get("model"), record.get("steps")) != (teacher, teacher_steps):
+            raise ValueError(f"{out.uri} row {row_id} was rendered by {record.get('model')} at {record.get('steps')} "
+                             f"steps, not by the teacher {teacher} at {teacher_steps}: render it again (or use a new "
+                             "work folder)")
+        records.append(record)
+    return records
+
+
+def load_trajectories(store: ObjectStore, work: str, encoder: TextEncoder, teacher_steps: int, teacher: str,
+                      ids: list[str]) -> Trajectories:
+    """The trajectories of rows `ids` a render of `teacher` with `trajectory_steps` left in WORK (one .npz per
+    ledger record, `teacher_records`), with the noise z recomputed from each clip's seed and checked against the
+    stored first state."""
+    out = parse_uri(work)
+    records = teacher_records(store, work, teacher, teacher_steps, ids)
     if not records:
         raise ValueError(f"{out.uri} holds no rendered trajectories")
     states: dict[int, list] = {}
