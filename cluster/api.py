@@ -1,7 +1,8 @@
 """The HTTP API's request and response bodies, and the per-deployment limits checked on top of them.
 
 Pydantic's bounds are the hard ceiling every deployment shares (so the OpenAPI spec states them); `check_limits`
-applies the configured, usually tighter, limits and the served model's clip shape, naming the field it refuses.
+applies the configured, usually tighter, limits, the served model's clip shape and the tier's work budget (on the
+clip as that tier would render it), naming the field it refuses.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from cluster.placement import PlacementRequest, Quality
-from cluster.serve_config import Limits
+from cluster.serve_config import Limits, WorkBudget, clip_work
 from cluster.tier_report import ServedModel
 from vidgen.clip_request import Capabilities, ClipRequest, FieldProblem, limit_problems, resolve_clip
 
@@ -39,10 +40,28 @@ class VideoRequest(ClipRequest):
                                 allow_spill=self.allow_spill)
 
 
-def check_limits(request: VideoRequest, limits: Limits, caps: Capabilities | None = None) -> list[FieldProblem]:
-    """Problems with `request` under this deployment's limits and, given `caps`, what that model can make."""
+def check_limits(request: VideoRequest, limits: Limits, caps: Capabilities | None = None,
+                 budget: WorkBudget | None = None) -> list[FieldProblem]:
+    """Problems with `request` under this deployment's limits and, given `caps`, what that model can make; given a
+    tier's `budget` too, what the clip as that tier would render it (its defaults filling what the request leaves
+    out) may cost."""
     problems = limit_problems(request.prompt, request.steps, limits.max_steps, limits.max_prompt_chars)
-    return problems + (resolve_clip(request, caps)[1] if caps is not None else [])
+    if caps is None:
+        return problems
+    clip, cannot = resolve_clip(request, caps)
+    if clip is None or budget is None:
+        return problems + cannot
+    named = {field for field in ("frames", "height", "width", "steps") if getattr(request, field) is not None}
+    return problems + budget.problems(clip.frames, clip.height, clip.width, clip.steps, named)
+
+
+def work_on(caps: Capabilities, request: ClipRequest | None = None) -> int:
+    """frames x height x width x steps of the clip `request` asks of a model with `caps`, at its defaults for what
+    the request leaves out; with no request, or one the model cannot make, its default clip's."""
+    clip = resolve_clip(request, caps)[0] if request is not None else None
+    if clip is None:
+        return clip_work(*caps.shape, caps.steps)
+    return clip_work(clip.frames, clip.height, clip.width, clip.steps)
 
 
 class RenderStatus(BaseModel):
@@ -63,7 +82,7 @@ class RenderStatus(BaseModel):
 class TierInfo(BaseModel):
     tier: str
     replicas: int = Field(description="replicas reporting now")
-    seconds_per_clip: float | None = Field(None, description="measured, at the tier's default steps")
+    seconds_per_clip: float | None = Field(None, description="measured, for the tier's default clip")
     serves: ServedModel | None = Field(None, description="the model: its reference, label, folder, backend and "
                                                          "pipeline class, int8, max_batch_size; null while no "
                                                          "replica reports")

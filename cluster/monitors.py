@@ -1,6 +1,9 @@
 """What a serving replica watches: how far its prompts are from the training captions, and how good its clips are.
 
-Both keep numbers, never prompts, and export them through `ray.serve.metrics` (Ray's metrics agent).
+Both keep numbers, never prompts, and export them through `ray.serve.metrics` (Ray's metrics agent). The quality
+probe scores a clip the replica renders for it (`probe_clip`), never the caller's: a caller chooses steps, guidance
+and seed, and clips made cheaply on purpose (steps=1) would otherwise drag the tier's quality down and force a
+rollback of a good version.
 """
 
 from __future__ import annotations
@@ -8,6 +11,18 @@ from __future__ import annotations
 from collections import deque
 
 from ray.serve import metrics
+
+from vidgen.clip_request import Capabilities, ClipRequest, ResolvedClip, resolve_clip
+
+PROBE_SEED = 0  # every probe clip's seed: probes of one prompt compare like with like across versions
+
+
+def probe_clip(prompt: str, caps: Capabilities) -> ResolvedClip:
+    """The clip a probe of a served `prompt` renders: the tier's default shape, steps and guidance (`caps`, the
+    model's capabilities with the tier's defaults) and the probe seed; nothing of the caller's request but its
+    prompt."""
+    clip, _ = resolve_clip(ClipRequest(prompt=prompt, seed=PROBE_SEED), caps)  # defaults only: nothing to refuse
+    return clip
 
 
 class PromptMonitor:
@@ -32,9 +47,10 @@ class PromptMonitor:
 
 
 class QualityMonitor:
-    """The rolling prompt accuracy (in-world prompts) and temporal consistency (any clip) of sampled served clips
-    (`QualityProbe`), as `vidgen_quality_probe{tier}`, `vidgen_temporal_consistency{tier}` and in the replica's
-    report; `vidgen_automatic_rollbacks{tier}` counts the rollbacks it triggered."""
+    """The rolling prompt accuracy (in-world prompts) and temporal consistency (any clip) of sampled served prompts
+    (`QualityProbe`; each probe a clip of its own, `probe_clip`), as `vidgen_quality_probe{tier}`,
+    `vidgen_temporal_consistency{tier}` and in the replica's report; `vidgen_automatic_rollbacks{tier}` counts the
+    rollbacks it triggered."""
 
     def __init__(self, tier: str, probe):
         self.tier, self.probe, self.seen, self.recent = tier, probe, 0, deque(maxlen=probe.window)
@@ -49,6 +65,17 @@ class QualityMonitor:
     def due(self) -> bool:
         self.seen += 1
         return self.seen % self.probe.every == 0
+
+    def score(self, prompt: str, frames, backend: str) -> None:
+        """Score a probe clip (`probe_clip`) of `prompt`: its temporal consistency, and for a vidgen model of the
+        built-in world with an in-world prompt its prompt accuracy (all three)."""
+        from vidgen import synth
+        from vidgen.metrics import prompt_accuracy, temporal_consistency
+
+        self.observe_consistency(temporal_consistency(frames))
+        truth = synth.parse_caption(prompt) if backend == "vidgen" else None
+        if truth is not None:
+            self.observe(prompt_accuracy([frames], [truth]).all_three)
 
     def observe(self, accuracy: float) -> None:
         self.recent.append(accuracy)

@@ -2,9 +2,10 @@
 
 A pure function, so it is tested without a cluster. The rules apply in order:
   1. jurisdiction  a tier may only serve the regions it is allowed in (451 when none may)
-  2. capability    a tier's model must make the clip asked (its declared frames and sizes; the router says why
-                   not), and the edge tier renders only up to a quality, frame count and pixel count (422 when
-                   no tier can); a size the request leaves out is the default of the tier being judged
+  2. capability    a tier's model must make the clip asked (its declared frames and sizes) within the tier's work
+                   budget (the router says why not), and the edge tier renders only up to a quality, frame count
+                   and pixel count (422 when no tier can); a size the request leaves out is the default of the
+                   tier being judged
   3. health        an unhealthy, empty or overloaded tier is skipped; the request's preferred (cheapest capable)
                    tier spills to the other only when the request allows it (503 otherwise)
   4. latency       the queue-adjusted estimate must fit the request's budget (503 naming the estimates otherwise;
@@ -43,7 +44,8 @@ class TierState(BaseModel):
     healthy: bool = True
     replicas: int = Field(1, ge=0)
     queue_depth: int = Field(0, ge=0, description="requests waiting or running across the tier's replicas")
-    seconds_per_clip: float = Field(gt=0, description="measured time of one clip on one replica")
+    seconds_per_clip: float = Field(gt=0, description="time of the request's clip on one replica: the replicas' "
+                                                      "measured seconds per unit of work times the clip's work")
     cost_per_clip: float = Field(ge=0)
     regions: list[str] = Field(default_factory=list, description="regions it may serve; empty means any")
     cannot: str | None = Field(None, description="why the tier's model cannot make this request, if it cannot")

@@ -3,9 +3,14 @@
 A request is checked (token, limits, what the model can make), placed by `cluster.placement.place` on the tier state
 the replicas reported (`cluster.tier_report`, collected by `cluster.tier_board`), then handed as it is to that tier's
 DeploymentHandle. Short renders answer with the MP4; long ones (or `mode: async`) answer 202 with a render id, and
-the video and its status go to `renders_uri` (`cluster.async_renders`), where any router replica can find them. A
-render whose replica dies is retried once on the same tier: the sampler is deterministic, so the retry makes the
-same clip. Auth is `cluster.auth`, the body limit `cluster.body_limit`, the counters `cluster.serve_metrics`.
+the video and its status go to `renders_uri` (`cluster.async_renders`), where any router replica can find them.
+Each tier is judged on the clip as it would render it (its own defaults for what the request leaves out): against
+its work budget, and for the estimate (its replicas' measured seconds per unit of work times the clip's work). A
+render whose replica dies is retried once on the same tier only when its clip is no larger than the tier's default
+clip, which every replica of the tier rendered when it loaded (the sampler is deterministic, so the retry makes the
+same clip); a larger one may be what took the replica down, and is answered 503 (failed, when asynchronous) instead
+of taking a second replica with it. Auth is `cluster.auth`, the body limit `cluster.body_limit`, the counters
+`cluster.serve_metrics`.
 """
 
 import asyncio
@@ -29,6 +34,7 @@ from cluster.api import (
     TierInfo,
     VideoRequest,
     check_limits,
+    work_on,
 )
 from cluster.async_renders import AsyncRenderStore, UnknownRender, new_render_id
 from cluster.auth import BearerAuth, token_digest
@@ -37,7 +43,7 @@ from cluster.placement import Placement, TierState, place
 from cluster.serve_config import ServeConfig
 from cluster.serve_metrics import RouterMetrics
 from cluster.tier_report import TierReport
-from vidgen.clip_request import Capabilities
+from vidgen.clip_request import Capabilities, ClipRequest
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +79,40 @@ def _header(text: str) -> str:
 def _error(status: int, detail, placement: Placement | None = None) -> JSONResponse:
     headers = {REASON_HEADER: _header(placement.reason)} if placement else None
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+class RenderTookReplicaDown(RuntimeError):
+    """The replica rendering a clip larger than its tier's default died under it; the render is not tried again."""
+
+    def __init__(self, tier: str):
+        super().__init__(f"the {tier} replica rendering this request died during the render, which may have taken it "
+                         f"down: a clip larger than the {tier} tier's default is not retried; ask for fewer frames or "
+                         "steps, or a smaller size")
+
+
+def retries_after_replica_death(caps: Capabilities, request: ClipRequest) -> bool:
+    """Whether a render whose replica died under it is tried once more: only when its clip costs no more than the
+    tier's default clip, which every replica of the tier rendered at load (so it did not kill this one); a larger
+    clip may have, and a retry would take a second replica down with it."""
+    return work_on(caps, request) <= work_on(caps)
+
+
+def tier_states(cfg: ServeConfig, reports: list[TierReport], outstanding: dict[str, int],
+                request: ClipRequest | None = None) -> list[TierState]:
+    """Each tier as placement judges it, from its replicas' fresh reports: the estimate is their mean measured
+    seconds per unit of work times the work of the clip `request` asks of that tier, at that tier's own defaults for
+    what the request leaves out (its default clip with no request)."""
+    states = []
+    for name, tier in cfg.tiers.items():
+        mine = [r for r in reports if r.tier == name]
+        caps = mine[0].capabilities if mine else None  # one tier's replicas load the same model
+        seconds_per_work = sum(r.seconds_per_work for r in mine) / len(mine) if mine else float("inf")
+        work = work_on(caps, request) if caps is not None else 1
+        states.append(TierState(name=name, healthy=bool(mine), replicas=len(mine),
+                                queue_depth=max(sum(r.held for r in mine), outstanding[name]),
+                                seconds_per_clip=seconds_per_work * work, cost_per_clip=tier.cost_per_clip,
+                                regions=tier.regions, default_shape=caps.shape if caps is not None else None))
+    return states
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
@@ -138,26 +178,18 @@ class Router:
         """The fresh reports of one tier's replicas; they load the same model, so the first says what it makes."""
         return [r for r in self.reports if r.tier == tier]
 
-    def _tier_states(self, steps: int | None) -> list[TierState]:
-        states = []
-        for name, tier in self.cfg.tiers.items():
-            reports = self._reports_of(name)
-            per_step = sum(r.seconds_per_step for r in reports) / len(reports) if reports else float("inf")
-            clip_steps = steps or (reports[0].capabilities.steps if reports else 1)
-            held = sum(r.held for r in reports)
-            states.append(TierState(name=name, healthy=bool(reports), replicas=len(reports),
-                                    queue_depth=max(held, self.outstanding[name]),
-                                    seconds_per_clip=per_step * clip_steps, cost_per_clip=tier.cost_per_clip,
-                                    regions=tier.regions,
-                                    default_shape=reports[0].capabilities.shape if reports else None))
-        return states
-
-    async def _render(self, tier: str, request: VideoRequest) -> dict:
+    async def _render(self, tier: str, request: VideoRequest, retry: bool) -> dict:
+        """The tier's answer to `request`; a replica dying under it is RenderTookReplicaDown unless `retry`
+        (`retries_after_replica_death`), when the render is tried once more."""
         self.outstanding[tier] += 1
         try:
             try:
                 return await self.handles[tier].render.remote(request)
             except RayActorError as exc:
+                if not retry:
+                    log.warning("%s replica died rendering a clip larger than the tier's default (%s); not retried",
+                                tier, exc)
+                    raise RenderTookReplicaDown(tier) from exc
                 log.warning("%s replica died during a render (%s); retrying once", tier, exc)
                 return await self.handles[tier].render.remote(request)
         finally:
@@ -167,18 +199,20 @@ class Router:
         """What each tier's replicas report their model makes (tiers with no replica reporting are left out)."""
         return {name: reports[0].capabilities for name in self.cfg.tiers if (reports := self._reports_of(name))}
 
-    async def _run_async(self, status: RenderStatus, request: VideoRequest) -> None:
+    async def _run_async(self, status: RenderStatus, request: VideoRequest, retry: bool) -> None:
         started = time.perf_counter()
         writing, finished = asyncio.Lock(), asyncio.Event()
         renewing = asyncio.get_running_loop().create_task(self._renew_lease(status, writing, finished))
         try:
-            result = await self._render(status.tier, request)
+            result = await self._render(status.tier, request, retry)
             if "rejected" in result:
                 done = status.model_copy(update={"status": "failed", "error": f"prompt: {result['rejected']}"})
             else:
                 await self.renders.write_video(status.id, result["mp4"])
                 done = status.model_copy(update={"status": "done", "replica": result["replica"],
                                                  "content_url": f"/v1/videos/{status.id}/content"})
+        except RenderTookReplicaDown as exc:
+            done = status.model_copy(update={"status": "failed", "error": str(exc)})
         except Exception:  # the details (paths, hosts, library internals) go to the log, not to the caller
             log.exception("asynchronous render %s failed", status.id)
             done = status.model_copy(update={"status": "failed",
@@ -203,7 +237,7 @@ class Router:
              dependencies=[Depends(authorized)])
     async def models(self) -> ModelsResponse:
         tiers = []
-        for state in self._tier_states(None):
+        for state in tier_states(self.cfg, self.reports, self.outstanding):
             reports = self._reports_of(state.name)
             shares = [r.prompt_ood_share for r in reports if r.prompt_ood_share is not None]
             tiers.append(TierInfo(tier=state.name, replicas=state.replicas,
@@ -232,7 +266,8 @@ class Router:
         problems = check_limits(body, self.cfg.limits)
         if problems:
             return _error(422, [{"loc": ["body", p.field], "msg": p.reason} for p in problems])
-        cannot = {tier: check_limits(body, self.cfg.limits, c) for tier, c in caps.items()}
+        cannot = {tier: check_limits(body, self.cfg.limits, c, self.cfg.tiers[tier].work_budget)
+                  for tier, c in caps.items()}
         capable = [tier for tier in caps if not cannot[tier]]
         if not capable:
             if len(caps) < len(self.cfg.tiers):
@@ -244,7 +279,7 @@ class Router:
                                 for tier, found in cannot.items() for p in found])
         states = [s.model_copy(update={"cannot": "; ".join(f"{p.field}: {p.reason}" for p in cannot[s.name])
                                        if cannot.get(s.name) else None})
-                  for s in self._tier_states(body.steps)]
+                  for s in tier_states(self.cfg, self.reports, self.outstanding, body)]
         placement = place(body.placement_request(), states, self.cfg.policy)
         if placement.tier is None:
             self.metrics.refused(placement.status)
@@ -252,15 +287,19 @@ class Router:
         self.metrics.placed(placement.tier, spilled=placement.reason.startswith("spilled"))
         headers = {TIER_HEADER: placement.tier, REASON_HEADER: _header(placement.reason)}
         estimate_ms = next(t for t in states if t.name == placement.tier).estimated_ms()
+        retry = retries_after_replica_death(caps[placement.tier], body)
         if body.mode == "async" or (body.mode == "auto" and estimate_ms > self.cfg.sync_max_ms):
             status = RenderStatus(id=new_render_id(), status="queued", tier=placement.tier, reason=placement.reason,
                                   lease_until=time.time() + self.cfg.async_lease_s)
             await self.renders.write_status(status)
-            self._spawn(self._run_async(status, body))
+            self._spawn(self._run_async(status, body, retry))
             return JSONResponse(status.model_dump(), status_code=202,
                                 headers={**headers, "Location": f"/v1/videos/{status.id}"})
         try:
-            result = await self._render(placement.tier, body)
+            result = await self._render(placement.tier, body, retry)
+        except RenderTookReplicaDown as exc:
+            self.metrics.finished(placement.tier, "failed")
+            return _error(503, str(exc), placement)
         except RayActorError as exc:  # its replicas died twice in a row: the tier is not there now
             self.metrics.finished(placement.tier, "failed")
             return _error(503, f"{placement.tier} replicas died during the render ({type(exc).__name__}); retry",

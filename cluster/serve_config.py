@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cluster.placement import PolicyConfig
-from vidgen.clip_request import DEFAULT_MAX_STEPS, MAX_PROMPT_CHARS, ClipDefaults, Steps
+from vidgen.clip_request import DEFAULT_MAX_STEPS, MAX_PROMPT_CHARS, ClipDefaults, FieldProblem, Steps
 from vidgen.pipelines.options import PipelineOptions
 
 TierName = Literal["edge", "cloud"]
@@ -50,8 +50,10 @@ class QualityProbe(BaseModel):
     Every `every`-th served clip is probed: its temporal consistency (any model; `vidgen.metrics`) and, for a
     vidgen model of the built-in world and a prompt in its words, its prompt accuracy read back by the detector
     (all three of colour, shape and direction); the rolling mean over the last `window` probes is the tier's
-    quality. With `rollback`, a tier following an alias moves the alias back to its previous version once
-    at least `min_probes` probes average below `min_quality` (recorded as an automatic rollback, with the numbers).
+    quality. The probe renders its own clip of the sampled prompt at the tier's default settings and a fixed seed,
+    so a caller's settings (steps=1) cannot lower it. With `rollback`, a tier following an alias moves the alias to
+    the newest version that passed the promotion gate once at least `min_probes` probes average below
+    `min_quality` (recorded as an automatic rollback, with the numbers), at most once per `min_rollback_interval_s`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -60,7 +62,53 @@ class QualityProbe(BaseModel):
     window: int = Field(50, ge=1)
     min_probes: int = Field(20, ge=1)
     min_quality: float = Field(0.5, ge=0, le=1, description="rolling prompt accuracy below this is a regression")
-    rollback: bool = Field(False, description="move the tier's alias back automatically on a regression")
+    rollback: bool = Field(False, description="move the tier's alias back automatically on a regression (to the "
+                                              "newest version that passed the promotion gate)")
+    min_rollback_interval_s: float = Field(3600.0, ge=0, description="at most one automatic rollback of an alias "
+                                                                     "in this many seconds, across all replicas")
+
+
+def clip_work(frames: int, height: int, width: int, steps: int) -> int:
+    """What one clip costs a replica: frames x height x width x steps. A render's latent tokens and decoded frames
+    grow with frames x height x width, its sampler time with that times steps; time per unit of it is what a replica
+    measures and placement estimates with."""
+    return frames * height * width * steps
+
+
+class WorkBudget(BaseModel):
+    """What one clip may cost a tier: each dimension, and the work frames x height x width x steps. The router checks
+    it before placement against the clip as that tier would render it (a size the request leaves out is the tier's
+    default); a tier whose budget a request exceeds is not a placement option, and when no tier takes it the answer
+    is 422 naming the field and the budget. A model's own maxima are far above what one replica survives (Wan allows
+    1021x4096x4096: 512x the latent tokens of its default clip, a 206 GB float32 frames array). The defaults admit
+    the diffusers video pipelines' own default clips (Wan 81x480x832, CogVideoX 49x480x720, LTX 161x512x704, 50
+    steps) and refuse that one 270x over."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_frames: int = Field(161, ge=1, description="frames of one clip")
+    max_height: int = Field(1024, ge=1, description="pixels")
+    max_width: int = Field(1024, ge=1, description="pixels")
+    max_steps: Steps = Field(DEFAULT_MAX_STEPS, description="sampler steps of one clip")
+    max_work: int = Field(4_000_000_000, ge=1, description="frames x height x width x steps of one clip")
+
+    def problems(self, frames: int, height: int, width: int, steps: int, named: set[str]) -> list[FieldProblem]:
+        """Each field of the clip (frames, height, width, steps) over the budget, and its work; `named` are the
+        fields the request set itself (the others are the tier's defaults, and the message says so)."""
+        problems = []
+        for field, size in (("frames", frames), ("height", height), ("width", width), ("steps", steps)):
+            most = getattr(self, f"max_{field}")
+            if size > most:
+                whose = "" if field in named else " (the tier's default)"
+                problems.append(FieldProblem(field, f"{field}={size}{whose} is over the tier's work budget "
+                                                    f"(work_budget.max_{field} {most}); ask for at most {most}"))
+        work = clip_work(frames, height, width, steps)
+        if work > self.max_work:
+            problems.append(FieldProblem("work", f"frames x height x width x steps = {frames}x{height}x{width}x{steps}"
+                                                 f" = {work:,} is over the tier's work budget (work_budget.max_work "
+                                                 f"{self.max_work:,}); ask for fewer frames or steps, or a smaller "
+                                                 "size"))
+        return problems
 
 
 class TierConfig(ClipDefaults):
@@ -100,12 +148,40 @@ class TierConfig(ClipDefaults):
     max_ongoing_requests: int = Field(4, ge=1, description="requests a replica holds; it samples one batch at a "
                                                            "time and queues the rest where it can count them")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    work_budget: WorkBudget = Field(default_factory=WorkBudget, description="what one clip may cost a replica of the "
+                                                                            "tier; requests over it go elsewhere or "
+                                                                            "get 422")
+
+    @model_validator(mode="after")
+    def _defaults_within_budget(self):
+        """The tier's own default sizes must fit its budget, or every request naming none would be refused."""
+        budget = self.work_budget
+        for field in ("frames", "height", "width", "steps"):
+            size = getattr(self, field)
+            if size is not None and size > getattr(budget, f"max_{field}"):
+                raise ValueError(f"{field} {size} is over work_budget.max_{field} {getattr(budget, f'max_{field}')}: "
+                                 f"lower {field} or raise work_budget.max_{field}")
+        sizes = (self.frames, self.height, self.width, self.steps)
+        if None not in sizes and clip_work(*sizes) > budget.max_work:
+            raise ValueError(f"the default clip {'x'.join(map(str, sizes))} (frames x height x width x steps) is "
+                             f"{clip_work(*sizes):,}, over work_budget.max_work {budget.max_work:,}: lower the "
+                             "defaults or raise work_budget.max_work")
+        return self
 
     @model_validator(mode="after")
     def _batch_fits(self):
         if self.max_batch_size > self.max_ongoing_requests:
             raise ValueError(f"max_batch_size ({self.max_batch_size}) is above max_ongoing_requests "
                              f"({self.max_ongoing_requests}): a batch can never fill; raise max_ongoing_requests")
+        return self
+
+    @model_validator(mode="after")
+    def _rollback_needs_an_alias(self):
+        follows_latest = "@" in self.model and self.model.rpartition("@")[2] == "latest"
+        if self.quality_probe and self.quality_probe.rollback and follows_latest:
+            raise ValueError(f"quality_probe.rollback is on but model {self.model!r} follows @latest, which no "
+                             "rollback can move: name an alias (e.g. NAME@production) or set quality_probe.rollback "
+                             "false")
         return self
 
     def actor_options(self) -> dict:

@@ -5,8 +5,8 @@ batch at a time on one sampler thread. Requests that arrive together are batched
 to the tier's `max_batch_size`, waiting at most `batch_wait_timeout_s` for more): those sharing their shape and
 settings are sampled in one call. The requests waiting are held here (up to `max_ongoing_requests`), where the
 replica can count them. Every `report_every_s` the replica sends the `TierBoard` (`cluster.tier_board`) a
-`TierReport` (`cluster.tier_report`): how many requests it holds and its measured seconds per step, which, not a
-guess, is what the placement policy reads, and what its model makes. A tier whose model is an alias follows it
+`TierReport` (`cluster.tier_report`): how many requests it holds and its measured seconds per unit of work, which,
+not a guess, is what the placement policy reads, and what its model makes. A tier whose model is an alias follows it
 (`cluster.alias_following`): the next version is loaded beside the current one and swapped in between batches. The
 replica scores prompts and probes clips (`cluster.monitors`) and may roll its alias back.
 """
@@ -23,27 +23,28 @@ import ray
 import torch
 from ray import serve
 
-from cluster.alias_following import following, label_version, resolved_version, roll_back_alias
-from cluster.monitors import PromptMonitor, QualityMonitor
-from cluster.serve_config import TierConfig
+from cluster.alias_following import FollowFailures, following, label_version, resolved_version, roll_back_alias
+from cluster.monitors import PromptMonitor, QualityMonitor, probe_clip
+from cluster.serve_config import TierConfig, clip_work
 from cluster.tier_report import ServedModel, TierReport
 from vidgen.clip_request import Capabilities, ClipRequest, ResolvedClip, resolve_clip
 from vidgen.threads import use_torch_threads
 
 log = logging.getLogger(__name__)
 
-# Weight of the newest render in the running estimate of seconds per step.
+# Weight of the newest render in the running estimate of seconds per unit of work.
 EMA_WEIGHT = 0.3
 
 
 @dataclass
 class LoadedModel:
-    """The model a replica serves now, with what it makes and its measured seconds per sampler step."""
+    """The model a replica serves now, with what it makes and its measured sampling seconds per unit of work
+    (`clip_work`: frames x height x width x steps)."""
 
     pipeline: object
     capabilities: Capabilities
     serves: ServedModel
-    seconds_per_step: float
+    seconds_per_work: float
     drift: object = None  # vidgen.drift.PromptDrift of a model of the built-in world
 
 
@@ -74,6 +75,8 @@ class TierReplica:
         self.loaded = await asyncio.to_thread(self._load)
         self.monitor = PromptMonitor(tier, cfg.drift_window)
         self.quality = QualityMonitor(tier, cfg.quality_probe) if cfg.quality_probe else None
+        self._probes: set[asyncio.Task] = set()  # probes running after their request was answered
+        self.follow_failures = FollowFailures(cfg.alias_poll_s)
         loop = asyncio.get_running_loop()
         self._reporter = loop.create_task(self._report_forever())
         self._follower = loop.create_task(self._follow_forever()) if following(cfg.model) else None
@@ -101,26 +104,40 @@ class TierReplica:
         loaded = LoadedModel(pipeline, caps, serves, 0.0, drift)
         warm_up, _ = resolve_clip(ClipRequest(prompt="a red square moving right"), caps)
         _, seconds = self.sampler_thread.submit(self._sample, [warm_up], loaded).result()
-        loaded.seconds_per_step = seconds / caps.steps
+        loaded.seconds_per_work = seconds / clip_work(*caps.shape, caps.steps)
         return loaded
 
     async def _follow_forever(self) -> None:
         """Poll the alias (or `latest`) the tier's model names; when it names another version, load that one beside
-        the current model and swap between batches: requests in flight finish on the model they started on."""
+        the current model and swap between batches: requests in flight finish on the model they started on. A
+        version that fails to load is tried again after a doubling wait (`FollowFailures`), and reported."""
         while True:
             await asyncio.sleep(self.cfg.alias_poll_s)
             try:
                 version = await asyncio.to_thread(resolved_version, self.cfg.model)
-                if version != label_version(self.loaded.pipeline.label):
-                    started = time.perf_counter()
-                    replacement = await asyncio.to_thread(self._load)
-                    old, self.loaded = self.loaded.pipeline.label, replacement
-                    if self.quality is not None:
-                        self.quality.reset()  # a new model: its own window
-                    log.info("%s now serves %s (was %s), loaded in %.1f s", self.cfg.model,
-                             replacement.pipeline.label, old, time.perf_counter() - started)
             except Exception as exc:  # a registry hiccup must not take the replica down; the next poll retries
                 log.warning("following %s failed: %s", self.cfg.model, exc)
+                continue
+            if version == label_version(self.loaded.pipeline.label):
+                self.follow_failures.loaded()  # the alias came back to the model served: nothing is failing
+            elif self.follow_failures.should_load(version, time.monotonic()):
+                await self._swap_to(version)
+
+    async def _swap_to(self, version: str) -> None:
+        started = time.perf_counter()
+        try:
+            replacement = await asyncio.to_thread(self._load)
+        except Exception as exc:  # a broken version must not take the replica down: it keeps serving the old one
+            wait = self.follow_failures.failed(version, f"{type(exc).__name__}: {exc}", time.monotonic())
+            log.error("%s names %s, which failed to load (%s); still serving %s, trying again in %.0f s",
+                      self.cfg.model, version, exc, self.loaded.pipeline.label, wait)
+            return
+        self.follow_failures.loaded()
+        old, self.loaded = self.loaded.pipeline.label, replacement
+        if self.quality is not None:
+            self.quality.reset()  # a new model: its own window
+        log.info("%s now serves %s (was %s), loaded in %.1f s", self.cfg.model, replacement.pipeline.label, old,
+                 time.perf_counter() - started)
 
     async def _on_sampler_thread(self, clips: list[ResolvedClip], loaded: LoadedModel):
         return await asyncio.get_running_loop().run_in_executor(self.sampler_thread, self._sample, clips, loaded)
@@ -154,24 +171,33 @@ class TierReplica:
                 results[i] = frames if isinstance(frames, PromptRejected) else (frames, seconds, loaded)
         return results
 
-    async def _probe(self, prompt: str, frames, loaded: LoadedModel) -> None:
-        """Probe a sampled served clip: its temporal consistency (any model), and for a vidgen model of the built-in
-        world with an in-world prompt its prompt accuracy; roll the alias back if that rolling quality regressed."""
-        from vidgen import synth
-        from vidgen.metrics import prompt_accuracy, temporal_consistency
+    def _start_probe(self, prompt: str, loaded: LoadedModel) -> None:
+        """Probe one in `every` served prompts, after its request is answered (the caller's clip is not touched); at
+        most one probe at a time, so probes (which share the sampler thread with requests) cannot pile up."""
+        if self.quality.due() and not self._probes:
+            task = asyncio.get_running_loop().create_task(self._probe(prompt, loaded))
+            self._probes.add(task)
+            task.add_done_callback(self._probe_done)
 
-        if not self.quality.due():
+    def _probe_done(self, task: asyncio.Task) -> None:
+        self._probes.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # a probe must not fail a request nor pass silently
+            log.warning("quality probe of %s failed: %s", self.cfg.model, task.exception())
+
+    async def _probe(self, prompt: str, loaded: LoadedModel) -> None:
+        """Render the probe's own clip of a served prompt (`probe_clip`: the tier's settings, the probe seed) and
+        score it (`QualityMonitor.score`); roll the alias back if the rolling quality regressed."""
+        made, _ = await self._on_sampler_thread([probe_clip(prompt, loaded.capabilities)], loaded)
+        if isinstance(made[0], PromptRejected):
             return
-        self.quality.observe_consistency(temporal_consistency(frames))
-        truth = synth.parse_caption(prompt) if loaded.pipeline.backend == "vidgen" else None
-        if truth is None:
-            return
-        self.quality.observe(prompt_accuracy([frames], [truth]).all_three)
+        self.quality.score(prompt, made[0], loaded.pipeline.backend)
         if self.quality.regressed() and following(self.cfg.model) and self.cfg.quality_probe.rollback:
             probe = self.cfg.quality_probe
             reason = (f"rolling prompt accuracy {self.quality.quality():.2f} < {probe.min_quality} over the last "
                       f"{len(self.quality.recent)} probes of {loaded.pipeline.label}")
-            moved = await asyncio.to_thread(roll_back_alias, self.cfg.model, loaded.pipeline.label, reason)
+            moved = await asyncio.to_thread(roll_back_alias, self.cfg.model, loaded.pipeline.label, reason,
+                                            f"vidgen serving: tier {self.tier}, replica {self.replica}",
+                                            probe.min_rollback_interval_s)
             self.quality.reset()
             if moved:
                 self.quality.rollbacks.inc(tags={"tier": self.tier})
@@ -181,11 +207,12 @@ class TierReplica:
         loaded = self.loaded
         return TierReport(tier=self.tier, replica=self.replica, actor_name=self.actor_name,
                           resources=self.resources, held=self.held, rendered=self.rendered,
-                          largest_batch=self.largest_batch, seconds_per_step=loaded.seconds_per_step,
+                          largest_batch=self.largest_batch, seconds_per_work=loaded.seconds_per_work,
                           serves=loaded.serves, capabilities=loaded.capabilities,
                           prompt_ood_share=self.monitor.share(),
                           quality=self.quality.quality() if self.quality else None,
-                          temporal_consistency=self.quality.consistency() if self.quality else None)
+                          temporal_consistency=self.quality.consistency() if self.quality else None,
+                          follow_error=self.follow_failures.report())
 
     async def _report_forever(self) -> None:
         while True:
@@ -219,9 +246,10 @@ class TierReplica:
             mp4 = await asyncio.to_thread(encode, frames)
         finally:
             self.held -= 1
-        loaded.seconds_per_step += EMA_WEIGHT * (seconds / clip.steps - loaded.seconds_per_step)
+        work = clip_work(clip.frames, clip.height, clip.width, clip.steps)
+        loaded.seconds_per_work += EMA_WEIGHT * (seconds / work - loaded.seconds_per_work)
         self.rendered += 1
         if self.quality is not None:
-            await self._probe(clip.prompt, frames, loaded)
+            self._start_probe(clip.prompt, loaded)
         return {"mp4": mp4, "tier": self.tier, "replica": self.replica, "model": loaded.pipeline.label,
                 "steps": clip.steps, "guidance": clip.guidance, "sample_s": seconds}

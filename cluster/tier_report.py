@@ -40,10 +40,15 @@ class TierReport(BaseModel):
     held: int = Field(ge=0, description="requests waiting or sampling on the replica")
     rendered: int = Field(ge=0, description="clips it has made since it started")
     largest_batch: int = Field(ge=0, description="the most requests it has sampled together")
-    seconds_per_step: float = Field(ge=0, description="measured, a running average over its renders")
+    seconds_per_work: float = Field(ge=0, description="sampling seconds per unit of work (frames x height x width x "
+                                                      "steps of a clip, `cluster.serve_config.clip_work`): measured, a "
+                                                      "running average over its renders; placement's estimate of a "
+                                                      "clip is this times the clip's work")
     serves: ServedModel
     capabilities: Capabilities = Field(description="what its model makes, with the tier's defaults applied")
     prompt_ood_share: float | None = Field(None, ge=0, le=1, description="share of recent prompts out of its "
                                                                          "model's training distribution")
     quality: float | None = Field(None, description="rolling prompt accuracy of probed clips")
     temporal_consistency: float | None = Field(None, description="rolling temporal consistency of probed clips")
+    follow_error: str | None = Field(None, description="the version its alias names that it cannot load (and keeps "
+                                                       "serving the old one), with the error; None when all is well")

@@ -111,7 +111,9 @@ def promote(
     root: Annotated[str | None, typer.Option(help=ROOT_HELP)] = None,
 ) -> None:
     """Evaluate NAME@vN and the version NAME@ALIAS names now on the same prompts and seeds, and move the alias only
-    if the candidate is not worse (prompt accuracy on seen and held-out compositions, seconds per clip)."""
+    if the candidate is not worse (prompt accuracy on seen and held-out compositions, seconds per clip). A candidate
+    the gate has no quality measure for (a diffusers model) moves only with --force, and is then recorded as not
+    having passed the gate, so no rollback goes to it."""
     setup_logging()
     from vidgen.runs.promotion import promote as promote_model
 
@@ -135,13 +137,23 @@ def rollback(
     name: Annotated[str, typer.Argument(help="model name in the registry")],
     alias: Annotated[str, typer.Option(help="the alias to move back, e.g. production")],
     reason: Annotated[str, typer.Option(help="why, for the alias's history")] = "",
+    yes: Annotated[bool, typer.Option("--yes", help="move without asking (the target is printed all the same)")]
+    = False,
     root: Annotated[str | None, typer.Option(help=ROOT_HELP)] = None,
 ) -> None:
-    """Move NAME@ALIAS back to the version it named before its last move (no evaluation: it is the way back)."""
+    """Move NAME@ALIAS back to the newest version that passed the promotion gate and was not rolled back from since
+    (no evaluation: it is the way back). Prints that version and asks before anything moves; if the alias moves
+    meanwhile, nothing does."""
     setup_logging()
     from vidgen.runs.promotion import rollback as rollback_model
+    from vidgen.runs.promotion import rollback_plan
 
-    record = rollback_model(name, alias, reason, root=root)
+    plan = rollback_plan(name, alias, root=root)
+    typer.echo(f"{name}@{alias} names {plan.current} (revision {plan.revision}); a rollback moves it to "
+               f"{plan.target}, the newest version that passed the promotion gate and was not rolled back from")
+    if not yes:
+        typer.confirm(f"move {name}@{alias} to {plan.target}?", abort=True)
+    record = rollback_model(name, alias, reason, root=root, plan=plan)
     typer.echo(f"{name}@{alias} -> {record.version} (was {record.previous}), revision {record.revision}")
 
 
@@ -169,8 +181,9 @@ def history(
     for r in sorted(records, key=lambda r: r.at):
         at = datetime.datetime.fromtimestamp(r.at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
         forced = " forced" if r.evaluation.get("forced") else ""
+        gated = " (passed the gate)" if r.passed_gate else ""
         typer.echo(f"{at}  {r.alias} r{r.revision}: {r.previous or '-'} -> {r.version}  {r.kind}{forced} by {r.by}"
-                   f"{': ' + r.reason if r.reason else ''}")
+                   f"{': ' + r.reason if r.reason else ''}{gated}")
 
 
 @app.command("train-feature-net")

@@ -98,6 +98,12 @@ def perceptual_eval(pipeline: VideoPipeline, clips: int, seed: int = 0, caps: Ca
             "video_features": video_feature_net_version(), "frame_features": "efficientnet-lite0"}
 
 
+def measures_quality(backend: str) -> bool:
+    """Whether an evaluation scores a model of this backend's quality (prompt accuracy on the built-in world), not
+    only its speed: a vidgen model's; a diffusers model was not trained on that world."""
+    return backend == "vidgen"
+
+
 def evaluate_model(model_ref: str | None, clips: int = 96, seed: int = 0, steps: int | None = None,
                    guidance: float | None = None, frames: int | None = None, height: int | None = None,
                    width: int | None = None, batch_size: int = 8, perceptual_clips: int = 0) -> dict:
@@ -109,7 +115,7 @@ def evaluate_model(model_ref: str | None, clips: int = 96, seed: int = 0, steps:
     caps = pipeline.capabilities.with_defaults(steps, guidance, frames, height, width)
     facts = {"model": pipeline.label, "folder": str(pipeline.folder), "backend": pipeline.backend,
              "pipeline_class": pipeline.pipeline_class, "sampler": sampler_settings(caps)}
-    if pipeline.backend == "vidgen":
+    if measures_quality(pipeline.backend):
         scores = evaluate_splits(pipeline, clips, seed, caps=caps)
         result = {**facts, "clips_per_split": clips, "seconds_per_clip": scores.seconds_per_clip, **scores.splits}
         if perceptual_clips:

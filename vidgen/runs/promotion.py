@@ -3,24 +3,32 @@
 A promotion evaluates the candidate and the alias's current version on the same prompts and seeds
 (`vidgen.runs.eval_runs.evaluate_model`: prompt accuracy on seen and held-out compositions where the built-in
 world applies, and seconds per clip), and moves the alias (`storage.aliases`, compare-and-swap) only if the
-candidate is not worse beyond the gate's tolerances; the evaluation of both is stored in the alias's history.
+candidate is not worse beyond the gate's tolerances; the evaluation of both is stored in the alias's history, and
+a promotion the gate accepted is recorded as having passed it. A candidate the gate has no quality measure for (a
+diffusers model: prompt accuracy scores the built-in world only) is refused unless forced: speed alone is no gate.
+
+A rollback goes to the newest version that passed the gate and was not rolled back from since
+(`storage.aliases.rollback_target`), never simply to the previous one: rolling back twice cannot re-promote a bad
+version. `rollback_plan` names that version before anything moves.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.aliases import AliasRecord, current, move_alias
+from storage.aliases import AliasRecord, current, history, move_alias, rollback_target
 from storage.objectstore import ObjectStore, StorageError
 from storage.registry import model_location, resolve
 from storage.user_state import registry_root
-from vidgen.runs.eval_runs import evaluate_model
+from vidgen.pipelines.load import describe_model
+from vidgen.runs.eval_runs import evaluate_model, measures_quality
 
 GATED_SPLITS = ("seen", "heldout")
 
 
 class GateRefused(StorageError):
-    """The candidate is worse than the alias's current version beyond the gate's tolerances."""
+    """The candidate may not replace the alias's current version: worse beyond the gate's tolerances, or with no
+    quality measure the gate can judge."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +48,12 @@ def evaluation(model_uri: str, version: str, clips: int, seed: int) -> dict:
     return facts
 
 
-def gate_problems(candidate: dict, incumbent: dict, gate: Gate) -> list[str]:
-    """Why the candidate may not replace the incumbent (empty: it may)."""
+def gate_problems(candidate: dict, incumbent: dict | None, gate: Gate) -> list[str]:
+    """Why the candidate may not replace the incumbent (None: the alias is unset) (empty: it may)."""
+    if "prompt_accuracy" not in candidate:
+        return [_no_quality_measure(candidate["version"])]
+    if incumbent is None:
+        return []
     problems = []
     for split, before in incumbent.get("prompt_accuracy", {}).items():
         after = candidate.get("prompt_accuracy", {}).get(split)
@@ -62,25 +74,57 @@ def promote(name: str, version: str, alias: str, reason: str, force: bool = Fals
     before = current(model_uri, alias, store)
     if before is not None and before.version == version:
         raise StorageError(f"{name}@{alias} already names {version}")
+    if not force and not measures_quality(describe_model(f"{model_uri}@{version}").backend):  # before any render
+        raise _refused(f"{name}@{version} cannot pass the gate for {name}@{alias}", [_no_quality_measure(version)])
     found = {"candidate": evaluation(model_uri, version, clips, seed)}
-    problems = []
     if before is not None:
         found["current"] = evaluation(model_uri, before.version, clips, seed)
-        problems = gate_problems(found["candidate"], found["current"], gate)
+    problems = gate_problems(found["candidate"], found.get("current"), gate)
     found.update(clips_per_split=clips, seed=seed, gate=vars(gate), problems=problems, forced=bool(force and problems))
     if problems and not force:
-        raise GateRefused(f"{name}@{version} is worse than {name}@{alias} ({before.version}): "
-                          f"{'; '.join(problems)}. Nothing moved; --force to promote anyway (recorded)")
+        raise _refused(f"{name}@{version} is worse than {name}@{alias} ({before.version})", problems)
     return move_alias(model_uri, alias, version, reason, store, expected=before.revision if before else 0,
-                      evaluation=found)
+                      evaluation=found, passed_gate=not problems)
+
+
+def _no_quality_measure(version: str) -> str:
+    return (f"the gate has no quality measure for {version} (prompt accuracy scores vidgen models of the built-in "
+            "world only) and does not pass a model on speed alone")
+
+
+def _refused(verdict: str, problems: list[str]) -> GateRefused:
+    return GateRefused(f"{verdict}: {'; '.join(problems)}. Nothing moved; --force to promote anyway (recorded as "
+                       "forced, never as passing the gate)")
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """Where a rollback of an alias goes, decided from its history at `revision`."""
+
+    model_uri: str
+    alias: str
+    revision: int
+    current: str
+    target: str
+
+
+def rollback_plan(name: str, alias: str, root: str | None = None, store: ObjectStore | None = None) -> RollbackPlan:
+    """The version a rollback of NAME@alias would move to (the newest that passed the gate and was not rolled back
+    from since), without moving anything; StorageError when there is none."""
+    model_uri = model_location(root or registry_root(), name).uri
+    records = history(model_uri, alias, store or ObjectStore())
+    target = rollback_target(records)
+    if target is None:
+        now = f"names {records[-1].version}" if records else "was never set"
+        raise StorageError(f"{name}@{alias} {now} and has no other version that passed the promotion gate (and was "
+                           f"not rolled back from) to roll back to; promote one with `vidgen models promote "
+                           f"{name}@vN --to {alias}` (--force for a model the gate cannot measure)")
+    return RollbackPlan(model_uri, alias, records[-1].revision, records[-1].version, target)
 
 
 def rollback(name: str, alias: str, reason: str, root: str | None = None, store: ObjectStore | None = None,
-             kind: str = "rollback") -> AliasRecord:
-    """Move the alias back to the version it named before its last move."""
-    store = store or ObjectStore()
-    model_uri = model_location(root or registry_root(), name).uri
-    before = current(model_uri, alias, store)
-    if before is None or before.previous is None:
-        raise StorageError(f"{name}@{alias} has no previous version to roll back to")
-    return move_alias(model_uri, alias, before.previous, reason, store, expected=before.revision, kind=kind)
+             kind: str = "rollback", plan: RollbackPlan | None = None) -> AliasRecord:
+    """Move the alias to where `plan` (default: `rollback_plan` now) says; AliasConflict if it moved since the plan
+    was made."""
+    plan = plan or rollback_plan(name, alias, root, store)
+    return move_alias(plan.model_uri, plan.alias, plan.target, reason, store, expected=plan.revision, kind=kind)
