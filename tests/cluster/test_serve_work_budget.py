@@ -76,4 +76,6 @@ def test_a_render_larger_than_the_default_is_not_retried_after_its_replica_died(
     assert all("not retried" in detail for detail in died), died
     wait_for(lambda: any(r.tier == "cloud" and r.replica not in killed for r in board_reports()), REPLICA_START_S,
              "a replacement cloud replica")
-    assert post(base, {"prompt": PROMPT, "quality": "high", "steps": 6}).status_code == 200
+    # the replacement serves once the router sees it healthy (a report or two after it starts)
+    wait_for(lambda: post(base, {"prompt": PROMPT, "quality": "high", "steps": 6}).status_code == 200,
+             REPLICA_START_S, "a render on the replacement replica")
