@@ -32,9 +32,6 @@ class Latents:
     values: torch.Tensor  # Wan (B, C, F, H, W); LTX packed tokens (B, F*H*W, C); CogVideoX (B, F, C, H, W)
     grid: tuple[int, int, int]  # latent (frames, height, width): LTX unpacks its tokens and CogVideoX sizes its RoPE
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Latents:
-        return Latents(self.values.to(device=device, dtype=dtype), self.grid)
-
 
 @dataclass(frozen=True)
 class TextEmbeddings:
