@@ -38,6 +38,8 @@ import os
 import sys
 import time
 
+from pydantic import BaseModel
+
 from jobs._entrypoint import job_arguments
 from jobs._train_worker import StepHooks, train_loop
 from jobs.connection import connect_ray
@@ -83,14 +85,15 @@ def _check_data(cfg: DistributedConfig, store: ObjectStore):
                                                clip_shape=(model.frames, model.height, model.width)))
 
 
-def write_run_config(store: ObjectStore, run_dir, cfg: DistributedConfig, key: bytes) -> None:
+def write_run_config(store: ObjectStore, run_dir, cfg: BaseModel, key: bytes) -> None:
     """RUNS/NAME/job.json (no S3 credentials) and its HMAC under the run's key."""
     job = cfg.model_dump_json(indent=1, exclude={"s3"}).encode()
     store.write(run_dir.join(JOB_FILE), job)
     store.write(run_dir.join(JOB_FILE + MAC_SUFFIX), mac(job, key).encode())
 
 
-def load_run_config(runs: str, name: str, s3: S3Config | None = None) -> DistributedConfig:
+def load_run_config(runs: str, name: str, s3: S3Config | None = None,
+                    config_cls: type[BaseModel] = DistributedConfig) -> BaseModel:
     """The config a run was started with (RUNS/NAME/job.json, without S3 credentials), once its HMAC under the
     run's key proves that this run wrote it: `--resume` takes data, out and push from it."""
     store = ObjectStore(s3 or S3Config())
@@ -107,7 +110,7 @@ def load_run_config(runs: str, name: str, s3: S3Config | None = None) -> Distrib
     if not mac_matches(data, presented, key):
         raise StorageError(f"{job.uri} was changed after run {name!r} wrote it, or the run was started with another "
                            "runs secret (its HMAC does not match the run's key); refusing to resume from it")
-    return DistributedConfig.model_validate({**json.loads(data), "s3": store.s3})
+    return config_cls.model_validate({**json.loads(data), "s3": store.s3})
 
 
 def worker_config(cfg: DistributedConfig) -> dict:

@@ -41,21 +41,28 @@ class DistributedConfig(BaseModel):
 
 def deepspeed_config(cfg: DistributedConfig) -> dict:
     """The DeepSpeed JSON config for `cfg`. The optimizer and schedule are ours (`make_optimizer`), handed over."""
-    zero: dict = {"stage": cfg.zero_stage, "reduce_bucket_size": cfg.bucket_elements,
-                  "allgather_bucket_size": cfg.bucket_elements}
-    if cfg.zero_stage == 3:
-        zero["stage3_prefetch_bucket_size"] = cfg.bucket_elements
-    if cfg.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.use_gpu}
+    return zero_settings(cfg.zero_stage, cfg.offload_optimizer, cfg.use_gpu, cfg.bucket_elements,
+                         cfg.train.batch_size, cfg.gradient_accumulation, cfg.train.grad_clip)
+
+
+def zero_settings(stage: int, offload_optimizer: bool, use_gpu: bool, bucket_elements: int, micro_batch: int,
+                  gradient_accumulation: int, grad_clip: float) -> dict:
+    """DeepSpeed's JSON config for a torch optimizer handed to it, whatever vidgen trains (training and
+    fine-tuning share it)."""
+    zero: dict = {"stage": stage, "reduce_bucket_size": bucket_elements, "allgather_bucket_size": bucket_elements}
+    if stage == 3:
+        zero["stage3_prefetch_bucket_size"] = bucket_elements
+    if offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": use_gpu}
     return {
-        "train_micro_batch_size_per_gpu": cfg.train.batch_size,
-        "gradient_accumulation_steps": cfg.gradient_accumulation,
-        "gradient_clipping": cfg.train.grad_clip,
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": gradient_accumulation,
+        "gradient_clipping": grad_clip,
         "zero_optimization": zero,
-        # precision is torch autocast inside the shared train step, over fp32 master weights, on CPU and GPU alike
+        # precision is torch autocast inside the train step, over fp32 master weights, on CPU and GPU alike
         "bf16": {"enabled": False},
         "fp16": {"enabled": False},
-        "zero_allow_untested_optimizer": True,  # torch AdamW, the local trainer's optimizer
+        "zero_allow_untested_optimizer": True,  # a torch AdamW
         "zero_force_ds_cpu_optimizer": False,  # DeepSpeedCPUAdam would need a compiled op; AdamW offloads fine
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,

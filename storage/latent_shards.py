@@ -222,17 +222,29 @@ class LatentSetWriter:
         self._entries.append(entry)
         return entry
 
+    @property
+    def entries(self) -> list[LatentShardEntry]:
+        """The shards written so far (what `finish_latent_set` takes when several writers made one set)."""
+        return list(self._entries)
+
     def finish(self) -> LatentSet:
-        """Write the index (only if none is there yet) and open the set; an index another writer of the same key
-        finished first is kept, and that set is returned."""
-        if not self._entries:
-            raise ValueError(f"no samples were written to {self.location.uri}: precompute needs at least one clip")
-        index = LatentIndex(self.key, sorted(self._entries, key=lambda s: s.name))
-        try:
-            self.store.write(self.location.join(INDEX_FILE), index.to_json(), if_absent=True)
-        except AlreadyExists:
-            pass
-        return open_latent_set(self.store, self.location)
+        """Write the index of the shards this writer wrote and open the set (`finish_latent_set`)."""
+        return finish_latent_set(self.store, self.location, self.key, self._entries)
+
+
+def finish_latent_set(store: ObjectStore, location: Location, key: CacheKey,
+                      entries: list[LatentShardEntry]) -> LatentSet:
+    """Write the index of a latent set whose shards are written (by one writer, or by several in parallel: the
+    shard names carry their sha256, so writers never collide), only if none is there yet, and open the set; an
+    index another run of the same key finished first is kept, and that set is returned."""
+    if not entries:
+        raise ValueError(f"no samples were written to {location.uri}: precompute needs at least one clip")
+    index = LatentIndex(key, sorted(entries, key=lambda s: s.name))
+    try:
+        store.write(location.join(INDEX_FILE), index.to_json(), if_absent=True)
+    except AlreadyExists:
+        pass
+    return open_latent_set(store, location)
 
 
 # --- reading ---

@@ -31,7 +31,10 @@ from pathlib import Path, PurePosixPath
 
 CONFIG_FILE, WEIGHTS_FILE, SUMS_FILE, CARD_FILE = "config.json", "model.safetensors", "SHA256SUMS", "card.md"
 PIPELINE_INDEX = "model_index.json"
-REQUIRED = {"vidgen": (CONFIG_FILE, WEIGHTS_FILE), "diffusers": (PIPELINE_INDEX,)}
+ADAPTER_FILE = "adapter.json"  # a LoRA adapter package: which base it adapts, and how (vidgen.pipelines.adapters)
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the file diffusers' save_lora_weights writes and loads
+REQUIRED = {"vidgen": (CONFIG_FILE, WEIGHTS_FILE), "diffusers": (PIPELINE_INDEX,),
+            "adapter": (ADAPTER_FILE, LORA_WEIGHTS)}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 CONVERT_HINT = ("convert it to safetensors first, e.g. `python -c \"from diffusers import DiffusionPipeline; "
                 "DiffusionPipeline.from_pretrained('IN').save_pretrained('OUT', safe_serialization=True)\"`")
@@ -75,8 +78,11 @@ def parse_sums(text: str, where: str = SUMS_FILE, allow_paths: bool = False) -> 
 
 
 def package_kind(folder: Path) -> str:
-    """"diffusers" for a pipeline folder (it has model_index.json), else "vidgen"."""
-    return "diffusers" if (Path(folder) / PIPELINE_INDEX).is_file() else "vidgen"
+    """"diffusers" for a pipeline folder (it has model_index.json), "adapter" for a LoRA adapter (adapter.json),
+    else "vidgen"."""
+    if (Path(folder) / PIPELINE_INDEX).is_file():
+        return "diffusers"
+    return "adapter" if (Path(folder) / ADAPTER_FILE).is_file() else "vidgen"
 
 
 def _hub_blob_store(root: Path) -> Path | None:

@@ -267,6 +267,41 @@ def _load(folder: Path, dtype: torch.dtype):
                                              trust_remote_code=False)
 
 
+def load_without(model: VerifiedModel, component: str, dtype: torch.dtype = torch.float32):
+    """The pipeline with `component`'s weights dropped right after loading (moved to the meta device: its config
+    stays readable). Fine-tuning's precompute holds the VAE and text encoder this way, without the transformer it
+    never calls. (diffusers loads a component passed as None anyway where the pipeline lists it as optional, as
+    WanPipeline does its transformer, so it is loaded and dropped rather than skipped.)"""
+    with private_copy(model.verified) as copy:
+        pipe = _load(copy, dtype)
+    getattr(pipe, component).to("meta")
+    return pipe
+
+
+def model_skeleton(model: VerifiedModel):
+    """`skeleton` of a verified model, read from a private copy of its config files (no weights are read)."""
+    configs = [name for name in model.sums if not name.endswith(".safetensors")]
+    with private_copy(model.verified, configs) as copy:
+        return skeleton(copy)
+
+
+def load_component(model: VerifiedModel, name: str, dtype: torch.dtype = torch.float32):
+    """One model component of a verified pipeline folder (e.g. its transformer), loaded alone from a private copy
+    of that component's files, its class checked as a whole pipeline's are: what a fine-tuning worker holds."""
+    class_name, components, _ = read_index(model.folder)
+    if name not in components:
+        raise ModelFileError(f"{model.label} has no component {name!r}; it has {', '.join(sorted(components))}")
+    _, classes = _classes(model.folder, class_name, {name: components[name]})
+    import diffusers
+
+    if not issubclass(classes[name], diffusers.ModelMixin):
+        raise ModelFileError(f"component {name} of {model.label} is a {classes[name].__name__}, not a diffusers model")
+    files = [f for f in model.sums if f.startswith(f"{name}/")]
+    with private_copy(model.verified, files) as copy:
+        return classes[name].from_pretrained(copy / name, torch_dtype=dtype, local_files_only=True,
+                                             use_safetensors=True)
+
+
 class DiffusersPipeline(VideoPipeline):
     """A diffusers text-to-video pipeline loaded once (by `vidgen.pipelines.load.load_pipeline`), generating clips."""
 
@@ -281,6 +316,13 @@ class DiffusersPipeline(VideoPipeline):
         with private_copy(model.verified) as copy:  # every file the load reads, as verified
             self.pipe = _load(copy, dtype)
         self.pipeline_class = type(self.pipe).__name__
+        if options.lora is not None:
+            from vidgen.pipelines.adapters import apply_adapter
+            from vidgen.pipelines.references import verify_model
+
+            adapter = verify_model(options.lora)
+            apply_adapter(self.pipe, adapter, model, options.lora_scale)
+            self.label = f"{model.label}+{adapter.label}"
         if int8:
             from vidgen.quantize import quantize_int8
 
@@ -308,9 +350,7 @@ class DiffusersPipeline(VideoPipeline):
 
     @staticmethod
     def describe(model: VerifiedModel) -> ModelInfo:
-        configs = [name for name in model.sums if not name.endswith(".safetensors")]  # what a skeleton reads
-        with private_copy(model.verified, configs) as copy:
-            pipe = skeleton(copy)
+        pipe = model_skeleton(model)
         return ModelInfo(model.folder, "diffusers", type(pipe).__name__, model.label, capabilities_of(pipe))
 
     def encode(self, prompts: Sequence[str]) -> tuple[list[str] | None, dict[int, str]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from storage.package import package_kind
+from storage.package import ModelFileError, package_kind
 from vidgen.pipelines.base import ModelInfo, VideoPipeline
 from vidgen.pipelines.options import PipelineOptions
 from vidgen.pipelines.references import VerifiedModel, verify_model
@@ -38,7 +38,11 @@ BACKENDS: dict[str, Callable[[], type]] = {"vidgen": _vidgen_backend, "diffusers
 
 
 def _backend(model: VerifiedModel):
-    return BACKENDS[package_kind(model.folder)]()
+    kind = package_kind(model.folder)
+    if kind == "adapter":
+        raise ModelFileError(f"{model.label} is a LoRA adapter, not a model: give its base model and the adapter "
+                             f"(--model BASE --lora {model.label.split('#')[0]}, or `pipeline.lora` in a config)")
+    return BACKENDS[kind]()
 
 
 def load_pipeline(ref: str | Path | VerifiedModel | None, encoder: TextEncoder | None = None,

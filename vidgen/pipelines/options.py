@@ -25,3 +25,7 @@ class PipelineOptions(BaseModel):
                                                  "model; slower)")
     vae_tiling: bool = Field(False, description="decode frames in tiles (less GPU memory at large sizes)")
     vae_slicing: bool = Field(False, description="decode a batch one clip at a time (less GPU memory)")
+    lora: str | None = Field(None, description="a LoRA adapter from `vidgen finetune` (folder, NAME@vN, NAME@ALIAS) "
+                                               "fused into a diffusers model once at load; refused unless it was "
+                                               "trained on this model")
+    lora_scale: float = Field(1.0, description="strength of the adapter: 1 as trained, 0 the base model's output")

@@ -66,11 +66,16 @@ def _resolve(ref: str | Path | None, verify: bool) -> VerifiedFolder:
                          "reference such as NAME@latest")
 
 
+def model_digest(sums: dict[str, str]) -> str:
+    """A model's identity from its verified sums: a vidgen package's weights, or every file of a diffusers folder."""
+    return sums[WEIGHTS_FILE] if WEIGHTS_FILE in sums else sha256_bytes(format_sums(sums).encode())
+
+
 def model_label(ref: str | Path | None, folder: Path, sums: dict[str, str]) -> str:
     """How runs name the model they used: NAME@VERSION for registry models (else the folder's name), and always a
     digest from its verified sums (a vidgen package's weights; every file of a diffusers folder), so two
     registries' `shapes@v1` differ."""
-    digest = sums[WEIGHTS_FILE] if WEIGHTS_FILE in sums else sha256_bytes(format_sums(sums).encode())
+    digest = model_digest(sums)
     if ref is not None and _is_registry_ref(str(ref)):
         from storage.registry import cached_version
 

@@ -36,6 +36,9 @@ class VidgenPipeline(VideoPipeline):
     @classmethod
     def load(cls, model: VerifiedModel, encoder: TextEncoder | None, device: str | torch.device, int8: bool,
              options: PipelineOptions) -> VidgenPipeline:
+        if options.lora is not None:
+            raise ValueError(f"pipeline.lora: LoRA adapters apply to diffusers pipelines; {model.label} is a vidgen "
+                             "model (fine-tune it with `vidgen train --resume`, or drop --lora)")
         package = load_package(model.verified)
         network = package.model
         if int8:

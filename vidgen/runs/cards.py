@@ -102,10 +102,12 @@ It knows only the built-in world: a prompt about anything else gives a coloured 
 
 
 def write_metrics_csv(history: list[dict], path: str | Path) -> Path:
-    """One row per optimizer step, the columns of the first step's record."""
+    """One row per optimizer step; the columns of every record, in the order they first appear (a column only some
+    steps have, such as a validation loss, is empty in the others)."""
     path = Path(path)
+    columns = list(dict.fromkeys(name for record in history for name in record))
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
     return path

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from storage.package import LORA_WEIGHTS
 from vidgen.runs.finetune_recipes import Recipe, recipe_for
-
-LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the file name diffusers' save_lora_weights writes and loads
 
 
 class LoraSettings(BaseModel):

@@ -106,19 +106,27 @@ def precompute_latents(pipe, clips: Iterable[Clip], store: ObjectStore, root: st
         log.info("reusing the precomputed latents at %s (%d samples)", found.location.uri, found.index.num_samples)
         return found
     writer = LatentSetWriter(store, root, key)
+    write_buckets(pipe, clips, writer, batch_size, samples_per_shard)
+    latent_set = writer.finish()
+    log.info("precomputed %d samples into %s: %s", latent_set.index.num_samples, latent_set.location.uri,
+             latent_set.index.counts())
+    return latent_set
+
+
+def write_buckets(pipe, clips: Iterable[Clip], writer: LatentSetWriter, batch_size: int = 4,
+                  samples_per_shard: int = SAMPLES_PER_SHARD) -> None:
+    """Fit each clip, group the clips by (split, shape), encode them in batches and write a shard each time a bucket
+    fills, then the partly filled buckets. The index is the caller's to write (`writer.finish`, or one index for
+    the shards of several writers: `storage.latent_shards.finish_latent_set`)."""
     buckets: dict[tuple[str, tuple[int, int, int]], list[Clip]] = {}
     for clip in clips:
-        shape = fitted_shape(pipe, clip.frames.shape[:3], key.shape)
+        shape = fitted_shape(pipe, clip.frames.shape[:3], writer.key.shape)
         bucket = buckets.setdefault((clip.split, shape), [])
         bucket.append(Clip(clip.key, clip.caption, clip.split, fit_clip(clip.frames, shape, f"clip {clip.key}")))
         if len(bucket) == samples_per_shard:
             _write_bucket(pipe, writer, clip.split, shape, buckets.pop((clip.split, shape)), batch_size)
     for (split, shape), bucket in sorted(buckets.items()):
         _write_bucket(pipe, writer, split, shape, bucket, batch_size)
-    latent_set = writer.finish()
-    log.info("precomputed %d samples into %s: %s", latent_set.index.num_samples, latent_set.location.uri,
-             latent_set.index.counts())
-    return latent_set
 
 
 def _write_bucket(pipe, writer: LatentSetWriter, split: str, shape: tuple[int, int, int], clips: list[Clip],
@@ -139,12 +147,15 @@ def _write_bucket(pipe, writer: LatentSetWriter, split: str, shape: tuple[int, i
 
 
 def latent_batches(store: ObjectStore, latent_set: LatentSet, batch_size: int, splits: tuple[str, ...] = ("train",),
-                   seed: int | None = None) -> Iterator[LatentBatch]:
+                   seed: int | None = None, part: tuple[int, int] | None = None) -> Iterator[LatentBatch]:
     """Training batches of one bucket each, every shard verified before it is read. With a seed, shards and the
-    rows within each are shuffled (the same seed, the same order); a shard's last batch may be smaller."""
+    rows within each are shuffled (the same seed, the same order); a shard's last batch may be smaller. `part`
+    (i, n): only every n-th shard of that order from the i-th (a data-parallel rank's share)."""
     shards = latent_set.shards(splits)
     rng = np.random.default_rng(seed) if seed is not None else None
-    order = rng.permutation(len(shards)) if rng is not None else range(len(shards))
+    order = list(rng.permutation(len(shards)) if rng is not None else range(len(shards)))
+    if part is not None:
+        order = order[part[0]::part[1]]
     for i in order:
         shard = read_shard(store, latent_set, shards[i])
         rows = rng.permutation(len(shard.keys)) if rng is not None else np.arange(len(shard.keys))
