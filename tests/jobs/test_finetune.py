@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from examples.test_videos import make_corpus
 from jobs.finetune import FinetuneConfig, run_finetune
 from jobs.ingest import IngestConfig, ingest
 from storage.package import verify_package
+from vidgen.cli import app
 
 pytestmark = pytest.mark.slow
 
@@ -66,3 +68,70 @@ def test_the_adapter_loads_in_plain_diffusers_and_changes_the_output(lora_run, t
     pipe.load_lora_weights(summary["package"], weight_name="pytorch_lora_weights.safetensors")
     after = _render(pipe)
     assert np.abs(after - before).max() > 1e-3
+
+
+def test_a_second_run_reuses_the_latents_and_a_run_resumes_on_one_worker(lora_run, footage, tiny_pipelines):
+    cfg, first = lora_run
+    cache = Path(first["latents"])
+    files = sorted(p for p in cache.rglob("*") if p.is_file())
+    stamps = [p.stat().st_mtime_ns for p in files]
+    result = CliRunner().invoke(app, ["finetune", "--resume", first["run"], "--runs", cfg.runs, "--workers", "1",
+                                      "--steps", "10"])
+    assert result.exit_code == 0, result.output
+    assert f"latents cached in {cache}/" in result.output and "10 steps on 1 workers" in result.output
+    assert sorted(p for p in cache.rglob("*") if p.is_file()) == files  # nothing encoded, nothing rewritten
+    assert [p.stat().st_mtime_ns for p in files] == stamps
+    metrics = (Path(first["package"]) / "metrics.csv").read_text().splitlines()
+    assert [int(row.split(",")[0]) for row in metrics[1:]] == list(range(1, 11))  # steps 1-8 kept, 9-10 added
+    adapter = json.loads((Path(first["package"]) / "adapter.json").read_text())
+    assert adapter["rank"] == 4
+
+
+def test_render_with_the_adapter_gives_the_frames_diffusers_gives(lora_run, tiny_pipelines):
+    from diffusers import DiffusionPipeline
+
+    from vidgen.clip_request import ClipRequest, resolve_clip
+    from vidgen.pipelines.load import load_pipeline
+    from vidgen.pipelines.options import PipelineOptions
+
+    _, summary = lora_run
+    pipe = DiffusionPipeline.from_pretrained(tiny_pipelines["wan"], local_files_only=True)
+    pipe.load_lora_weights(summary["package"], weight_name="pytorch_lora_weights.safetensors")
+    expected = (_render(pipe) * 255).round()
+    ours = load_pipeline(str(tiny_pipelines["wan"]),
+                         options=PipelineOptions(dtype="float32", lora=summary["package"]))
+    clip, problems = resolve_clip(ClipRequest(prompt="a red square moving left", seed=7, frames=5, height=32,
+                                              width=32, steps=2, guidance=1.0), ours.capabilities)
+    assert not problems
+    frames = ours.generate([clip]).frames[0].astype(np.float32)
+    assert np.abs(frames - expected[0]).max() <= 2  # fused weights vs peft's branch: rounding apart
+
+
+def test_an_adapter_on_another_base_is_refused_naming_both(lora_run, tiny_pipelines):
+    from storage.package import ModelFileError
+    from vidgen.pipelines.load import load_pipeline
+    from vidgen.pipelines.options import PipelineOptions
+
+    _, summary = lora_run
+    with pytest.raises(ModelFileError, match=r"adapter .* was trained on tiny-wan#[0-9a-f]{12}, not on tiny-ltx#"):
+        load_pipeline(str(tiny_pipelines["ltx"]), options=PipelineOptions(lora=summary["package"]))
+    with pytest.raises(ModelFileError, match="is a LoRA adapter, not a model"):
+        load_pipeline(summary["package"])
+
+
+def test_a_full_fine_tune_under_zero3_with_offload_leaves_a_pipeline_folder(ray_cluster, footage, tiny_pipelines,
+                                                                             tmp_path):
+    from diffusers import DiffusionPipeline
+
+    cfg = FinetuneConfig(model=str(tiny_pipelines["wan"]), data=footage, runs=str(tmp_path / "runs"), steps=2,
+                         method="full", lr=1e-3, workers=2, zero_stage=3, offload_optimizer=True, validate_every=2,
+                         checkpoint_every=2)
+    summary = run_finetune(cfg)
+    folder = Path(summary["package"])
+    assert verify_package(folder)["transformer/diffusion_pytorch_model.safetensors"]
+    tuned = DiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    base = DiffusionPipeline.from_pretrained(tiny_pipelines["wan"], local_files_only=True)
+    changed = [name for name, p in tuned.transformer.named_parameters()
+               if not torch.equal(p, dict(base.transformer.named_parameters())[name])]
+    assert len(changed) > 10
+    assert torch.equal(next(tuned.vae.parameters()), next(base.vae.parameters()))

@@ -29,7 +29,7 @@ log = logging.getLogger("vidgen")
 
 
 def _add_subcommands() -> None:
-    from vidgen.cli import cluster_commands, data, distill, job_commands, models, render, serve
+    from vidgen.cli import cluster_commands, data, distill, finetune, job_commands, models, render, serve
 
     app.add_typer(cluster_commands.app, name="cluster")
     app.add_typer(data.app, name="data")
@@ -39,6 +39,7 @@ def _add_subcommands() -> None:
     app.command("submit")(job_commands.submit)
     app.command("render")(render.render)
     app.command("distill")(distill.distill)
+    app.command("finetune")(finetune.finetune)
 
 
 @app.command()
@@ -150,19 +151,25 @@ def generate(
     frames: Annotated[int | None, typer.Option(help="frames (one the model makes; default: the model's)")] = None,
     height: Annotated[int | None, typer.Option(help="height in pixels (one the model makes)")] = None,
     width: Annotated[int | None, typer.Option(help="width in pixels (one the model makes)")] = None,
+    lora: Annotated[str | None, typer.Option(help="a LoRA adapter from `vidgen finetune` (folder or registry "
+                                                  "reference), refused unless trained on --model")] = None,
+    lora_scale: Annotated[float, typer.Option(help="adapter strength: 1 as trained, 0 the base model's output")] =
+        1.0,
 ) -> None:
     """Generate one clip from a text prompt and write it as MP4 or GIF."""
     setup_logging()
     if out.suffix.lower() not in (".mp4", ".gif"):
         fail(f"--out {out} must end in .mp4 or .gif")
     from storage.video import write
+    from vidgen.pipelines.options import PipelineOptions
     from vidgen.runs.generate import generate as generate_clips
 
     bar = progress()
     with bar:
         task = bar.add_task("sampling", total=steps, status="")
         result = generate_clips(model, [prompt], [seed], steps, guidance, frames, height, width,
-                                progress=lambda i: bar.update(task, completed=i), negative_prompt=negative_prompt)
+                                progress=lambda i: bar.update(task, completed=i), negative_prompt=negative_prompt,
+                                options=PipelineOptions(lora=lora, lora_scale=lora_scale))
     write(result.frames[0], out)
     reads = ""
     if result.detections:

@@ -40,6 +40,11 @@ def render(
         = None,
     preview: Annotated[bool | None, typer.Option(help="also write preview.png, a contact sheet of the first clips")]
         = None,
+    lora: Annotated[str | None, typer.Option(help="a LoRA adapter from `vidgen finetune` (folder or registry "
+                                                  "reference) fused into the model once per actor; refused unless "
+                                                  "it was trained on --model")] = None,
+    lora_scale: Annotated[float | None, typer.Option(help="adapter strength: 1 as trained (default), 0 the base "
+                                                          "model's output")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster to run on (e.g. auto)")] = None,
 ) -> None:
     """Render every row of a manifest to OUT/videos/<id>.mp4, with a ledger (results.jsonl), errors.jsonl, run.json.
@@ -55,7 +60,7 @@ def render(
     cfg = load_config(RenderConfig, config, set_ or [], {
         "manifest": manifest, "out": out, "model": model, "frames": frames, "height": height, "width": width,
         "steps": steps, "gpus_per_actor": gpus_per_actor, "batch_size": batch_size, "actors": actors, "seed": seed,
-        "preview": preview})
+        "preview": preview, "pipeline.lora": lora, "pipeline.lora_scale": lora_scale})
     bar = progress()
     with bar:
         task = bar.add_task("rendering", total=None, status="")
