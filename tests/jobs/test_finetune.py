@@ -4,6 +4,7 @@ run, a resume on 1 worker of a run started on 2. Variants of the objective and r
 tests/vidgen/runs/test_finetune.py."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from examples.test_videos import make_corpus
+from jobs._finetune_worker import FinetuneHooks
 from jobs.finetune import FinetuneConfig, run_finetune
 from jobs.ingest import IngestConfig, ingest
 from storage.package import verify_package
@@ -135,3 +137,25 @@ def test_a_full_fine_tune_under_zero3_with_offload_leaves_a_pipeline_folder(ray_
                if not torch.equal(p, dict(base.transformer.named_parameters())[name])]
     assert len(changed) > 10
     assert torch.equal(next(tuned.vae.parameters()), next(base.vae.parameters()))
+
+
+class _DieOnce(FinetuneHooks):
+    """Rank 1's process exits at step 3 of the first attempt (a lost node), as no exception would: os._exit."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def after_step(self, rank: int, step: int) -> None:
+        if rank == 1 and step == 3 and not self.marker.exists():
+            self.marker.write_text("died")
+            os._exit(1)
+
+
+def test_a_worker_lost_mid_run_is_survived_from_the_last_checkpoint(ray_cluster, footage, tiny_pipelines, tmp_path):
+    cfg = FinetuneConfig(model=str(tiny_pipelines["wan"]), data=footage, runs=str(tmp_path / "runs"), steps=4,
+                         workers=2, lora={"rank": 2}, validate_every=2, checkpoint_every=2, max_failures=1)
+    summary = run_finetune(cfg, hooks=_DieOnce(tmp_path / "died"))
+    assert (tmp_path / "died").exists()
+    assert summary["steps"] == 4 and [v["step"] for v in summary["validation"]] == [0, 2, 4]
+    rows = (Path(summary["package"]) / "metrics.csv").read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == [1, 2, 3, 4]  # steps 1-2 from the checkpoint, 3-4 redone
