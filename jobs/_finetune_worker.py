@@ -14,7 +14,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +37,48 @@ from vidgen.threads import use_torch_threads
 log = logging.getLogger(__name__)
 TRAINABLE_FILE, STATE_FILE = "trainable.safetensors", "trainer_state.json"
 WRITER_RANKS = 1  # only rank 0 writes a fine-tuning checkpoint
+SIGTERM_GRACE_S = 60  # a worker told to stop exits by then, checkpoint or not (spot notices give ~120 s)
+_SIGTERM = threading.Event()
+
+
+class StopNotice(RuntimeError):
+    """A worker was sent SIGTERM (a spot node's notice): the run checkpointed and restarts from it."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    if not _SIGTERM.is_set():
+        _SIGTERM.set()
+        timer = threading.Timer(SIGTERM_GRACE_S, os._exit, (1,))  # if no step ends to see the notice
+        timer.daemon = True
+        timer.start()
+
+
+def listen_for_sigterm() -> None:
+    """On a worker's main thread (signal handlers are set there only; the training loop runs in another thread):
+    SIGTERM no longer ends the process at once (Ray's default) but tells the loop to checkpoint and stop."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def sigterm_callback():
+    """A Ray Train worker-group callback that makes every worker `listen_for_sigterm` once the group starts.
+    (`WorkerGroupCallback` is Ray Train V2's internal callback type, which RunConfig(callbacks=) passes through;
+    Ray 2.60 is pinned.)"""
+    from ray.train.v2._internal.execution.callback import WorkerGroupCallback
+
+    class SigtermCheckpoint(WorkerGroupCallback):
+        def after_worker_group_start(self, worker_group) -> None:
+            worker_group.execute(listen_for_sigterm)
+
+    return SigtermCheckpoint()
+
+
+def _told_to_stop(device: torch.device) -> bool:
+    """Whether any rank got SIGTERM (one small all-reduce a step, so every rank checkpoints at the same step)."""
+    import torch.distributed as dist
+
+    flag = torch.tensor([float(_SIGTERM.is_set())], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 class FinetuneHooks:
@@ -261,7 +305,8 @@ def finetune_loop(config: dict, hooks: FinetuneHooks | None = None) -> None:
             record["val_loss"] = _validate(objective, engine.module, held_out, cfg.validation_seed, device, dtype)
             validation.append({"step": step, "val_loss": record["val_loss"]})
         history.append(record)
-        if step % cfg.checkpoint_every == 0 or done:
+        stopping = _told_to_stop(device)
+        if step % cfg.checkpoint_every == 0 or done or stopping:
             _save(engine, cfg, {"step": step, "history": history, "validation": validation,
                                 "train_seconds": train_seconds, "world_size": world}, rank, record, key,
                   CheckpointId(run, step, WRITER_RANKS))
@@ -274,5 +319,7 @@ def finetune_loop(config: dict, hooks: FinetuneHooks | None = None) -> None:
         if rank == 0 and ("val_loss" in record or step % cfg.log_every == 0):
             log.info("step %d/%d loss %.4f%s", step, cfg.steps, record["loss"],
                      f" validation loss {record['val_loss']:.4f}" if "val_loss" in record else "")
+        if stopping and not done:
+            raise StopNotice(f"a worker was sent SIGTERM: checkpointed step {step}, the run continues from it")
     if bar is not None:
         bar.close()

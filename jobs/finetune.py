@@ -31,7 +31,14 @@ import time
 from pathlib import Path
 
 from jobs._entrypoint import job_arguments
-from jobs._finetune_worker import FinetuneHooks, build_transformer, finetune_loop, load_trainable, verified_checkpoint
+from jobs._finetune_worker import (
+    FinetuneHooks,
+    build_transformer,
+    finetune_loop,
+    load_trainable,
+    sigterm_callback,
+    verified_checkpoint,
+)
 from jobs.connection import connect_ray
 from jobs.finetune_config import FinetuneConfig
 from jobs.train import TrainingError, _root_cause, load_run_config, write_run_config
@@ -89,7 +96,7 @@ def precompute(cfg: FinetuneConfig, model, store: ObjectStore) -> LatentSet:
     stream = read_dataset(cfg.data, ReaderConfig(splits=None, video_dtype="uint8", s3=cfg.s3))
     rows = stream.map_batches(
         LatentEncoder, batch_size=SAMPLES_PER_SHARD, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=cfg.workers),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.workers),
         num_cpus=cfg.cpus_per_worker, num_gpus=1 if cfg.use_gpu else 0,
         fn_constructor_kwargs={"model_ref": _worker_ref(cfg.model),
                                "key": key.to_dict(), "root": cfg.cache_root, "s3": cfg.s3.public(),
@@ -146,13 +153,8 @@ def write_result(cfg: FinetuneConfig, model, checkpoint, name: str, store: Objec
         sums = verify_package(folder)
         upload_package(folder, parse_uri(cfg.out), sums, store)
         version = push(folder, _registry_uri(cfg.push), store) if cfg.push else None
-    return {**{k: v for k, v in run.items() if k != "history"}, "package": _shown(cfg.out), "pushed": version}
-
-
-def _shown(uri: str) -> str:
-    """A URI as a person (and a next command) takes it: a local folder as its path."""
-    location = parse_uri(uri)
-    return location.key if location.scheme == "file" else location.uri
+    return {**{k: v for k, v in run.items() if k != "history"}, "package": parse_uri(cfg.out).shown,
+            "pushed": version}
 
 
 def _registry_uri(push: str) -> str:
@@ -184,10 +186,15 @@ def run_finetune(cfg: FinetuneConfig, address: str | None = None, resume: str | 
         raise StorageError(f"no run {name!r} under {runs.uri} to resume")
     if not resume and has_state:
         raise StorageError(f"{run_dir.uri} already exists: resume it with --resume {name} or wait a second")
-    cfg = cfg.model_copy(update={"out": cfg.out or run_dir.join("adapter" if cfg.method == "lora" else "model").uri})
+    # absolute URIs: the workers (whose working directory is not ours) derive the run's key from `runs`
+    cfg = cfg.model_copy(update={"runs": runs.uri, "latent_cache": parse_uri(cfg.cache_root).uri,
+                                 "out": parse_uri(cfg.out).uri if cfg.out else
+                                 run_dir.join("adapter" if cfg.method == "lora" else "model").uri})
     store.ensure_bucket(runs)
     write_run_config(store, run_dir, cfg, run_key(runs.uri, name, create_secret=not resume))
-    connect_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.workers * cfg.cpus_per_worker),
+    # A local cluster gets a CPU slot per worker plus one for Ray Data's read tasks, even on a smaller machine: slots
+    # are scheduling tokens, and with the precompute actors holding every slot the reads would never run.
+    connect_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.workers * cfg.cpus_per_worker + 1),
                 credentials=cfg.s3.credentials_env())
     latents = precompute(cfg, model, store)
     fs, path = store.filesystem(runs, for_ray=True)
@@ -198,7 +205,8 @@ def run_finetune(cfg: FinetuneConfig, address: str | None = None, resume: str | 
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=path, storage_filesystem=fs,
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
-                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             callbacks=[sigterm_callback()]),
     )
     log.info("run %s: %s fine-tuning of %s on %d workers, ZeRO-%d, checkpoints in %s", name, cfg.method,
              model.label, cfg.workers, cfg.zero_stage, run_dir.uri)
@@ -209,7 +217,7 @@ def run_finetune(cfg: FinetuneConfig, address: str | None = None, resume: str | 
     if result.checkpoint is None:
         raise TrainingError(f"run {name} ended without a checkpoint")
     summary = write_result(cfg, model, result.checkpoint, name, store)
-    return {**summary, "run_dir": _shown(run_dir.uri), "latents": _shown(latents.location.uri)}
+    return {**summary, "run_dir": run_dir.shown, "latents": latents.location.shown}
 
 
 def load_finetune_config(runs: str, name: str, s3: S3Config | None = None) -> FinetuneConfig:

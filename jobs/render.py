@@ -258,7 +258,7 @@ def render(cfg: RenderConfig, address: str | None = None,
     manifest_bytes = store.read(cfg.manifest)
     rows, errors = parse_manifest(manifest_bytes, manifest_format(str(cfg.manifest)))
     total_rows = len(rows) + len({e.line for e in errors})
-    info = describe_model(cfg.model)
+    info = describe_model(cfg.model, cfg.pipeline)
     label = info.label
     if cfg.trajectory_steps and info.backend != "vidgen":
         raise ValueError(f"trajectory_steps: {info.pipeline_class} is a {info.backend} model; only vidgen models "

@@ -140,7 +140,9 @@ def run_training(cfg: DistributedConfig, address: str | None = None, resume: str
                            f"{sorted({o.uri.removeprefix(runs.uri + '/').split('/')[0] for o in store.list(runs)})}")
     if not resume and has_state:
         raise StorageError(f"{run_dir.uri} already exists: resume it with --resume {name} or wait a second")
-    cfg = cfg.model_copy(update={"out": cfg.out or run_dir.join("model").uri})
+    # absolute URIs: the workers (whose working directory is not ours) derive the run's key from `runs`
+    cfg = cfg.model_copy(update={"runs": runs.uri, "out": parse_uri(cfg.out).uri if cfg.out else
+                                 run_dir.join("model").uri})
     store.ensure_bucket(runs)
     key = run_key(runs.uri, name, create_secret=not resume)
     write_run_config(store, run_dir, cfg, key)
@@ -173,7 +175,8 @@ def run_training(cfg: DistributedConfig, address: str | None = None, resume: str
     except Exception as e:  # Ray wraps the worker's error; surface its own message
         raise TrainingError(f"run {name} failed: {_root_cause(e)}") from e
     card, _ = parse_card(store.read(parse_uri(cfg.out).join(CARD_FILE)).decode(), CARD_FILE)
-    return {"run": name, "run_dir": run_dir.uri, "package": cfg.out, "steps": card["lineage"]["training_steps"],
+    return {"run": name, "run_dir": run_dir.shown, "package": parse_uri(cfg.out).shown,
+            "steps": card["lineage"]["training_steps"],
             "last_checkpoint": result.checkpoint.path if result.checkpoint else None, **card["metrics"]}
 
 

@@ -101,6 +101,11 @@ class Location:
         return self.key if self.scheme == "file" else f"{self.bucket}/{self.key}".rstrip("/")
 
     @property
+    def shown(self) -> str:
+        """How a person (and a next command) takes it: a local folder as its path, else the URI."""
+        return self.key if self.scheme == "file" else self.uri
+
+    @property
     def name(self) -> str:
         return posixpath.basename(self.key.rstrip("/"))
 

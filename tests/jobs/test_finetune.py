@@ -5,6 +5,7 @@ tests/vidgen/runs/test_finetune.py."""
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from examples.test_videos import make_corpus
-from jobs._finetune_worker import FinetuneHooks
+from jobs._finetune_worker import _SIGTERM, FinetuneHooks
 from jobs.finetune import FinetuneConfig, run_finetune
 from jobs.ingest import IngestConfig, ingest
 from storage.package import verify_package
@@ -139,23 +140,49 @@ def test_a_full_fine_tune_under_zero3_with_offload_leaves_a_pipeline_folder(ray_
     assert torch.equal(next(tuned.vae.parameters()), next(base.vae.parameters()))
 
 
-class _DieOnce(FinetuneHooks):
-    """Rank 1's process exits at step 3 of the first attempt (a lost node), as no exception would: os._exit."""
+class _Faults(FinetuneHooks):
+    """Rank 1 is sent SIGTERM after step 3 (a spot node's notice reaching its processes); later, on the attempt that
+    resumed from that checkpoint, rank 0's process exits at step 5 as a lost node's would (os._exit, no exception).
+    Each happens once: marker files say it did."""
 
-    def __init__(self, marker: Path):
-        self.marker = marker
+    def __init__(self, folder: Path):
+        self.sigterm, self.died = folder / "sigterm", folder / "died"
 
     def after_step(self, rank: int, step: int) -> None:
-        if rank == 1 and step == 3 and not self.marker.exists():
-            self.marker.write_text("died")
+        if rank == 1 and step == 3 and not self.sigterm.exists():
+            self.sigterm.write_text("sent")
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert _SIGTERM.wait(10)  # the handler runs on the worker's main thread: wait until it has
+        if rank == 0 and step == 5 and not self.died.exists():
+            self.died.write_text("died")
             os._exit(1)
 
 
-def test_a_worker_lost_mid_run_is_survived_from_the_last_checkpoint(ray_cluster, footage, tiny_pipelines, tmp_path):
-    cfg = FinetuneConfig(model=str(tiny_pipelines["wan"]), data=footage, runs=str(tmp_path / "runs"), steps=4,
-                         workers=2, lora={"rank": 2}, validate_every=2, checkpoint_every=2, max_failures=1)
-    summary = run_finetune(cfg, hooks=_DieOnce(tmp_path / "died"))
-    assert (tmp_path / "died").exists()
-    assert summary["steps"] == 4 and [v["step"] for v in summary["validation"]] == [0, 2, 4]
+def test_sigterm_checkpoints_its_step_and_a_lost_worker_resumes_from_the_last_checkpoint(ray_cluster, footage,
+                                                                                      tiny_pipelines, tmp_path):
+    runs = tmp_path / "runs"
+    cfg = FinetuneConfig(model=str(tiny_pipelines["wan"]), data=footage, runs=str(runs), steps=6, workers=2,
+                         lora={"rank": 2}, validate_every=6, checkpoint_every=6, max_failures=2, num_to_keep=5)
+    faults = _Faults(tmp_path)
+    summary = run_finetune(cfg, hooks=faults)
+    assert faults.sigterm.exists() and faults.died.exists() and summary["steps"] == 6
+    checkpoints = sorted(p.name for p in (runs / summary["run"]).glob("checkpoint_step*"))
+    assert checkpoints == ["checkpoint_step00000003", "checkpoint_step00000006"]  # step 3: the notice's
     rows = (Path(summary["package"]) / "metrics.csv").read_text().splitlines()[1:]
-    assert [int(row.split(",")[0]) for row in rows] == [1, 2, 3, 4]  # steps 1-2 from the checkpoint, 3-4 redone
+    assert [int(row.split(",")[0]) for row in rows] == [1, 2, 3, 4, 5, 6]  # 4-5 lost with the worker, redone
+
+
+def test_bulk_render_with_the_adapter_records_it_and_renders_again_without_it(lora_run, tiny_pipelines, tmp_path):
+    from jobs.render import RenderConfig, render
+
+    _, summary = lora_run
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"id": "a", "prompt": "a red square moving left", "seed": 7}\n')
+    base = dict(manifest=str(manifest), model=str(tiny_pipelines["wan"]), out=str(tmp_path / "out"), frames=5,
+                height=32, width=32, steps=2, actors=1)
+    tuned = render(RenderConfig(**base, pipeline={"lora": summary["package"]}))
+    assert tuned["rendered_now"] == 1
+    record = json.loads((tmp_path / "out" / "results.jsonl").read_text().splitlines()[0])
+    assert record["model"].startswith("tiny-wan#") and "+adapter#" in record["model"]
+    plain = render(RenderConfig(**base))  # another model for the ledger: rendered again, not "done before"
+    assert plain["rendered_now"] == 1 and plain["already_done"] == 0

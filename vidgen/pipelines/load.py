@@ -9,6 +9,7 @@ again. A backend's module is imported only when a model of its kind is loaded (d
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -53,7 +54,19 @@ def load_pipeline(ref: str | Path | VerifiedModel | None, encoder: TextEncoder |
     return _backend(model).load(model, encoder, device, int8, options or PipelineOptions())
 
 
-def describe_model(ref: str | Path | VerifiedModel | None) -> ModelInfo:
-    """Resolve and verify a model reference and read what it makes, without loading its weights."""
+def describe_model(ref: str | Path | VerifiedModel | None, options: PipelineOptions | None = None) -> ModelInfo:
+    """Resolve and verify a model reference and read what it makes, without loading its weights. With an adapter
+    in `options` (`lora`), the adapter is verified and checked against the model too, and the label names both, as
+    the loaded pipeline's does."""
     model = ref if isinstance(ref, VerifiedModel) else verify_model(ref)
-    return _backend(model).describe(model)
+    info = _backend(model).describe(model)
+    if options is None or options.lora is None:
+        return info
+    if info.backend != "diffusers":
+        raise ValueError(f"pipeline.lora: LoRA adapters apply to diffusers pipelines; {info.label} is a "
+                         f"{info.backend} model")
+    from vidgen.pipelines.adapters import check_base
+
+    adapter = verify_model(options.lora)
+    check_base(adapter, model)
+    return replace(info, label=f"{info.label}+{adapter.label}")
