@@ -157,6 +157,46 @@ def write_result(cfg: FinetuneConfig, model, checkpoint, name: str, store: Objec
             "pushed": version}
 
 
+def validation_plan(cfg: FinetuneConfig, latents: LatentSet, store: ObjectStore):
+    """The prompts (given, or the first two eval captions), seeds and shape (the held-out bucket's) to render."""
+    from storage.latent_shards import read_shard
+    from vidgen.runs.finetune_renders import ValidationPlan
+
+    shards = latents.shards(("eval",)) or latents.shards(("train",))
+    prompts = cfg.validation_prompts or read_shard(store, latents, shards[0]).captions[:2]
+    return ValidationPlan(list(prompts), list(cfg.validation_seeds), shards[0].shape, cfg.validation_steps)
+
+
+def render_validation(config: dict, checkpoint_paths: list[str], run: str, plan, renders_uri: str) -> list[dict]:
+    """A Ray task (on a GPU when the run has them): render `plan` with the weights of each checkpoint, verified on
+    this node under the run's key, into RENDERS_URI (MP4s and preview.png)."""
+    from ray.train import Checkpoint
+
+    from vidgen.pipelines.load import load_pipeline
+    from vidgen.pipelines.options import PipelineOptions
+    from vidgen.runs.finetune_renders import render_checkpoints
+
+    cfg = FinetuneConfig.model_validate(config)
+    store = ObjectStore(S3Config.model_validate(cfg.s3.public()))
+    fs, _ = store.filesystem(parse_uri(cfg.runs), for_ray=True)
+    key = run_key(parse_uri(cfg.runs).uri, run)
+    pipeline = load_pipeline(cfg.model, device="cuda" if cfg.use_gpu else "cpu",
+                             options=PipelineOptions(dtype=cfg.precision))
+
+    def weights():
+        for path in checkpoint_paths:
+            with verified_checkpoint(Checkpoint(path, fs), run, key) as (state, trainable):
+                yield state["step"], trainable
+
+    with tempfile.TemporaryDirectory() as scratch:
+        records = render_checkpoints(pipeline, cfg.lora if cfg.method == "lora" else None, weights(), plan,
+                                     Path(scratch), load_trainable)
+        for path in sorted(Path(scratch).rglob("*")):
+            if path.is_file():
+                store.write(parse_uri(renders_uri).join(str(path.relative_to(scratch))), path.read_bytes())
+    return [{**r, "video": r["video"].replace(scratch, renders_uri)} for r in records]
+
+
 def _registry_uri(push: str) -> str:
     """`--push NAME` goes to the local registry (`$VIDGEN_REGISTRY` or ~/.vidgen/registry); a URI as it is."""
     from storage.registry import model_location
@@ -168,6 +208,7 @@ def _registry_uri(push: str) -> str:
 def run_finetune(cfg: FinetuneConfig, address: str | None = None, resume: str | None = None,
                  hooks: FinetuneHooks | None = None) -> dict:
     """Run (or resume) a fine-tuning job; returns its summary (run, steps, losses, validation, package URI)."""
+    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -216,8 +257,14 @@ def run_finetune(cfg: FinetuneConfig, address: str | None = None, resume: str | 
         raise TrainingError(f"run {name} failed: {_root_cause(e)}") from e
     if result.checkpoint is None:
         raise TrainingError(f"run {name} ended without a checkpoint")
+    kept = sorted((c.path for c, _ in result.best_checkpoints), key=os.path.basename)
+    renders = run_dir.join("validation")
+    log.info("rendering the validation prompts with %d checkpoints into %s", len(kept), renders.uri)
+    task = ray.remote(render_validation).options(num_cpus=cfg.cpus_per_worker, num_gpus=1 if cfg.use_gpu else 0)
+    ray.get(task.remote(worker_config(cfg, latents, _worker_ref(cfg.model))["job"], kept, name,
+                        validation_plan(cfg, latents, store), renders.uri))
     summary = write_result(cfg, model, result.checkpoint, name, store)
-    return {**summary, "run_dir": run_dir.shown, "latents": latents.location.shown}
+    return {**summary, "run_dir": run_dir.shown, "latents": latents.location.shown, "renders": renders.shown}
 
 
 def load_finetune_config(runs: str, name: str, s3: S3Config | None = None) -> FinetuneConfig:

@@ -41,11 +41,13 @@ class FinetuneConfig(BaseModel):
     validate_every: int = Field(50, ge=1, description="optimizer steps between validation losses (and at the end)")
     validation_batches: int = Field(4, ge=1, description="held-out batches the validation loss averages over")
     validation_seed: int = Field(0, description="seed of the validation loss's fixed noise")
-    validation_prompts: list[str] = Field(default_factory=list, description="prompts rendered with the result at "
-                                          "the end into the run's validation/ folder; default: the first eval "
-                                          "captions")
+    validation_prompts: list[str] = Field(default_factory=list, description="prompts rendered with the weights "
+                                          "of every kept checkpoint, once training ends, into RUNS/NAME/validation/;"
+                                          " default: the first two eval captions")
     validation_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds of those "
                                         "renders, one clip per prompt and seed")
+    validation_steps: int | None = Field(None, ge=1, description="sampler steps of those renders (default: the "
+                                         "model's)")
     workers: int = Field(2, ge=1, description="Ray Train workers (one DeepSpeed rank each)")
     use_gpu: bool = Field(False, description="one GPU per worker (NCCL; bf16 under precision auto)")
     cpus_per_worker: int = Field(1, ge=1, description="CPUs Ray reserves per worker; also its torch threads")

@@ -38,7 +38,7 @@ def lora_run(ray_cluster, footage, tiny_pipelines, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     cfg = FinetuneConfig(model=str(tiny_pipelines["wan"]), data=footage, runs=str(runs), steps=8, lr=2e-3,
                          warmup_steps=0, workers=2, zero_stage=2, validate_every=4, checkpoint_every=4,
-                         lora={"rank": 4})
+                         lora={"rank": 4}, validation_steps=2, validation_seeds=[0, 1])
     return cfg, run_finetune(cfg)
 
 
@@ -60,6 +60,13 @@ def test_a_lora_run_on_two_workers_lowers_the_validation_loss_and_leaves_an_adap
     assert adapter["pipeline_class"] == "WanPipeline" and adapter["rank"] == 4
     card = (folder / "card.md").read_text()
     assert adapter["base_digest"] in card and "validation loss" in card
+    renders = Path(summary["renders"])  # 2 eval captions x 2 seeds, with the weights of steps 4 and 8
+    assert sorted(p.relative_to(renders).as_posix() for p in renders.rglob("*.mp4")) == [
+        f"step{step:08d}/p{p}-s{seed}.mp4" for step in (4, 8) for p in (0, 1) for seed in (0, 1)]
+    assert (renders / "preview.png").stat().st_size > 0
+    from storage.video import decode
+
+    assert decode((renders / "step00000008" / "p0-s1.mp4").read_bytes()).shape == (9, 32, 32, 3)
 
 
 def test_the_adapter_loads_in_plain_diffusers_and_changes_the_output(lora_run, tiny_pipelines):
@@ -122,15 +129,29 @@ def test_an_adapter_on_another_base_is_refused_naming_both(lora_run, tiny_pipeli
         load_pipeline(summary["package"])
 
 
-def test_a_full_fine_tune_under_zero3_with_offload_leaves_a_pipeline_folder(ray_cluster, footage, tiny_pipelines,
-                                                                             tmp_path):
+def _copy_to(store, folder: Path, uri: str) -> None:
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        store.write(f"{uri}/{path.relative_to(folder)}", path.read_bytes())
+
+
+def test_a_full_fine_tune_under_zero3_with_offload_reads_s3_and_leaves_a_pipeline_folder_there(
+        ray_cluster, footage, tiny_pipelines, tmp_path, s3_config, bucket):
     from diffusers import DiffusionPipeline
 
-    cfg = FinetuneConfig(model=str(tiny_pipelines["wan"]), data=footage, runs=str(tmp_path / "runs"), steps=2,
-                         method="full", lr=1e-3, workers=2, zero_stage=3, offload_optimizer=True, validate_every=2,
-                         checkpoint_every=2)
+    from storage.objectstore import ObjectStore
+
+    store = ObjectStore(s3_config)
+    _copy_to(store, Path(footage), f"{bucket}/footage")
+    cfg = FinetuneConfig(model=str(tiny_pipelines["wan"]), data=f"{bucket}/footage", runs=str(tmp_path / "runs"),
+                         out=f"{bucket}/tuned", steps=2, method="full", lr=1e-3, workers=2, zero_stage=3,
+                         offload_optimizer=True, validate_every=2, checkpoint_every=2, s3=s3_config)
     summary = run_finetune(cfg)
-    folder = Path(summary["package"])
+    assert summary["package"] == f"{bucket}/tuned"
+    folder = tmp_path / "tuned"
+    for obj in store.list(f"{bucket}/tuned"):
+        name = obj.uri.removeprefix(f"{bucket}/tuned/")
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(store.read(obj.uri))
     assert verify_package(folder)["transformer/diffusion_pytorch_model.safetensors"]
     tuned = DiffusionPipeline.from_pretrained(folder, local_files_only=True)
     base = DiffusionPipeline.from_pretrained(tiny_pipelines["wan"], local_files_only=True)

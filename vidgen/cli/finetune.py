@@ -75,5 +75,5 @@ def finetune(
                f"{summary['first_loss']:.4f} -> {summary['last_loss']:.4f}, validation loss "
                f"{validation[0]['val_loss']:.4f} -> {validation[-1]['val_loss']:.4f}\n"
                f"{'adapter' if cfg.method == 'lora' else 'model'} (card, metrics.csv, SHA256SUMS) in "
-               f"{summary['package']}/{pushed}\ncheckpoints in {summary['run_dir']}/, latents cached in "
-               f"{summary['latents']}/")
+               f"{summary['package']}/{pushed}\nvalidation renders (preview.png) in {summary['renders']}/\n"
+               f"checkpoints in {summary['run_dir']}/, latents cached in {summary['latents']}/")
