@@ -261,10 +261,11 @@ def run_finetune(cfg: FinetuneConfig, address: str | None = None, resume: str | 
     renders = run_dir.join("validation")
     log.info("rendering the validation prompts with %d checkpoints into %s", len(kept), renders.uri)
     task = ray.remote(render_validation).options(num_cpus=cfg.cpus_per_worker, num_gpus=1 if cfg.use_gpu else 0)
-    ray.get(task.remote(worker_config(cfg, latents, _worker_ref(cfg.model))["job"], kept, name,
-                        validation_plan(cfg, latents, store), renders.uri))
+    rendered = ray.get(task.remote(worker_config(cfg, latents, _worker_ref(cfg.model))["job"], kept, name,
+                                   validation_plan(cfg, latents, store), renders.uri))
     summary = write_result(cfg, model, result.checkpoint, name, store)
-    return {**summary, "run_dir": run_dir.shown, "latents": latents.location.shown, "renders": renders.shown}
+    return {**summary, "run_dir": run_dir.shown, "latents": latents.location.shown,
+            "renders": renders.shown if rendered else None}
 
 
 def load_finetune_config(runs: str, name: str, s3: S3Config | None = None) -> FinetuneConfig:

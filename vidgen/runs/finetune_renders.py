@@ -8,6 +8,7 @@ into its transformer in turn (the LoRA layers added once), so a run of N checkpo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from vidgen.clip_request import ClipRequest, resolve_clip
 from vidgen.runs.finetune_lora import LoraSettings, add_lora
 from vidgen.runs.finetune_recipes import recipe_for
 from vidgen.runs.plots import contact_sheet_png
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,11 @@ def render_checkpoints(pipeline, lora: LoraSettings | None, checkpoints: Iterabl
     if lora is not None:
         add_lora(transformer, recipe_for(pipeline.pipeline_class), lora)
     frames, height, width = plan.shape
+    _, refused = pipeline.encode(plan.prompts)
+    for i, reason in refused.items():
+        log.warning("validation prompt %r is not rendered: %s", plan.prompts[i], reason)
     clips, records, rows, captions = [], [], [], []
-    for prompt in plan.prompts:
+    for prompt in (p for i, p in enumerate(plan.prompts) if i not in refused):
         for seed in plan.seeds:
             clip, problems = resolve_clip(ClipRequest(prompt=prompt, seed=seed, frames=frames, height=height,
                                                       width=width, steps=plan.steps), pipeline.capabilities)
@@ -52,7 +58,7 @@ def render_checkpoints(pipeline, lora: LoraSettings | None, checkpoints: Iterabl
                 reasons = "; ".join(f"{p.field}: {p.reason}" for p in problems)
                 raise ValueError(f"validation clip {prompt!r}: {reasons}")
             clips.append(clip)
-    for step, weights in checkpoints:
+    for step, weights in checkpoints if clips else ():
         load_trainable(transformer.to(torch.float32), weights, f"checkpoint of step {step}")
         transformer.to(pipeline.pipe.dtype)
         out = pipeline.generate(clips).frames

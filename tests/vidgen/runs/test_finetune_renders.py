@@ -1,0 +1,34 @@
+"""Validation renders in-process on the tiny Wan: a checkpoint's LoRA weights go into the loaded pipeline, a prompt
+the model cannot read is left out by name, and an adapter at its initial (zero) update renders the base's frames."""
+
+import numpy as np
+
+from jobs._finetune_worker import load_trainable
+from storage.video import decode
+from vidgen.clip_request import ClipRequest, resolve_clip
+from vidgen.pipelines.load import load_pipeline
+from vidgen.pipelines.options import PipelineOptions
+from vidgen.runs.finetune_lora import LoraSettings, add_lora
+from vidgen.runs.finetune_recipes import recipe_for
+from vidgen.runs.finetune_renders import ValidationPlan, render_checkpoints
+
+
+def test_each_checkpoint_renders_the_readable_prompts_and_a_zero_update_renders_the_base(tiny_pipelines, tmp_path):
+    from diffusers import WanTransformer3DModel
+
+    settings = LoraSettings(rank=2)
+    trained = WanTransformer3DModel.from_pretrained(tiny_pipelines["wan"] / "transformer")
+    add_lora(trained, recipe_for("WanPipeline"), settings)  # its update starts at zero
+    weights = {name: p.detach().clone() for name, p in trained.named_parameters() if p.requires_grad}
+    pipeline = load_pipeline(str(tiny_pipelines["wan"]), options=PipelineOptions(dtype="float32"))
+    long = " ".join(["red"] * 600)  # more tokens than Wan reads (512)
+    plan = ValidationPlan(["a red square moving left", long], [3, 4], (5, 32, 32), steps=2)
+    clip, _ = resolve_clip(ClipRequest(prompt="a red square moving left", seed=4, frames=5, height=32, width=32,
+                                       steps=2), pipeline.capabilities)
+    expected = pipeline.generate([clip]).frames[0].astype(np.float32)  # the base, before any adapter
+    records = render_checkpoints(pipeline, settings, [(2, weights), (4, weights)], plan, tmp_path, load_trainable)
+    assert [(r["step"], r["seed"]) for r in records] == [(2, 3), (2, 4), (4, 3), (4, 4)]
+    assert {r["prompt"] for r in records} == {"a red square moving left"}
+    assert (tmp_path / "preview.png").stat().st_size > 0
+    rendered = decode((tmp_path / "step00000004" / "p0-s4.mp4").read_bytes()).astype(np.float32)
+    assert np.abs(rendered - expected).mean() < 4  # the same clip, through the MP4 codec
