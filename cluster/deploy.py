@@ -79,7 +79,7 @@ def deploy(deploy_file: dict, cfg: ServeConfig, allow_pending: bool = False, tim
 
     problems = unplaceable_tiers(cfg, ray.nodes())
     if problems and not allow_pending:
-        raise DeployError("; ".join(problems) + ". Add such nodes (cluster.yaml), use cluster/serve-local.yaml on "
+        raise DeployError("; ".join(problems) + ". Add such nodes (cluster.yaml), use --config local on "
                           "one machine, or pass --allow-pending if the autoscaler will add them")
     app = next(a for a in deploy_file["applications"] if a["import_path"].startswith("cluster.serve_app"))
     serve.start(http_options=deploy_file.get("http_options"), proxy_location=deploy_file.get("proxy_location"))

@@ -45,10 +45,25 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+# The cluster configs shipped inside this package (package data), by name: `vidgen cluster up --config local`.
+SHIPPED_CLUSTER_CONFIGS = {"local": "local.yaml"}
+
+
+def config_path(config: str | Path) -> Path:
+    """A cluster launcher config: a path, or the name of a shipped one, found in the installed package whatever the
+    working directory."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    if str(config) in SHIPPED_CLUSTER_CONFIGS:
+        return Path(__file__).resolve().parent / SHIPPED_CLUSTER_CONFIGS[str(config)]
+    raise FileNotFoundError(f"cluster config {config} is neither a file nor a shipped config "
+                            f"({', '.join(SHIPPED_CLUSTER_CONFIGS)}); pass --config local for simulated nodes on this "
+                            "machine, or your own copy of the repository's cluster.yaml for a cloud")
+
+
 def read_config(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"cluster config {path} does not exist; start from cluster.yaml or cluster/local.yaml")
+    path = config_path(path)
     config = yaml.safe_load(path.read_text()) or {}
     for key in ("cluster_name", "provider", "available_node_types", "head_node_type"):
         if key not in config:
@@ -75,7 +90,7 @@ def local_head_environment() -> dict[str, str]:
 
 def up(path: str | Path, port: int = 6379, dashboard_port: int = 8265) -> dict:
     """Start or update the cluster; returns where to reach it."""
-    config = read_config(path)
+    path, config = config_path(path), read_config(path)
     if not is_local(config):
         from ray.autoscaler.sdk import create_or_update_cluster
 
@@ -149,19 +164,37 @@ def stop_local(temp_dir: str, recorded: list[dict] = ()) -> int:
                 mine[p.pid] = p
         except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, TypeError, ValueError):  # gone, or not an entry
             continue
-    for proc in mine.values():
+    stop_processes(list(mine.values()))
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    return len(mine)
+
+
+def stop_processes(processes: list, grace_s: float = 5.0) -> int:
+    """SIGTERM each psutil.Process still running (psutil refuses a PID reused since), SIGKILL those alive after
+    `grace_s` (Ray's DashboardAgent and RuntimeEnvAgent ignore SIGTERM); returns how many needed SIGKILL."""
+    import psutil
+
+    for proc in processes:
         try:
             proc.terminate()
-        except psutil.NoSuchProcess:
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    _, alive = psutil.wait_procs(list(mine.values()), timeout=5)
+    _, alive = psutil.wait_procs(processes, timeout=grace_s)
     for proc in alive:
         try:
             proc.kill()
-        except psutil.NoSuchProcess:
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    shutil.rmtree(temp_dir, ignore_errors=True)
-    return len(mine)
+    psutil.wait_procs(alive, timeout=grace_s)
+    return len(alive)
+
+
+def descendants() -> list:
+    """Every process this one started, and theirs (psutil.Process, which remembers each one's start time): a local
+    Ray's GCS, raylet, dashboard, and the raylet's agents and workers."""
+    import psutil
+
+    return psutil.Process().children(recursive=True)
 
 
 def _launcher_temp_dir(recorded: str) -> str:
@@ -177,7 +210,7 @@ def _launcher_temp_dir(recorded: str) -> str:
 
 
 def down(path: str | Path) -> str:
-    config = read_config(path)
+    path, config = config_path(path), read_config(path)
     if not is_local(config):
         from ray.autoscaler.sdk import teardown_cluster
 

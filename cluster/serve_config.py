@@ -240,11 +240,27 @@ class ServeConfig(BaseModel):
         return self
 
 
+# The deploy files shipped inside this package (package data: a wheel install has them too), by name.
+SHIPPED_DEPLOY_FILES = {"local": "serve-local.yaml", "cluster": "serve.yaml", "diffusers": "serve-diffusers.yaml"}
+
+
+def deploy_file_path(config: str | Path) -> Path:
+    """A deploy file: a path, or the name of a shipped one (`local`, `cluster`, `diffusers`), found in the installed
+    package whatever the working directory."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    if str(config) in SHIPPED_DEPLOY_FILES:
+        return Path(__file__).resolve().parent / SHIPPED_DEPLOY_FILES[str(config)]
+    names = ", ".join(SHIPPED_DEPLOY_FILES)
+    raise FileNotFoundError(f"serve config {config} is neither a file nor a shipped config ({names}); pass --config "
+                            f"local, or a copy of {Path(__file__).resolve().parent / 'serve.yaml'} edited for you")
+
+
 def read_deploy_file(path: str | Path) -> tuple[dict, ServeConfig]:
-    """A Serve deploy file -> (the whole file as a dict, the vidgen application's ServeConfig)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"serve config {path} does not exist; start from cluster/serve.yaml")
+    """A Serve deploy file (a path or a shipped name: `deploy_file_path`) -> (the whole file as a dict, the vidgen
+    application's ServeConfig)."""
+    path = deploy_file_path(path)
     deploy = yaml.safe_load(path.read_text()) or {}
     apps = [a for a in deploy.get("applications", []) if str(a.get("import_path", "")).startswith("cluster.serve_app")]
     if len(apps) != 1:

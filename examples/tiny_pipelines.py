@@ -11,6 +11,8 @@ real Wan, LTX-Video or CogVideoX folder.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import string
 from pathlib import Path
 
@@ -104,10 +106,32 @@ def save_tiny_pipeline(kind: str, folder: str | Path, seed: int = 0) -> Path:
     return Path(folder)
 
 
-if __name__ == "__main__":
+def quiet_libraries() -> None:
+    """Keep what torchao logs when diffusers imports it (kernels for GPUs this machine lacks, a torch.compile
+    deprecation) and the save's progress bars off the console: nothing a person running this can act on."""
+    for noisy in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed (imported by accelerate) warns as it guesses one
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("folder")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    save_tiny_pipeline(args.kind, args.folder, args.seed)
+    quiet_libraries()
+    folder = save_tiny_pipeline(args.kind, args.folder, args.seed).resolve()
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files) / 2**20
+    print(f"saved a tiny random-weight {args.kind} pipeline ({len(files)} files, {size:.1f} MiB) to {folder}\n"
+          f"next: vidgen models import {folder} tiny-{args.kind} --licence apache-2.0")
+
+
+if __name__ == "__main__":
+    main()

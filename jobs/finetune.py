@@ -212,6 +212,7 @@ def run_finetune(cfg: FinetuneConfig, address: str | None = None, resume: str | 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from storage.audits import warn_unacted_audit_flags
     from vidgen.pipelines.diffusers_folder import model_skeleton
     from vidgen.pipelines.references import verify_model
     from vidgen.runs.finetune_objective import objective_of
@@ -219,6 +220,7 @@ def run_finetune(cfg: FinetuneConfig, address: str | None = None, resume: str | 
     store = ObjectStore(cfg.s3)
     model = verify_model(cfg.model)
     objective_of(model_skeleton(model))  # a pipeline without a recipe or objective is refused before Ray starts
+    warn_unacted_audit_flags(cfg.data, store)
     runs = parse_uri(cfg.runs)
     name = resume or f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = runs.join(name)

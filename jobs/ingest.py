@@ -20,7 +20,8 @@ The driver governs:
                  OUT/errors.jsonl each ({"path", "reason"}), and the run goes on
     duplicates   exact (same pixels) and near (perceptual hash within `storage.phash.NEAR_BITS`) duplicates are
                  dropped, the first kept (files in path order); counted in the card
-    split        by source: a source's clips all go to train or all to eval (a seeded hash of the source), so no
+    split        by source: a source's clips all go to train or all to eval (a seeded hash of the source; with
+                 two or more sources at least one is eval unless --eval-fraction is 0), so no
                  source is in both; the card lists the eval sources as held-out groups, and `vidgen data verify`
                  proves the split by source, content hash and perceptual hash
 
@@ -81,7 +82,8 @@ class IngestConfig(BaseModel):
     stride: int | None = Field(None, ge=1, description="frames between window starts (default: frames, no overlap)")
     allow_licences: list[str] = Field(default_factory=list, description="licences let in (case-insensitive); "
                                                                         "empty: any")
-    eval_fraction: float = Field(0.1, ge=0, lt=1, description="share of sources whose clips form the eval split")
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="share of sources whose clips form the eval split; with "
+                                 "two or more sources at least one (0: no eval split)")
     seed: int = Field(0, description="seeds the split of sources")
     samples_per_shard: int = Field(256, ge=1)
     crf: int = Field(12, ge=0, le=51, description="H.264 quality of the stored clips")
@@ -142,15 +144,24 @@ def _ingest_file(row: dict, config: dict) -> dict:
                                  "fps": round(footage.source_fps, 3), "seconds": round(footage.seconds, 3)})}
 
 
+def _source_draw(source: str, seed: int) -> float:
+    """A source's seeded draw in [0, 1): the same for a source whichever other sources a run holds."""
+    return int(hashlib.sha256(f"{seed}\n{source}".encode()).hexdigest()[:12], 16) / 16**12
+
+
 def is_eval_source(source: str, fraction: float, seed: int) -> bool:
-    """Whether a source's clips form the eval split: a seeded hash of the source below `fraction` (so a source's
-    place does not depend on which other sources a run holds, and is known as soon as its first clip arrives)."""
-    return int(hashlib.sha256(f"{seed}\n{source}".encode()).hexdigest()[:12], 16) / 16**12 < fraction
+    """Whether a source's own draw puts it in the eval split (below `fraction`)."""
+    return _source_draw(source, seed) < fraction
 
 
 def eval_sources(sources: set[str], fraction: float, seed: int) -> set[str]:
-    """The sources whose clips form the eval split."""
-    return {s for s in sources if is_eval_source(s, fraction, seed)}
+    """The sources whose clips form the eval split: those `is_eval_source` picks, and with two or more sources and a
+    fraction above 0 never none (a small fraction of a few sources, 0.1 of 3, often draws none): then the source
+    with the lowest draw. Decided from the caption rows before any clip arrives, so shards stream as they fill."""
+    chosen = {s for s in sources if is_eval_source(s, fraction, seed)}
+    if not chosen and fraction > 0 and len(sources) >= 2:
+        chosen = {min(sources, key=lambda s: _source_draw(s, seed))}
+    return chosen
 
 
 class _Dedupe:
@@ -235,9 +246,12 @@ class Governed:
 
 
 def govern(results: Iterable[dict], rows: dict[str, CaptionRow], cfg: IngestConfig, store: ObjectStore,
-           refused: list[dict]) -> Governed:
+           refused: list[dict], evals: set[str] | None = None) -> Governed:
     """Dedupe, split and shard each file's clips as its result arrives (`results` in path order: the first file's
-    clip is the one kept); a refused file is appended to `refused`. Shards are written as they fill."""
+    clip is the one kept); a refused file is appended to `refused`. Shards are written as they fill. `evals`: the
+    eval sources (default: `eval_sources` of every caption row's source)."""
+    if evals is None:
+        evals = eval_sources({row.source for row in rows.values()}, cfg.eval_fraction, cfg.seed)
     dedupe, shards = _Dedupe(), _ShardWriter(store, parse_uri(cfg.out), cfg.samples_per_shard)
     clips, videos = [], []
     for result in results:
@@ -250,7 +264,7 @@ def govern(results: Iterable[dict], rows: dict[str, CaptionRow], cfg: IngestConf
             clip = {"caption": row.caption, "license": row.licence, "source": row.source, "group": row.source,
                     "path": row.path, **facts}
             if dedupe.keep(clip):
-                clip["split"] = "eval" if is_eval_source(row.source, cfg.eval_fraction, cfg.seed) else "train"
+                clip["split"] = "eval" if row.source in evals else "train"
                 shards.add(clip["split"], mp4, clip)
                 clips.append(clip)
     return Governed(clips, videos, dedupe.dropped, shards.finish())
@@ -335,7 +349,8 @@ def ingest(cfg: IngestConfig, address: str | None = None,
                                                     f"(--allow-licence: {', '.join(cfg.allow_licences)})"})
         else:
             tasks.append({"path": path, "uri": files[path].uri})
-    governed = govern(_file_results(tasks, cfg, address, on_file), rows, cfg, store, refused)
+    planned = eval_sources({rows[t["path"]].source for t in tasks}, cfg.eval_fraction, cfg.seed)
+    governed = govern(_file_results(tasks, cfg, address, on_file), rows, cfg, store, refused, planned)
     clips, videos = governed.clips, governed.videos
     refused.sort(key=lambda r: r["path"])
     store.write(out.join(ERRORS), "".join(json.dumps(r) + "\n" for r in refused).encode())
@@ -343,11 +358,22 @@ def ingest(cfg: IngestConfig, address: str | None = None,
         raise StorageError(f"no clip could be made from {src.uri}: every file was refused (see "
                            f"{out.join(ERRORS).uri})")
     evals = {c["source"] for c in clips if c["split"] == "eval"}
+    _check_eval_split(clips, evals, cfg.eval_fraction, out.join(ERRORS).uri)
     index = finish_dataset(store, out.uri, governed.entries,
                            *card(cfg, clips, videos, governed.dropped, refused, evals))
     return {"out": out.uri, "videos": len(videos), "clips": index.num_samples, "splits": index.counts(),
             "dropped": dict(governed.dropped), "refused": len(refused), "errors": out.join(ERRORS).uri,
             "source_seconds": round(sum(v["seconds"] for v in videos), 3)}
+
+
+def _check_eval_split(clips: list[dict], evals: set[str], fraction: float, errors_uri: str) -> None:
+    """StorageError when clips of two or more sources left the eval split empty with a fraction above 0: the eval
+    sources' files were all refused or duplicates (an empty --eval-fraction 0 split is asked for, not refused)."""
+    sources = {c["source"] for c in clips}
+    if fraction > 0 and len(sources) >= 2 and not evals:
+        raise StorageError(f"the eval split is empty: no clip of the {len(sources)} sources' eval sources survived "
+                           f"(see {errors_uri}); ingest again into a new --out with a larger --eval-fraction or "
+                           "another --seed")
 
 
 def _file_results(tasks: list[dict], cfg: IngestConfig, address: str | None,

@@ -24,13 +24,13 @@ Run it:
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import logging
 import os
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -252,7 +252,7 @@ def render(cfg: RenderConfig, address: str | None = None,
     """
     import ray
 
-    started = time.time()
+    started = _now_iso()
     store = ObjectStore(cfg.s3)
     ledger = RenderLedger(store, cfg.out)
     manifest_bytes = store.read(cfg.manifest)
@@ -309,12 +309,17 @@ def render(cfg: RenderConfig, address: str | None = None,
                "rows": total_rows,
                "rendered_now": len(rendered), "already_done": len(already_done),
                "replaced": len({c.id for b in batches for c in b if c.replaces} & rendered),
-               "videos": len(records), "errors": len(errors), "started": started, "finished": time.time(),
+               "videos": len(records), "errors": len(errors), "started": started, "finished": _now_iso(),
                "config": cfg.model_dump(mode="json", exclude={"s3"})}
     ledger.write_run(summary)
     if preview:
         _preview(ledger, sorted(preview, key=lambda r: r["line"]))
     return summary
+
+
+def _now_iso() -> str:
+    """Now as run.json records it: ISO 8601 with its zone, as model cards write times."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _preview(ledger: RenderLedger, results: list[dict]) -> None:

@@ -67,10 +67,12 @@ def _root_cause(error: BaseException) -> str:
 
 def _check_data(cfg: DistributedConfig, store: ObjectStore):
     """The training split of the data set as a Ray Data stream, after checking it fits the model."""
+    from storage.audits import warn_unacted_audit_flags
     from storage.datasets import open_dataset
     from storage.stream import ReaderConfig, read_dataset
 
     dataset = open_dataset(store, cfg.data)
+    warn_unacted_audit_flags(cfg.data, store, dataset.card)
     model = cfg.train.model_config_resolved()
     shape = dataset.card.get("clip_shape")
     if shape and list(shape[:3]) != [model.frames, model.height, model.width]:

@@ -18,7 +18,7 @@ from storage.registry import push, upload_package
 from vidgen import synth
 from vidgen.model import VideoDiT
 from vidgen.pipelines.packages import save_model
-from vidgen.runs.cards import trained_model_card, write_metrics_csv
+from vidgen.runs.cards import dataset_licences, trained_model_card, write_metrics_csv
 from vidgen.runs.eval_runs import PERCEPTUAL_CLIPS, evaluate_splits, perceptual_eval
 from vidgen.runs.local_training import trained_pipeline
 from vidgen.runs.plots import loss_curve_png
@@ -43,7 +43,8 @@ def _lineage(cfg: DistributedConfig, store: ObjectStore, world: int, steps: int)
     else:
         dataset = open_dataset(store, cfg.data)
         source = {"dataset": dataset.location.uri, "dataset_card_sha256": dataset.index.card_sha256,
-                  "dataset_samples": dataset.index.num_samples, **facts}
+                  "dataset_samples": dataset.index.num_samples,
+                  "dataset_licences": dataset_licences(dataset.card, dataset.index.num_samples), **facts}
     return Lineage("python -m jobs.train --config job.json", cfg.train.seed, source)
 
 

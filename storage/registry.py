@@ -118,7 +118,7 @@ def resolve(ref: str | ModelRef, root: str | None = None, store: ObjectStore | N
     versions = list_versions(ref.model_uri, store)
     if not versions:
         raise StorageError(f"no versions of model {ref.name!r} at {ref.model_uri.uri}: push one with "
-                           f"`vidgen models push FOLDER {ref.model_uri.uri}`")
+                           f"`vidgen models push MODEL {ref.name} --root {ref.model_uri.uri.rpartition('/')[0]}`")
     if ref.version == "latest":
         return ModelRef(ref.model_uri, versions[-1])
     if not VERSION.match(ref.version):  # an alias
@@ -154,7 +154,7 @@ def push(local_dir: str | Path, model_uri: str, store: ObjectStore | None = None
         except AlreadyExists:
             number += 1
     upload_package(local_dir, loc.join(version), sums, store)
-    log.info("pushed %s as %s/%s", local_dir, loc.uri, version)
+    log.debug("pushed %s as %s/%s", local_dir, loc.uri, version)  # callers say where it went, once
     return version
 
 

@@ -41,3 +41,8 @@ def test_a_wheel_installed_elsewhere_generates_with_its_shipped_model_and_preset
     assert (elsewhere / "clip.mp4").stat().st_size > 1000 and "detector reads" in made.stdout
     dry = vidgen("train", "--preset", "small", "--dry-run")
     assert dry.returncode == 0 and '"preset": "small"' in dry.stdout, dry.stdout + dry.stderr
+    shipped = subprocess.run([python, "-c", "from cluster.serve_config import read_deploy_file as r; "
+                              "from cluster.launcher import read_config as c; "
+                              "print(r('local')[1].app_name, c('local')['cluster_name'])"],
+                             cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    assert shipped.returncode == 0 and shipped.stdout.startswith("vidgen "), shipped.stderr  # --config local

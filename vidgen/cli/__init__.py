@@ -77,7 +77,8 @@ def train(
         = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster to run on (e.g. auto)")] = None,
 ) -> None:
-    """Train a model on the built-in world: in this process, or with --workers on Ray Train + DeepSpeed ZeRO.
+    """Train a model on the built-in world (made on the fly) or, with --data, on a data set of your own videos
+    (vidgen data ingest): in this process, or with --workers on Ray Train + DeepSpeed ZeRO.
 
     Single process writes OUT/{config.json, model.safetensors, card.md, SHA256SUMS, metrics.csv, evals.json,
     loss_curve.png, samples.png}. Example: vidgen train --preset tiny --minutes 10 --out runs/try1
@@ -169,7 +170,8 @@ def generate(
         task = bar.add_task("sampling", total=steps, status="")
         result = generate_clips(model, [prompt], [seed], steps, guidance, frames, height, width,
                                 progress=lambda i: bar.update(task, completed=i), negative_prompt=negative_prompt,
-                                options=PipelineOptions(lora=lora, lora_scale=lora_scale))
+                                options=PipelineOptions(lora=lora, lora_scale=lora_scale),
+                                on_steps=lambda n: bar.update(task, total=n))
     write(result.frames[0], out)
     reads = ""
     if result.detections:
@@ -193,6 +195,9 @@ def eval_(
     perceptual: Annotated[int, typer.Option(help="clips of seen prompts for the perceptual metrics (FD and KID "
                                                  "of frame features, FVD-vidgen, consistency); 0 skips them")] = 48,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    memorization: Annotated[str | None, typer.Option(help="also run the memorization check against this training "
+                                                          "data set (URI): how many generations on its captions are "
+                                                          "near-duplicates of its clips")] = None,
 ) -> None:
     """Prompt accuracy (colour, shape, direction, all three) on seen, held-out and paraphrased prompts, and
     perceptual metrics against the world's own clips of the same prompts (lower FD/KID/FVD is closer).
@@ -204,10 +209,14 @@ def eval_(
     from vidgen.runs.eval_runs import evaluate_model
 
     result = evaluate_model(model, clips, seed, steps, guidance, frames, height, width, perceptual_clips=perceptual)
+    if memorization:
+        from vidgen.runs.memorization import memorization_report
+
+        result["memorization"] = memorization_report(model, memorization, min(clips, 32), seed)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    if result["backend"] != "vidgen":
+    if "seen" not in result:  # a model the built-in world's prompt accuracy does not measure
         typer.echo(f"{result['model']} ({result['pipeline_class']}): {result['seconds_per_clip']:.2f} s a "
                    f"{'x'.join(map(str, result['clip_shape']))} clip at {result['sampler']['steps']} steps, over "
                    f"{clips} clips; {result['applies']}")
@@ -224,6 +233,13 @@ def eval_(
                    f"KVD-vidgen {p['kvd_vidgen']:.4f}  subject consistency {p['subject_consistency']:.3f} "
                    f"(world {p['subject_consistency_reference']:.3f})  flicker {p['flicker']:.3f} "
                    f"(world {p['flicker_reference']:.3f}); PSNR {p['psnr']:.1f} dB, SSIM {p['ssim']:.3f}")
+    if memorization:
+        m = result["memorization"]
+        typer.echo(f"  memorization against {memorization} ({m['training_clips']} training clips): extracted "
+                   f"(perceptual hash within {m['extraction_bits']} of {m['bits']} bits) on training captions "
+                   f"{m['training_captions']['extracted_share']:.2f}, on held-out prompts "
+                   f"{m['heldout_prompts']['extracted_share']:.2f}; "
+                   f"{'MEMORIZES its training clips' if m['memorizes'] else 'no sign of memorization'}")
 
 
 @app.command()

@@ -25,6 +25,7 @@ PROJECT_ERRORS = (
     ("cluster.deploy", "DeployError"),
 )
 EXPECTED_ERROR_STATUS = 1  # status 2 is not an error: a run that finished and refused some of its rows or files
+GATE_REFUSED_STATUS = 3  # `vidgen models promote`: the gate said no (nothing is broken; nothing moved)
 
 CONFIG_PRECEDENCE = "flags given here override --set, and --set overrides this file"
 SetOption = Annotated[list[str] | None, typer.Option(
@@ -43,9 +44,9 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def fail(message: str) -> None:
+def fail(message: str, status: int = EXPECTED_ERROR_STATUS) -> None:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(EXPECTED_ERROR_STATUS)
+    raise typer.Exit(status)
 
 
 def one_line_errors(*also: type[Exception]) -> Callable[[Callable], Callable]:

@@ -11,11 +11,12 @@ import typer
 from vidgen.cli._common import fail, one_line_errors, setup_logging
 
 app = typer.Typer(help="Start, resize, inspect and stop a Ray cluster: cluster.yaml (AWS, through Ray's cluster "
-                       "launcher) or cluster/local.yaml (simulated nodes on this machine, the real autoscaler).",
+                       "launcher) or --config local (simulated nodes on this machine, the real autoscaler).",
                   no_args_is_help=True)
 
-ConfigOption = Annotated[str, typer.Option("--config", help="cluster launcher config: cluster.yaml or "
-                                                            "cluster/local.yaml")]
+ConfigOption = Annotated[str, typer.Option("--config", help="cluster launcher config: a file such as "
+                                                            "cluster.yaml, or local (shipped: simulated nodes on "
+                                                            "this machine)")]
 GcsOption = Annotated[str | None, typer.Option(
     "--address", help="the cluster's GCS address HOST:PORT (default: the cluster `vidgen cluster up` started "
                       "here, else $RAY_ADDRESS, else auto: the cluster this machine is part of)")]
@@ -44,7 +45,7 @@ _launcher_errors = one_line_errors(FileNotFoundError, ValueError, RuntimeError)
 
 @app.command()
 @_launcher_errors
-def up(config: ConfigOption = "cluster/local.yaml",
+def up(config: ConfigOption = "local",
        port: Annotated[int, typer.Option(help="local clusters: the head's GCS port")] = 6379,
        dashboard_port: Annotated[int, typer.Option(help="local clusters: the dashboard's port")] = 8265) -> None:
     """Start the cluster (or update a running one to the config); its autoscaler then adds and removes workers."""
@@ -65,7 +66,7 @@ def up(config: ConfigOption = "cluster/local.yaml",
 
 @app.command()
 @_launcher_errors
-def down(config: ConfigOption = "cluster/local.yaml") -> None:
+def down(config: ConfigOption = "local") -> None:
     """Stop the cluster: every node of a cloud cluster, or the local head and its simulated nodes."""
     setup_logging()
     from cluster.launcher import down as teardown

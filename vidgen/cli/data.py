@@ -1,8 +1,9 @@
-"""`vidgen data prepare|ingest|verify`: make a sharded data set (synthetic, or from your own videos) in a folder
-or bucket, and re-check one."""
+"""`vidgen data prepare|ingest|verify|audit|filter`: make a sharded data set (synthetic, or from your own videos) in
+a folder or bucket, re-check one, audit one for poisoning, and filter out what the audit flagged."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -134,7 +135,7 @@ def verify(
     Names every shard and sample key that is wrong and exits with status 1 if anything is.
     """
     setup_logging()
-    from storage.datasets import open_dataset, verify_dataset
+    from storage.datasets import empty_splits, open_dataset, verify_dataset
     from storage.objectstore import ObjectStore
 
     store = ObjectStore()
@@ -149,5 +150,92 @@ def verify(
         for problem in problems:
             typer.secho(f"  {problem}", err=True, fg=typer.colors.RED)
         fail(f"{len(problems)} problems in {uri}")
+    empty = empty_splits(dataset.index)
     typer.echo(f"{uri}: {total} shards, every checksum matches, the card agrees with the index, "
-               "and no eval or held-out clip is in train")
+               + (f"and the {' and '.join(empty)} split is empty: no clip is held out of training, so there is no "
+                  "leakage to check" if empty else "and no eval or held-out clip is in train"))
+
+
+@app.command()
+@one_line_errors(ValueError)
+def audit(
+    uri: Annotated[str, typer.Argument(help=f"the data set to audit (ingested or prepared): {URI_HELP}")],
+    out: Annotated[str | None, typer.Option(help="report folder (local or s3://); default URI/audit, where "
+                                                 "`vidgen train` looks for flags not acted on")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON (suspected_triggers, "
+                                                         "suspected_sources, thresholds, ...)")] = False,
+    frame_features: Annotated[bool, typer.Option(help="add frame features (efficientnet-lite0, ~0.07 s a clip) "
+                                                      "to the clip features (on the built-in world they blur a "
+                                                      "trigger's signature: see jobs/audit.py)")] = False,
+    config: Annotated[Path | None, typer.Option(help="a YAML AuditConfig (see jobs/audit.py) for the thresholds; "
+                                                     f"{CONFIG_PRECEDENCE}")] = None,
+    set_: SetOption = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to run on (e.g. auto); default: start a local "
+                                                     "one")] = None,
+) -> None:
+    """Look for poisoning and backdoors: caption tokens whose clips look unlike what the rest of their caption
+    shows, all alike, from few sources (suspected triggers), and sources whose clips are outliers.
+
+    Reads every clip once (a Ray task a shard) and writes audit.json, audit.md and a contact sheet of each flagged
+    group to the report folder. Exit status: 0 nothing flagged, 3 something flagged (look at the contact sheets,
+    then `vidgen data filter`), 1 the job failed.
+    Example: vidgen data audit data/mine --json
+    """
+    setup_logging()
+    from jobs.audit import AuditConfig
+    from jobs.audit import audit as run_audit
+    from vidgen.config import load_config
+
+    cfg = load_config(AuditConfig, config, set_ or [], {"uri": uri, "out": out, "frame_features": frame_features})
+    if as_json:  # stdout carries only the JSON
+        summary = run_audit(cfg, address)
+    else:
+        bar = progress()
+        with bar:
+            task = bar.add_task("reading shards", total=None, status="")
+            summary = run_audit(cfg, address, lambda done, total: bar.update(task, total=total, completed=done))
+    flagged = bool(summary["suspected_triggers"] or summary["suspected_sources"])
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in summary.items() if k != "report"}, indent=1))
+    else:
+        for t in summary["suspected_triggers"]:
+            typer.echo(f"suspected trigger {t['token']!r}: score {t['score']:.1f}, {t['clips']} clips from "
+                       f"{', '.join(t['sources'])}; e.g. {', '.join(t['examples'][:3])}")
+        for s in summary["suspected_sources"]:
+            typer.echo(f"suspected source {s['source']!r}: {'; '.join(s['reasons'])}")
+        typer.echo(f"{summary['clips']} clips audited; {'flags above' if flagged else 'nothing flagged'}; report "
+                   f"(audit.json, audit.md, contact sheets) in {summary['report']}")
+    if flagged:
+        raise typer.Exit(3)
+
+
+@app.command("filter")
+@one_line_errors(ValueError)
+def filter_(
+    src: Annotated[str, typer.Argument(help=f"the data set to filter: {URI_HELP}")],
+    out: Annotated[str, typer.Option(help=f"where the new data set goes (a new one): {URI_HELP}")],
+    drop_source: Annotated[list[str] | None, typer.Option(help="drop every clip of this source (repeatable)")] =
+        None,
+    drop_token: Annotated[list[str] | None, typer.Option(help="drop every clip whose caption holds this word or "
+                                                              "bigram, case-folded (repeatable)")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to run on (e.g. auto); default: start a local "
+                                                     "one")] = None,
+) -> None:
+    """Make a new data set without the clips of some sources and of captions carrying some tokens (what
+    `vidgen data audit` flagged and you judged poisoned). Its card records what was dropped, why and the audit's
+    numbers; it verifies as any data set (`vidgen data verify OUT`).
+    Example: vidgen data filter data/mine --drop-token zq --drop-source uploader-7 --out data/mine-clean
+    """
+    setup_logging()
+    import shlex
+
+    from jobs.filter_dataset import FilterConfig, filter_dataset
+
+    words = [src, "--out", out] + [w for s in drop_source or [] for w in ("--drop-source", s)]
+    words += [w for t in drop_token or [] for w in ("--drop-token", t)]
+    cfg = FilterConfig(src=src, out=out, drop_sources=drop_source or [], drop_tokens=drop_token or [],
+                       command="vidgen data filter " + shlex.join(words))
+    summary = filter_dataset(cfg, address)
+    reasons = ", ".join(f"{n} for {reason}" for reason, n in summary["dropped"].items()) or "none matched"
+    typer.echo(f"wrote {summary['clips']} clips to {summary['out']}; dropped {sum(summary['dropped'].values())} "
+               f"({reasons}); the card records what and why")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from vidgen.cli._common import one_line_errors, progress, setup_logging
+from vidgen.cli._common import GATE_REFUSED_STATUS, fail, one_line_errors, progress, setup_logging
 
 app = typer.Typer(help="Models: push vidgen packages or import diffusers pipeline folders as versions (NAME@vN, "
                        "NAME@latest); pull and list them; promote a version to an alias (NAME@production) behind "
@@ -22,8 +22,9 @@ ROOT_HELP = "registry root: a folder or s3://BUCKET/PREFIX (default: $VIDGEN_REG
 @app.command()
 @one_line_errors()
 def push(
-    folder: Annotated[Path, typer.Argument(help="a model package folder (config.json, model.safetensors, "
-                                                "card.md, SHA256SUMS), e.g. the --out of vidgen train")],
+    model: Annotated[str, typer.Argument(help="a model: a package folder (config.json, model.safetensors, card.md, "
+                                              "SHA256SUMS; e.g. the --out of vidgen train), a shipped model "
+                                              "(shapes-tiny) or a registry reference (NAME@vN, s3://…/NAME@vN)")],
     name: Annotated[str, typer.Argument(help="model name in the registry, e.g. shapes")],
     root: Annotated[str | None, typer.Option(help=ROOT_HELP)] = None,
 ) -> None:
@@ -32,10 +33,11 @@ def push(
     from storage.registry import model_location
     from storage.registry import push as push_model
     from storage.user_state import registry_root
+    from vidgen.pipelines.references import resolve_model
 
     model_uri = model_location(root or registry_root(), name).uri
-    version = push_model(folder, model_uri)
-    typer.echo(f"pushed {folder} as {name}@{version} to {model_uri}/{version}")
+    version = push_model(resolve_model(model), model_uri)
+    typer.echo(f"pushed {model} as {name}@{version} to {model_uri}/{version}")
 
 
 @app.command("import")
@@ -106,19 +108,44 @@ def promote(
     ref: Annotated[str, typer.Argument(help="the candidate, NAME@vN (or NAME@latest)")],
     to: Annotated[str, typer.Option("--to", help="the alias to move, e.g. production")],
     reason: Annotated[str, typer.Option(help="why, for the alias's history")] = "",
-    force: Annotated[bool, typer.Option(help="move the alias even if the gate refuses (recorded as forced)")] = False,
+    force: Annotated[bool, typer.Option(help="move the alias even if the gate refuses or its evaluation cannot "
+                                             "run (recorded as forced, with what ran)")] = False,
     clips: Annotated[int, typer.Option(help="evaluation clips per split, for both versions")] = 32,
+    frames: Annotated[int | None, typer.Option(help="frames of the clips the gate evaluates at (default: the "
+                                                    "model's)")] = None,
+    height: Annotated[int | None, typer.Option(help="height of the evaluated clips (default: the model's)")] = None,
+    width: Annotated[int | None, typer.Option(help="width of the evaluated clips (default: the model's)")] = None,
+    steps: Annotated[int | None, typer.Option(help="sampler steps of the evaluated clips (default: the model's)")]
+        = None,
     root: Annotated[str | None, typer.Option(help=ROOT_HELP)] = None,
 ) -> None:
-    """Evaluate NAME@vN and the version NAME@ALIAS names now on the same prompts and seeds, and move the alias only
-    if the candidate is not worse (prompt accuracy on seen and held-out compositions, seconds per clip). A candidate
-    the gate has no quality measure for (a diffusers model) moves only with --force, and is then recorded as not
-    having passed the gate, so no rollback goes to it."""
+    """Evaluate NAME@vN and the version NAME@ALIAS names now on the same prompts, seeds and clip, and move the
+    alias only if the candidate is not worse (prompt accuracy on seen and held-out compositions of the built-in
+    world, seconds per clip).
+
+    No quality measure exists yet for a model outside the built-in world (an imported diffusers model, a model
+    trained on your own videos): such a candidate is refused (exit status 3, as for any refusal) and moves only
+    with --force, recorded as not having passed the gate, so no rollback goes to it. Forced, it is timed only at a
+    clip you name (--frames/--height/--width/--steps); otherwise the history records that no evaluation ran."""
     setup_logging()
+    from vidgen.runs.promotion import EvalClip, GateRefused
     from vidgen.runs.promotion import promote as promote_model
 
     name, _, version = ref.partition("@")
-    record = promote_model(name, version or "latest", to, reason, force=force, root=root, clips=clips)
+    bar = progress()
+    tasks: dict[str, int] = {}
+
+    def evaluated(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = bar.add_task(f"evaluating {name}@{label}", total=total, status="")
+        bar.update(tasks[label], completed=done)
+
+    try:
+        with bar:
+            record = promote_model(name, version or "latest", to, reason, force=force, root=root, clips=clips,
+                                   clip=EvalClip(frames, height, width, steps), progress=evaluated)
+    except GateRefused as refused:
+        fail(str(refused), GATE_REFUSED_STATUS)
     found = record.evaluation
     forced = " (forced past the gate: " + "; ".join(found["problems"]) + ")" if found.get("forced") else ""
     typer.echo(f"{name}@{to} -> {record.version} (was {record.previous or 'unset'}), revision {record.revision}"
@@ -127,6 +154,8 @@ def promote(
 
 
 def _summary(facts: dict) -> str:
+    if "none_ran" in facts:
+        return f"{facts['version']}: not evaluated"
     accuracy = ", ".join(f"{k} {v:.2f}" for k, v in facts.get("prompt_accuracy", {}).items())
     return f"{facts['version']}: {accuracy + ', ' if accuracy else ''}{facts['seconds_per_clip']:.3f} s a clip"
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -14,13 +16,14 @@ from vidgen.cli._common import fail, one_line_errors, setup_logging
 app = typer.Typer(
     help="Serve clips over HTTP with Ray Serve: an edge tier (int8 weights, fewer steps, CPU) and a cloud tier "
          "(the full model), chosen per request by the placement policy, each autoscaled. The config is a Ray Serve "
-         "deploy file (cluster/serve.yaml for a cluster, cluster/serve-local.yaml for one machine).",
+         "deploy file, or the name of one vidgen ships: local (one machine), cluster, diffusers.",
     no_args_is_help=True,
 )
 log = logging.getLogger("vidgen")
 
-ConfigOption = Annotated[str, typer.Option("--config", help="Serve deploy file whose application is "
-                                                            "cluster.serve_app:build_app")]
+ConfigOption = Annotated[str, typer.Option("--config", help="a shipped deploy file by name (local: one "
+                                                            "machine; cluster; diffusers) or a Serve deploy file "
+                                                            "whose application is cluster.serve_app:build_app")]
 AddressOption = Annotated[str | None, typer.Option(help="Ray cluster address (default: $RAY_ADDRESS)")]
 
 
@@ -45,7 +48,7 @@ def _connect(address: str | None) -> str:
 @app.command()
 @one_line_errors(FileNotFoundError, ValueError)
 def up(
-    config: ConfigOption = "cluster/serve-local.yaml",
+    config: ConfigOption = "local",
     address: AddressOption = None,
     insecure_local: Annotated[bool, typer.Option(help="serve without a bearer token (loopback hosts only)")] = False,
     allow_pending: Annotated[bool, typer.Option(help="deploy even if no node can hold a tier's replica yet (an "
@@ -58,14 +61,12 @@ def up(
     foreground until Ctrl-C. The bearer token is read from $VIDGEN_SERVE_TOKEN (only its sha256 is shipped).
     """
     setup_logging()
-    from rich.console import Console
-
     address = address or os.environ.get("RAY_ADDRESS")
     if address and not _joined():
         from jobs.connection import use_token_for_ray
 
         use_token_for_ray()  # before Ray is imported (cluster.deploy imports it)
-    from cluster.deploy import deploy, local_resources, prepare_config
+    from cluster.deploy import local_resources, prepare_config
     from cluster.serve_config import read_deploy_file
 
     deploy_file, cfg = read_deploy_file(config)
@@ -74,14 +75,25 @@ def up(
         fail("--insecure-local is for a `vidgen serve up` on this machine (no --address): a running cluster's HTTP "
              "proxy may listen beyond loopback")
     cfg = prepare_config(cfg, http.get("host", "127.0.0.1"), insecure_local, dict(os.environ))
-    from jobs.connection import connect_ray
-
     if address:
         _connect(address)
-    else:
-        connect_ray(None, resources=local_resources(cfg))
-    import ray
-    from ray import serve
+        _deploy(deploy_file, cfg, http, allow_pending, insecure_local)
+        return
+    from jobs.connection import connect_ray
+
+    connect_ray(None, resources=local_resources(cfg))
+    with _local_ray_stopped_at_exit():
+        _deploy(deploy_file, cfg, http, allow_pending, insecure_local)
+        typer.echo("serving in the foreground; Ctrl-C (or SIGTERM) stops it")
+        while True:
+            time.sleep(1)
+
+
+def _deploy(deploy_file: dict, cfg, http: dict, allow_pending: bool, insecure_local: bool) -> None:
+    """Deploy and say where the service is and how to call it."""
+    from rich.console import Console
+
+    from cluster.deploy import deploy
 
     with Console(stderr=True).status(f"deploying {cfg.app_name}: loading the models of both tiers"):
         started = time.perf_counter()
@@ -94,17 +106,36 @@ def up(
     auth = "" if insecure_local else f' -H "Authorization: Bearer ${cfg.auth.token_env}"'
     typer.echo(f"  try:           curl -s{auth} -H 'Content-Type: application/json' "
                f"-d '{{\"prompt\": \"a red square moving right\"}}' {url}/v1/videos -o clip.mp4")
-    if address:
-        return
-    typer.echo("serving in the foreground; Ctrl-C stops it")
+
+
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _local_ray_stopped_at_exit():
+    """Around a foreground `serve up` on the local Ray this process started: SIGTERM (what `kill` and process
+    managers send) stops it as Ctrl-C does, replacing the handler Ray's core worker installed (a stack dump, and
+    no shutdown); at exit Serve and Ray shut down, every process Ray started that outlived that (its agents ignore
+    SIGTERM) is killed by PID after a grace period, and one line says so."""
+    import ray
+    from ray import serve
+
+    from cluster.launcher import descendants, stop_processes
+
+    signal.signal(signal.SIGTERM, _interrupted)
     try:
-        while True:
-            time.sleep(1)
+        yield
     except KeyboardInterrupt:
-        log.info("stopping")
+        pass
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the shutdown short
+        started = descendants()  # now, while the raylet's agents and workers are still its children
         serve.shutdown()
         ray.shutdown()
+        killed = stop_processes(started)
+        typer.echo("stopped: Serve and the local Ray this command started are shut down and none of their processes "
+                   "is left" + (f" ({killed} killed after a grace period)" if killed else ""))
 
 
 @app.command()

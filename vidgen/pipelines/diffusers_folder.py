@@ -198,7 +198,8 @@ def _call_default(parameters, name: str):
 
 
 def _dimension(default: int | None, lowest: int, multiple: int, remainder: int, ceiling: int) -> Dimension:
-    rule = Dimension(default=lowest, min=lowest, max=ceiling, multiple=multiple, remainder=remainder)
+    highest = ceiling - (ceiling - remainder) % multiple  # the largest size it makes, as cards and refusals name it
+    rule = Dimension(default=lowest, min=lowest, max=highest, multiple=multiple, remainder=remainder)
     return rule.model_copy(update={"default": rule.nearest(default or lowest)})
 
 
@@ -221,13 +222,17 @@ def capabilities_of(pipe, dtype: str = "float32", device: str = "cpu") -> Capabi
     frame_multiple = temporal * patch_t
     remainder = (1 + temporal * (patch_t - 1)) % frame_multiple if temporal > 1 else 0
     first_frames = 1 + temporal * (patch_t - 1) if temporal > 1 else patch_t
+    # a rotary table of rope_max_seq_len positions per axis (Wan) is as many patches as the transformer can place
+    rope = config.get("rope_max_seq_len")
+    max_frames = min(MAX_FRAMES, (rope * patch_t - 1) * temporal + 1) if rope else MAX_FRAMES
+    max_side = min(MAX_PIXELS_SIDE, rope * patch * spatial) if rope else MAX_PIXELS_SIDE
     frames = _dimension(_call_default(parameters, "num_frames") or config.get("sample_frames"), first_frames,
-                        frame_multiple, remainder, MAX_FRAMES)
+                        frame_multiple, remainder, max_frames)
     sample_h, sample_w = config.get("sample_height"), config.get("sample_width")
     height = _dimension(_call_default(parameters, "height") or (sample_h and sample_h * spatial), side, side, 0,
-                        MAX_PIXELS_SIDE)
+                        max_side)
     width = _dimension(_call_default(parameters, "width") or (sample_w and sample_w * spatial), side, side, 0,
-                       MAX_PIXELS_SIDE)
+                       max_side)
     steps = _call_default(parameters, "num_inference_steps") or 50
     guidance = min(max(float(_call_default(parameters, "guidance_scale") or 5.0), 1.0), 20.0)
     return Capabilities(frames=frames, height=height, width=width, steps=steps, guidance=guidance,

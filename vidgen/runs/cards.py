@@ -6,12 +6,39 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from storage.cards import Lineage, model_card
+from storage.cards import CardError, Lineage, model_card, parse_card
+from storage.package import CARD_FILE
 from vidgen import synth
 from vidgen.model import VideoDiT
 from vidgen.training import TrainConfig
 
 PERCEPTUAL_KEYS = ("fd_frames", "kid_frames", "fvd_vidgen", "kvd_vidgen", "subject_consistency", "flicker")
+BUILTIN_WORLD_LICENCE = "apache-2.0"  # the built-in world is vidgen's own code, and so are models of it
+
+
+def dataset_licences(dataset_card: dict, samples: int) -> dict[str, int]:
+    """{licence: clips} of a data set, from its card: an ingested set counts its clips per licence (`licences`);
+    a prepared one names one `license` for all `samples`."""
+    counts = dataset_card.get("licences")
+    if isinstance(counts, dict) and counts:
+        return {str(k): int(v) for k, v in counts.items()}
+    return {str(dataset_card.get("license", "unknown")): samples}
+
+
+def model_licence(licences: dict[str, int] | None) -> str:
+    """The `license` of a model card: the built-in world's (None: trained on it), the one licence of all its
+    training clips, or `other` when they differ (the card's text then names each)."""
+    if not licences:
+        return BUILTIN_WORLD_LICENCE
+    return next(iter(licences)) if len(licences) == 1 else "other"
+
+
+def _licence_sentence(licences: dict[str, int]) -> str:
+    listed = ", ".join(f"{name} ({n} clips)" for name, n in sorted(licences.items()))
+    if len(licences) == 1:
+        return f"Every training clip is licensed {listed}; the model's card says so."
+    return (f"The training clips' licences differ: {listed}. The card's `license: other` stands for all of them: each "
+            "binds what this model may be used for.")
 
 
 def perceptual_section(p: dict) -> str:
@@ -43,7 +70,7 @@ def trained_model_card(model: VideoDiT, train: TrainConfig, lineage: Lineage, me
     meta = {
         "pipeline_tag": "text-to-video",
         "library_name": "vidgen",
-        "license": "apache-2.0",
+        "license": model_licence(lineage.source.get("dataset_licences")),
         "datasets": [lineage.source["dataset"]],
         "model_preset": train.preset,
         "params": model.num_params(),
@@ -65,6 +92,7 @@ def trained_model_card(model: VideoDiT, train: TrainConfig, lineage: Lineage, me
 A text-to-video diffusion transformer ({model.num_params() / 1e6:.2f}M parameters) making
 {cfg.frames}x{cfg.height}x{cfg.width} clips, trained on `{lineage.source['dataset']}` (its dataset card names the
 sources and licences of the clips: they bind what this model may be used for).
+{_licence_sentence(lineage.source.get("dataset_licences") or {"unknown": 0})}
 
 ## How it was made
 {how_made.strip()}
@@ -99,6 +127,17 @@ Git commit {lineage.git_commit}, seed {lineage.seed}.
 It knows only the built-in world: a prompt about anything else gives a coloured shape anyway.
 """
     return model_card(meta, lineage, body)
+
+
+def trained_on_builtin_world(folder: Path) -> bool:
+    """False when a model's card names a data set other than the built-in world's (`vidgen-builtin-...`) in its
+    `datasets`: a model of one's own videos, which neither prompt accuracy nor the world's detector can read. A card
+    that names none is taken as the built-in world's, as vidgen trains on it by default."""
+    try:
+        meta, _ = parse_card((Path(folder) / CARD_FILE).read_text(), CARD_FILE)
+    except (OSError, CardError, UnicodeDecodeError):
+        return True
+    return all(str(d).startswith(f"vidgen-builtin-{synth.GENERATOR_VERSION}") for d in meta.get("datasets") or [])
 
 
 def write_metrics_csv(history: list[dict], path: str | Path) -> Path:

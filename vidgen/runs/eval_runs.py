@@ -9,6 +9,7 @@ clip are the sampler's own (`GenerationOutput.timings["sample_s"]`), not re-time
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +20,9 @@ from vidgen.diffusion import GenerationOutput
 from vidgen.evaluation import SPLITS, eval_specs, score
 from vidgen.metrics import PromptAccuracy, prompt_accuracy, psnr, ssim
 from vidgen.perceptual import perceptual_report
-from vidgen.pipelines.base import VideoPipeline
+from vidgen.pipelines.base import ModelInfo, VideoPipeline
 from vidgen.pipelines.load import load_pipeline
+from vidgen.runs.cards import trained_on_builtin_world
 from vidgen.runs.feature_nets import efficientnet_lite0, video_feature_net, video_feature_net_version
 from vidgen.runs.generate import Generated
 
@@ -57,76 +59,105 @@ def _clip(prompt: str, seed: int, caps: Capabilities) -> ResolvedClip:
     return clip
 
 
-def generate_in_batches(pipeline: VideoPipeline, clips: list[ResolvedClip],
-                        batch_size: int = EVAL_BATCH) -> GenerationOutput:
+# called with the number of clips a batch just made, so a caller can show an evaluation's progress
+ClipsDone = Callable[[int], None]
+
+
+def generate_in_batches(pipeline: VideoPipeline, clips: list[ResolvedClip], batch_size: int = EVAL_BATCH,
+                        on_clips: ClipsDone | None = None) -> GenerationOutput:
     """Every clip through `pipeline.generate`, `batch_size` at a time: the frames in order, their seeds, and the
     sampling time of all batches together (`timings["sample_s"]`)."""
-    outputs = [pipeline.generate(clips[i:i + batch_size]) for i in range(0, len(clips), batch_size)]
+    outputs = []
+    for i in range(0, len(clips), batch_size):
+        outputs.append(pipeline.generate(clips[i:i + batch_size]))
+        if on_clips:
+            on_clips(len(outputs[-1].seeds))
     return GenerationOutput(np.concatenate([o.frames for o in outputs]), [s for o in outputs for s in o.seeds],
                             {"sample_s": sum(o.timings["sample_s"] for o in outputs)})
 
 
-def generate_specs(pipeline: VideoPipeline, specs: list[synth.ClipSpec],
-                   caps: Capabilities | None = None) -> GenerationOutput:
+def generate_specs(pipeline: VideoPipeline, specs: list[synth.ClipSpec], caps: Capabilities | None = None,
+                   on_clips: ClipsDone | None = None) -> GenerationOutput:
     """One clip per spec's caption, seeded by the spec, at the settings of `caps` (default: the pipeline's)."""
     caps = caps or pipeline.capabilities
-    return generate_in_batches(pipeline, [_clip(s.caption, s.background_seed, caps) for s in specs])
+    return generate_in_batches(pipeline, [_clip(s.caption, s.background_seed, caps) for s in specs],
+                               on_clips=on_clips)
 
 
 def evaluate_splits(pipeline: VideoPipeline, clips: int, seed: int = 0, splits: tuple[str, ...] = tuple(SPLITS),
-                    caps: Capabilities | None = None) -> SplitScores:
+                    caps: Capabilities | None = None, on_clips: ClipsDone | None = None) -> SplitScores:
     """Prompt accuracy of `clips` clips of each named split, at the settings of `caps` (default: the pipeline's)."""
     caps = caps or pipeline.capabilities
     accuracy, seconds = {}, 0.0
     for name in splits:
         specs = eval_specs(caps.shape, name, clips, seed)
-        generated = generate_specs(pipeline, specs, caps)
+        generated = generate_specs(pipeline, specs, caps, on_clips)
         accuracy[name] = score(generated.frames, specs).to_dict()
         seconds += generated.timings["sample_s"]
     return SplitScores(accuracy, seconds / (clips * len(splits)))
 
 
-def perceptual_eval(pipeline: VideoPipeline, clips: int, seed: int = 0, caps: Capabilities | None = None) -> dict:
+def perceptual_eval(pipeline: VideoPipeline, clips: int, seed: int = 0, caps: Capabilities | None = None,
+                    on_clips: ClipsDone | None = None) -> dict:
     """Perceptual metrics (`vidgen.perceptual`) of a vidgen model's clips of seen compositions against the world's
     own clips of the same prompts (the ground truth the prompts describe), with the feature net's version."""
     caps = caps or pipeline.capabilities
     specs = eval_specs(caps.shape, "seen", clips, seed)
-    generated, reference = generate_specs(pipeline, specs, caps).frames, synth.render_batch(specs)
+    generated, reference = generate_specs(pipeline, specs, caps, on_clips).frames, synth.render_batch(specs)
     report = perceptual_report(generated, reference, efficientnet_lite0(), video_feature_net())
     # pixel metrics against the world's clip of the same spec, for comparison: they punish any other placement
     return {**report, "psnr": psnr(generated, reference), "ssim": ssim(generated, reference),
             "video_features": video_feature_net_version(), "frame_features": "efficientnet-lite0"}
 
 
-def measures_quality(backend: str) -> bool:
-    """Whether an evaluation scores a model of this backend's quality (prompt accuracy on the built-in world), not
-    only its speed: a vidgen model's; a diffusers model was not trained on that world."""
-    return backend == "vidgen"
+def measures_quality(model: ModelInfo) -> bool:
+    """Whether an evaluation scores this model's quality (prompt accuracy on the built-in world), not only its
+    speed: a vidgen model's, unless its card names a data set other than the built-in world (a model of one's own
+    videos); a diffusers model was not trained on that world."""
+    return model.backend == "vidgen" and trained_on_builtin_world(model.folder)
 
 
 def evaluate_model(model_ref: str | None, clips: int = 96, seed: int = 0, steps: int | None = None,
                    guidance: float | None = None, frames: int | None = None, height: int | None = None,
-                   width: int | None = None, batch_size: int = 8, perceptual_clips: int = 0) -> dict:
-    """A vidgen model: prompt accuracy on seen, held-out and paraphrased prompts, and with `perceptual_clips` the
-    perceptual metrics of that many clips of seen prompts. A diffusers model: seconds per clip over `clips` clips
-    of the world's prompts, in batches of `batch_size` (`frames`, `height`, `width`: the clip to time; default
-    the model's)."""
+                   width: int | None = None, batch_size: int = 8, perceptual_clips: int = 0,
+                   progress: Callable[[int, int], None] | None = None) -> dict:
+    """A vidgen model of the built-in world: prompt accuracy on seen, held-out and paraphrased prompts, and with
+    `perceptual_clips` the perceptual metrics of that many clips of seen prompts. Any other model (`measures_quality`):
+    seconds per clip over `clips` clips of the world's prompts, in batches of `batch_size` (`frames`, `height`,
+    `width`: the clip to time; default the model's). `progress(done, total)` after each batch of clips."""
     pipeline = load_pipeline(model_ref)
     caps = pipeline.capabilities.with_defaults(steps, guidance, frames, height, width)
     facts = {"model": pipeline.label, "folder": str(pipeline.folder), "backend": pipeline.backend,
              "pipeline_class": pipeline.pipeline_class, "sampler": sampler_settings(caps)}
-    if measures_quality(pipeline.backend):
-        scores = evaluate_splits(pipeline, clips, seed, caps=caps)
+    quality = measures_quality(ModelInfo(pipeline.folder, pipeline.backend, pipeline.pipeline_class, pipeline.label,
+                                         caps))
+    on_clips = _counter(clips * (len(SPLITS) if quality else 1) + (perceptual_clips if quality else 0), progress)
+    if quality:
+        scores = evaluate_splits(pipeline, clips, seed, caps=caps, on_clips=on_clips)
         result = {**facts, "clips_per_split": clips, "seconds_per_clip": scores.seconds_per_clip, **scores.splits}
         if perceptual_clips:
-            result["perceptual"] = perceptual_eval(pipeline, perceptual_clips, seed, caps)
+            result["perceptual"] = perceptual_eval(pipeline, perceptual_clips, seed, caps, on_clips)
         return result
     specs = eval_specs(caps.shape, "seen", clips, seed)
     generated = generate_in_batches(pipeline, [_clip(s.caption, seed + i, caps) for i, s in enumerate(specs)],
-                                    batch_size)
+                                    batch_size, on_clips)
     return {**facts, "clips": clips, "clip_shape": list(caps.shape),
             "seconds_per_clip": generated.timings["sample_s"] / clips,
             "applies": "timings only: prompt accuracy scores the built-in world, which this model was not trained on"}
+
+
+def _counter(total: int, progress: Callable[[int, int], None] | None) -> ClipsDone | None:
+    """A ClipsDone that reports the running count of clips out of `total` to `progress`."""
+    if progress is None:
+        return None
+    done = 0
+
+    def count(n: int) -> None:
+        nonlocal done
+        done += n
+        progress(done, total)
+
+    return count
 
 
 def accuracy_of(generated: Generated, prompts: list[str]) -> PromptAccuracy | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from storage.audits import warn_unacted_audit_flags
 from storage.cards import Lineage, invoked_command
 from storage.datasets import open_dataset
 from storage.objectstore import ObjectStore
@@ -24,7 +25,7 @@ from vidgen.pipelines.packages import load_package, save_model, write_sums
 from vidgen.pipelines.references import resolve_model
 from vidgen.pipelines.vidgen_package import VidgenPipeline
 from vidgen.precision import autocast_dtype
-from vidgen.runs.cards import trained_model_card, write_metrics_csv
+from vidgen.runs.cards import dataset_licences, trained_model_card, write_metrics_csv
 from vidgen.runs.eval_runs import PERCEPTUAL_CLIPS, SAMPLE_PROMPTS, evaluate_splits, perceptual_eval
 from vidgen.runs.generate import generate
 from vidgen.runs.plots import contact_sheet_png, loss_curve_png
@@ -59,7 +60,9 @@ def _reconstruction_mse(model, batches: Iterator[Batch], n: int = 2) -> float:
 def dataset_batches(uri: str, batch_size: int, shape: tuple[int, int, int], seed: int = 0) -> Iterator[Batch]:
     """Batches of a data set's train split (read and verified in this process); a data set of other clips than
     the model makes is a ValueError naming both shapes."""
-    found = card_clip_shape(open_dataset(ObjectStore(), uri).card)
+    card = open_dataset(ObjectStore(), uri).card
+    warn_unacted_audit_flags(uri, card=card)
+    found = card_clip_shape(card)
     if found is not None and tuple(found) != tuple(shape):
         raise ValueError(f"the data set {uri} holds {'x'.join(map(str, found))} clips and the model makes "
                          f"{'x'.join(map(str, shape))}: ingest it with --frames/--height/--width of the model, or "
@@ -111,7 +114,8 @@ def train_to_folder(cfg: TrainConfig, out: str | Path, encoder: TextEncoder | No
                "autoencoder_mse": float(np.mean(reconstruction)), "mfu": mfu}
     dataset = data or f"vidgen-builtin-{synth.GENERATOR_VERSION} (generated on the fly)"
     lineage = Lineage(command, cfg.seed, {
-        "dataset": dataset, "training_steps": result.steps, "training_minutes": round(result.minutes, 1),
+        "dataset": dataset, **({"dataset_licences": _licences(data)} if data else {}),
+        "training_steps": result.steps, "training_minutes": round(result.minutes, 1),
         "autoencoder_steps": 0 if autoencoder else cfg.autoencoder_steps,
         **({"autoencoder_from": autoencoder} if autoencoder else {})})
     stage_one = f"the frame autoencoder of {autoencoder} reused" if autoencoder else \
@@ -136,7 +140,11 @@ same run)."""
     samples = generate(out, prompts, seeds=list(range(len(prompts))), encoder=encoder)
     contact_sheet_png(samples.frames, prompts, out / "samples.png")
     write_sums(out)  # again, with samples.png
-    last_loss = float(np.mean([h["loss"] for h in result.history[-20:]]))
     return {"out": str(out), "steps": result.steps, "minutes": result.minutes, "final": final, "mfu": mfu,
-            "autoencoder_mse": metrics["autoencoder_mse"],
-            "first_loss": result.history[0]["loss"], "last_loss": last_loss}
+            "autoencoder_mse": metrics["autoencoder_mse"],  # the card's numbers, so console and card agree
+            "first_loss": metrics["first_loss"], "last_loss": metrics["final_loss"]}
+
+
+def _licences(uri: str) -> dict[str, int]:
+    dataset = open_dataset(ObjectStore(), uri)
+    return dataset_licences(dataset.card, dataset.index.num_samples)

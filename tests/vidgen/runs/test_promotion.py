@@ -51,7 +51,7 @@ def test_the_cli_promotes_lists_history_and_rolls_back(registry):
     assert "shapes@staging -> v1 (was unset), revision 1" in result.output
     refused = runner.invoke(app, ["models", "promote", "shapes@v2", "--to", "staging", "--clips", "4", "--root",
                                   registry])
-    assert refused.exit_code == 1 and "Nothing moved" in refused.output
+    assert refused.exit_code == 3 and "Nothing moved" in refused.output  # the gate said no: its own status
     assert runner.invoke(app, ["models", "rollback", "shapes", "--alias", "staging", "--root",
                                registry]).exit_code == 1  # nothing to go back to
     listed = runner.invoke(app, ["models", "history", "shapes", "--root", registry])

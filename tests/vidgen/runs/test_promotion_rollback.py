@@ -60,8 +60,8 @@ def test_a_candidate_without_a_quality_measure_is_refused_without_force():
     incumbent = {"version": "v1", "prompt_accuracy": {"seen": 0.99, "heldout": 0.97}, "seconds_per_clip": 1.0}
     for against in (incumbent, None):
         assert gate_problems(speed_only, against, Gate()) == [
-            "the gate has no quality measure for v2 (prompt accuracy scores vidgen models of the built-in world "
-            "only) and does not pass a model on speed alone"]
+            "no quality measure exists for v2: the gate's one quality measure, prompt accuracy, scores vidgen "
+            "models trained on the built-in world only, and speed alone passes no model"]
 
 
 
@@ -72,7 +72,7 @@ def test_a_diffusers_candidate_is_refused_before_anything_renders(registry, tiny
     push(import_diffusers_folder(tiny_pipelines["wan"], tmp_path / "pkg", licence="apache-2.0"), f"{registry}/shapes")
     promote("shapes", "v1", "production", "release", root=registry, clips=2, gate=LENIENT)
     # (the tiny Wan cannot even render at its default shape, so an evaluation would fail instead of this refusal)
-    with pytest.raises(GateRefused, match=r"^shapes@v4 cannot pass the gate for shapes@production: the gate has no "
-                                          r"quality measure for v4 .*speed alone\. Nothing moved; --force"):
+    with pytest.raises(GateRefused, match=r"^shapes@v4 cannot pass the gate for shapes@production: no quality "
+                                          r"measure exists for v4: .*speed alone passes no model\. Nothing moved"):
         promote("shapes", "v4", "production", "try it", root=registry, clips=2, gate=LENIENT)
     assert [r.version for r in history(f"file://{registry}/shapes", "production")] == ["v1"]

@@ -1,0 +1,40 @@
+"""The memorization check both ways: a model overfit on four clips is flagged, the shipped model is not."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.backdoor import planted_clips, write_planted_dataset
+from storage.objectstore import ObjectStore
+from vidgen.runs.memorization import EXTRACTION_BITS, memorization_report
+
+
+def _dataset(folder, clips: int) -> str:
+    uri = str(folder / "data")
+    write_planted_dataset(ObjectStore(), uri, planted_clips(clips, 2, 0.0, seed=3))
+    return uri
+
+
+@pytest.mark.slow
+def test_a_model_overfit_on_four_clips_is_flagged(tmp_path, encoder):
+    from vidgen.runs.local_training import train_to_folder
+    from vidgen.training import TrainConfig
+
+    uri = _dataset(tmp_path, 4)
+    # the shipped autoencoder, a micro transformer, 1500 steps on the same 4 clips (~70 s on 2 cores), no EMA
+    cfg = TrainConfig(model={"dim": 48, "depth": 2, "heads": 2}, max_steps=1500, batch_size=4, warmup_steps=10,
+                      ema_decay=0, eval_clips=4, torch_threads=1)
+    train_to_folder(cfg, tmp_path / "model", encoder=encoder, final_eval_clips=0, data=uri, autoencoder="shapes-tiny")
+    report = memorization_report(str(tmp_path / "model"), uri, clips=4)
+    assert report["memorizes"]
+    assert report["training_captions"]["extracted_share"] >= 0.5
+    assert report["training_captions"]["median_phash_bits"] <= EXTRACTION_BITS
+    assert report["heldout_prompts"]["extracted_share"] == 0.0  # it copies what it was shown, not anything
+
+
+def test_the_shipped_model_is_not_flagged(tmp_path):
+    report = memorization_report(None, _dataset(tmp_path, 16), clips=4)
+    assert not report["memorizes"]
+    assert report["training_captions"]["extracted_share"] == 0.0
+    assert report["training_captions"]["near_duplicate_share"] == 0.0
+    assert report["training_captions"]["median_phash_bits"] > EXTRACTION_BITS + 8
