@@ -41,7 +41,7 @@ from jobs._finetune_worker import (
 )
 from jobs.connection import connect_ray
 from jobs.finetune_config import FinetuneConfig
-from jobs.train import TrainingError, _root_cause, load_run_config, write_run_config
+from jobs.train import TrainingError, fit_run, load_run_config, write_run_config
 from storage.cards import invoked_command
 from storage.latent_shards import LatentSet, LatentShardEntry, find_latent_set, finish_latent_set, latent_set_location
 from storage.objectstore import ObjectStore, S3Config, StorageError, parse_uri
@@ -73,7 +73,7 @@ class LatentEncoder:
         before = len(self.writer.entries)
         write_buckets(self.pipe, clips_from_columns([batch]), self.writer, ENCODE_BATCH)
         made = self.writer.entries[before:]
-        return {"entry": [json.dumps({**e.__dict__, "shape": list(e.shape), "grid": list(e.grid)}) for e in made]}
+        return {"entry": [json.dumps(e.to_dict()) for e in made]}
 
 
 def precompute(cfg: FinetuneConfig, model, store: ObjectStore) -> LatentSet:
@@ -253,10 +253,7 @@ def run_finetune(cfg: FinetuneConfig, address: str | None = None, resume: str | 
     )
     log.info("run %s: %s fine-tuning of %s on %d workers, ZeRO-%d, checkpoints in %s", name, cfg.method,
              model.label, cfg.workers, cfg.zero_stage, run_dir.uri)
-    try:
-        result = trainer.fit()
-    except Exception as e:  # Ray wraps the worker's error; surface its own message
-        raise TrainingError(f"run {name} failed: {_root_cause(e)}") from e
+    result = fit_run(trainer, name)
     if result.checkpoint is None:
         raise TrainingError(f"run {name} ended without a checkpoint")
     kept = sorted((c.path for c, _ in result.best_checkpoints), key=os.path.basename)

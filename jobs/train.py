@@ -65,6 +65,14 @@ def _root_cause(error: BaseException) -> str:
     return text[-1] if text else type(error).__name__
 
 
+def fit_run(trainer, name: str):
+    """`trainer.fit()`, a failure being a TrainingError with the worker's own message (Ray wraps it)."""
+    try:
+        return trainer.fit()
+    except Exception as e:
+        raise TrainingError(f"run {name} failed: {_root_cause(e)}") from e
+
+
 def _check_data(cfg: DistributedConfig, store: ObjectStore):
     """The training split of the data set as a Ray Data stream, after checking it fits the model."""
     from storage.audits import warn_unacted_audit_flags
@@ -172,10 +180,7 @@ def run_training(cfg: DistributedConfig, address: str | None = None, resume: str
     )
     log.info("run %s: %d workers, ZeRO-%d, data %s, checkpoints in %s", name, cfg.workers, cfg.zero_stage,
              cfg.data, run_dir.uri)
-    try:
-        result = trainer.fit()
-    except Exception as e:  # Ray wraps the worker's error; surface its own message
-        raise TrainingError(f"run {name} failed: {_root_cause(e)}") from e
+    result = fit_run(trainer, name)
     card, _ = parse_card(store.read(parse_uri(cfg.out).join(CARD_FILE)).decode(), CARD_FILE)
     return {"run": name, "run_dir": run_dir.shown, "package": parse_uri(cfg.out).shown,
             "steps": card["lineage"]["training_steps"],

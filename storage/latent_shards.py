@@ -78,6 +78,9 @@ class LatentShardEntry:
     sha256: str
     bytes: int
 
+    def to_dict(self) -> dict:
+        return {**asdict(self), "shape": list(self.shape), "grid": list(self.grid)}
+
     @classmethod
     def from_dict(cls, raw: dict) -> LatentShardEntry:
         return cls(**{**raw, "shape": tuple(raw["shape"]), "grid": tuple(raw["grid"])})
@@ -92,7 +95,7 @@ class LatentIndex:
     format: str = FORMAT
 
     def to_json(self) -> bytes:
-        shards = [{**asdict(s), "shape": list(s.shape), "grid": list(s.grid)} for s in self.shards]
+        shards = [s.to_dict() for s in self.shards]
         return json.dumps({"format": self.format, "key": self.key.to_dict(), "shards": shards}, indent=1).encode()
 
     @classmethod
