@@ -73,7 +73,7 @@ def main() -> None:
         session = requests.Session()
         while not stop.is_set():
             started = time.monotonic()
-            response = session.post(f"{base}/v1/videos", json={"prompt": PROMPT, "quality": "draft"}, timeout=60)
+            response = session.post(f"{base}/v1/videos/sync", json={"prompt": PROMPT, "quality": "draft"}, timeout=60)
             if response.status_code == 200:
                 served.append((time.monotonic(), time.monotonic() - started, response.headers["X-Vidgen-Model"]))
             else:

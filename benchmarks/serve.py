@@ -15,11 +15,16 @@
   (d) with --batching, only this: edge-tier throughput at N concurrent HTTP clients with dynamic batching
       (`max_batch_size` N) against the same tier without (`max_batch_size` 1), p50 and p99 latency of both; the
       two deployments alternate, R rounds each. Goal >= 2.5x.
+  (e) with --videos-api, only this: the Videos API at N concurrent clients on the edge tier. Create latency (POST
+      /v1/videos answers before anything renders), p50 and p99, goal p99 <= 20 ms; and throughput of create + poll
+      (sleeping `openai-poll-after-ms`, as the SDK does) + download against POST /v1/videos/sync, rounds alternating.
+      Goal >= 0.9x.
 
 In (a)-(c) requests are sequential (one client) and A/B rounds alternate so drift hits both sides.
 
     python benchmarks/serve.py --clips 24 --trivial 400 --accuracy-clips 48
     python benchmarks/serve.py --batching --clients 8 --batch-clips 64 --rounds 2
+    python benchmarks/serve.py --videos-api --clients 8 --batch-clips 64 --rounds 2
 """
 
 from __future__ import annotations
@@ -116,11 +121,11 @@ def part_a(base: str, clips: int) -> None:
     for seed in range(2):  # warm all three
         render(seed)
         edge.render.remote(ClipRequest(prompt=PROMPT, seed=seed)).result()
-        session.post(f"{base}/v1/videos", json={**body, "seed": seed}).raise_for_status()
+        session.post(f"{base}/v1/videos/sync", json={**body, "seed": seed}).raise_for_status()
     times: dict[str, list[float]] = {"http": [], "handle": [], "local": []}
     for seed in range(clips):
         started = time.perf_counter()
-        response = session.post(f"{base}/v1/videos", json={**body, "seed": seed})
+        response = session.post(f"{base}/v1/videos/sync", json={**body, "seed": seed})
         times["http"].append(time.perf_counter() - started)
         assert response.headers["X-Vidgen-Tier"] == "edge", response.headers
         started = time.perf_counter()
@@ -174,7 +179,7 @@ def part_c(base: str, n: int) -> None:
         latencies, clips = [], []
         for spec in specs:
             started = time.perf_counter()
-            response = session.post(f"{base}/v1/videos", json={"prompt": spec.caption, "quality": quality,
+            response = session.post(f"{base}/v1/videos/sync", json={"prompt": spec.caption, "quality": quality,
                                                                "seed": int(spec.background_seed)})
             latencies.append(time.perf_counter() - started)
             response.raise_for_status()
@@ -209,7 +214,7 @@ def part_d(tmp: str, clients: int, clips: int, rounds: int, wait_s: float, threa
         session, latencies = requests.Session(), []
         for seed in seeds:
             started = time.perf_counter()
-            response = session.post(f"{base}/v1/videos", json={"prompt": PROMPT, "quality": "draft", "seed": seed})
+            response = session.post(f"{base}/v1/videos/sync", json={"prompt": PROMPT, "quality": "draft", "seed": seed})
             latencies.append(time.perf_counter() - started)
             response.raise_for_status()
             assert response.headers["X-Vidgen-Tier"] == "edge" and response.headers["content-type"] == "video/mp4"
@@ -233,6 +238,57 @@ def part_d(tmp: str, clients: int, clips: int, rounds: int, wait_s: float, threa
     print(f"ratio batched / one by one: {rate['batched'] / rate['one by one']:.2f}x (goal >= 2.5x)")
 
 
+def part_e(tmp: str, clients: int, clips: int, rounds: int) -> None:
+    """The Videos API on the edge tier at `clients` concurrent clients: create latency, and clips/s through create +
+    poll + download against the synchronous route."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base, _ = start(tmp, {**EDGE, "max_ongoing_requests": clients}, bare=False)
+    create_latencies: list[float] = []
+
+    def sync(session: requests.Session, seed: int) -> None:
+        response = session.post(f"{base}/v1/videos/sync", json={"prompt": PROMPT, "quality": "draft", "seed": seed})
+        response.raise_for_status()
+
+    def through_api(session: requests.Session, seed: int) -> None:
+        started = time.perf_counter()
+        created = session.post(f"{base}/v1/videos", json={"prompt": PROMPT, "quality": "draft", "seed": seed})
+        create_latencies.append(time.perf_counter() - started)
+        created.raise_for_status()
+        video, wait_ms = created.json(), int(created.headers["openai-poll-after-ms"])
+        while video["status"] in ("queued", "in_progress"):
+            time.sleep(wait_ms / 1000)
+            polled = session.get(f"{base}/v1/videos/{video['id']}")
+            video, wait_ms = polled.json(), int(polled.headers["openai-poll-after-ms"])
+        assert video["status"] == "completed", video
+        session.get(f"{base}/v1/videos/{video['id']}/content").raise_for_status()
+
+    def client(way, seeds: list[int]) -> None:
+        session = requests.Session()
+        for seed in seeds:
+            way(session, seed)
+
+    ways = {"sync": sync, "videos api": through_api}
+    rates: dict[str, list[float]] = {name: [] for name in ways}
+    for way in ways.values():  # warm: replicas measured, connections open
+        client(way, list(range(clients)))
+    create_latencies.clear()
+    for r in range(rounds):
+        for name in (ways if r % 2 == 0 else reversed(ways)):
+            shares = [list(range(c, clips, clients)) for c in range(clients)]
+            started = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                list(pool.map(client, [ways[name]] * clients, shares))
+            rates[name].append(clips / (time.perf_counter() - started))
+    rate = {name: statistics.median(r) for name, r in rates.items()}
+    for name, runs in rates.items():
+        print(f"(e) edge, {clients} clients, {name:<10}: {rate[name]:.2f} clips/s (median of {rounds} rounds: "
+              f"{', '.join(f'{r:.2f}' for r in runs)})")
+    print(f"create latency over {len(create_latencies)} creates: p50 {1000 * percentile(create_latencies, 50):.1f} ms"
+          f" p99 {1000 * percentile(create_latencies, 99):.1f} ms (goal p99 <= 20 ms)")
+    print(f"ratio videos api / sync: {rate['videos api'] / rate['sync']:.2f}x (goal >= 0.9x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=24, help="edge clips per side in (a)")
@@ -244,12 +300,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds per side in (d)")
     parser.add_argument("--batch-wait-s", type=float, default=0.05, help="batch_wait_timeout_s in (d)")
     parser.add_argument("--threads", type=int, default=1, help="the edge replica's torch threads in (d)")
+    parser.add_argument("--videos-api", action="store_true", help="run only (e), the Videos API against the sync "
+                                                                  "route (--clients, --batch-clips, --rounds)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import ray
     from ray import serve
 
     tmp = tempfile.mkdtemp(prefix="vidgen-bench-", dir="/tmp")
+    if args.videos_api:
+        try:
+            part_e(tmp, args.clients, args.batch_clips, args.rounds)
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+        return
     if args.batching:
         try:
             part_d(tmp, args.clients, args.batch_clips, args.rounds, args.batch_wait_s, args.threads)

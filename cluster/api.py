@@ -16,7 +16,7 @@ from cluster.serve_config import Limits, WorkBudget, clip_work
 from cluster.tier_report import ServedModel
 from vidgen.clip_request import Capabilities, ClipRequest, FieldProblem, limit_problems, resolve_clip
 
-RENDER_ID_PATTERN = r"^[0-9a-f]{32}$"
+RENDER_ID_PATTERN = r"^video_[0-9a-f]{42}$"  # cluster.async_renders.new_render_id
 TIER_HEADER = "X-Vidgen-Tier"
 REASON_HEADER = "X-Vidgen-Placement-Reason"
 REPLICA_HEADER = "X-Vidgen-Replica"
@@ -30,8 +30,6 @@ class VideoRequest(ClipRequest):
     latency_budget_ms: float | None = Field(None, gt=0, le=3_600_000)
     region: str | None = Field(None, min_length=1, max_length=64, description="the caller's jurisdiction")
     allow_spill: bool = Field(True, description="may run on the other tier when the preferred one is unavailable")
-    mode: Literal["auto", "sync", "async"] = Field("auto", description="sync answers with the MP4, async with 202 "
-                                                                       "and a render id; auto decides by the estimate")
 
     def placement_request(self) -> PlacementRequest:
         """What the placement policy judges; sizes left out stay out (each tier is judged at its own default)."""
@@ -65,18 +63,38 @@ def work_on(caps: Capabilities, request: ClipRequest | None = None) -> int:
 
 
 class RenderStatus(BaseModel):
-    """An asynchronous render's state, as GET /v1/videos/{id} answers and as it is stored beside the video."""
+    """An asynchronous render as it is stored beside its video (`cluster.async_renders`); GET /v1/videos/{id}
+    answers it as a `cluster.videos_api.VideoObject`."""
 
     id: str
-    status: Literal["queued", "done", "failed"]
+    owner: str = Field("default", description="the caller (API key) that created it; only it sees the render")
+    status: Literal["queued", "in_progress", "completed", "failed"]
     tier: str
     reason: str
+    model: str = Field("", description="the model that renders it: the tier's reference until a replica names the "
+                                       "version it loaded")
+    prompt: str = ""
+    frames: int = Field(0, description="the clip as the tier renders it (its defaults filling what the request "
+                                       "left out)")
+    height: int = 0
+    width: int = 0
+    steps: int = 0
+    progress: int = Field(0, ge=0, le=100, description="sampler steps done of those asked, in percent")
+    created_at: float = 0.0
+    completed_at: float | None = None
+    estimate_ms: float = Field(0.0, description="placement's estimate of the render, when it was created")
     replica: str | None = None
-    content_url: str | None = Field(None, description="path on this server that returns the MP4 once done")
     error: str | None = None
-    lease_until: float | None = Field(None, description="while queued: the router rendering it renews this (Unix "
-                                                        "time); a lapsed lease means that router stopped, and the "
-                                                        "render ends failed")
+    error_code: str | None = None
+    request_sha256: str | None = Field(None, description="of the create request, for its Idempotency-Key")
+    deleted: bool = Field(False, description="deleted by its owner: answered 404, its video gone, swept later")
+    lease_until: float | None = Field(None, description="while queued or in progress: the router rendering it "
+                                                        "renews this (Unix time); a lapsed lease means that router "
+                                                        "stopped, and the render ends failed")
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "in_progress")
 
 
 class TierInfo(BaseModel):
@@ -95,5 +113,17 @@ class TierInfo(BaseModel):
                                                                 "dtype, device; null while no replica reports")
 
 
+class ModelEntry(TierInfo):
+    """A tier as an entry of OpenAI's model list; `id` (the tier's name) is what a create's `model` may name."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="when the router started (Unix time)")
+    owned_by: str = "vidgen"
+
+
 class ModelsResponse(BaseModel):
-    tiers: list[TierInfo]
+    """GET /v1/models, in OpenAI's list shape."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelEntry]

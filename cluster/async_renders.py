@@ -1,20 +1,26 @@
-"""Asynchronous renders: each one's status (and, once done, its MP4) kept in object storage under `renders_uri`,
-so any router replica can answer for any render.
+"""Asynchronous renders: each one's record (and, once completed, its MP4 and a JPEG thumbnail) kept in object
+storage under `renders_uri`, so any router replica can answer for any render.
 
-A queued render has a lease its router renews while it renders; a router that stops (a crash, a restart, a
-scale-down) renews nothing, so whoever reads a queued status whose lease has lapsed records it failed: every render
-ends done or failed within one lease. Render ids begin with their creation time, so a sweep can delete renders
-older than the retention period from the listing alone.
+A queued or running render has a lease its router renews while it renders; a router that stops (a crash, a
+restart, a scale-down) renews nothing, so whoever reads an active record whose lease has lapsed records it failed:
+every render ends completed or failed within one lease. Render ids are `video_`, the creation time (10 hex digits),
+then 128 random bits (unguessable), so a sweep can delete renders older than the retention period from the listing
+alone. A deleted render keeps a tombstone record (answered 404) until the sweep, so a router still rendering it sees
+the deletion and stops. An `Idempotency-Key` is bound, per caller, to the first render made with it and the digest of
+its request (`idempotency/<sha256>.json`, written create-only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import re
+import secrets
 import time
-import uuid
 
 from cluster.api import RenderStatus
-from storage.objectstore import NotFound, ObjectStore, parse_uri
+from storage.objectstore import AlreadyExists, NotFound, ObjectStore, parse_uri
 
 
 class UnknownRender(KeyError):
@@ -24,27 +30,33 @@ class UnknownRender(KeyError):
 LAPSED = "the router that was rendering it stopped before it finished; submit the request again"
 
 
+RENDER_ID = re.compile(r"video_[0-9a-f]{42}")
+SUFFIXES = (".json", ".mp4", ".jpg")
+
+
 def new_render_id(now: float | None = None) -> str:
-    """32 hex digits: the creation time in seconds (10), then 22 random ones."""
-    return f"{int(time.time() if now is None else now):010x}{uuid.uuid4().hex[:22]}"
+    """`video_` and 42 hex digits: the creation time in seconds (10), then 32 random ones."""
+    return f"video_{int(time.time() if now is None else now):010x}{secrets.token_hex(16)}"
 
 
 def created_at(render_id: str) -> float:
-    return float(int(render_id[:10], 16))
+    return float(int(render_id.removeprefix("video_")[:10], 16))
 
 
 class AsyncRenderStore:
-    """`<renders_uri>/<id>.json` (a RenderStatus) and `<renders_uri>/<id>.mp4`; blocking I/O runs off the loop."""
+    """`<renders_uri>/<id>.json` (a RenderStatus), `<id>.mp4` and `<id>.jpg`, and `idempotency/`; blocking I/O runs
+    off the loop."""
 
     def __init__(self, renders_uri: str, store: ObjectStore | None = None):
         self.root = parse_uri(renders_uri)
         self.store = store or ObjectStore()
 
     async def read_current(self, render_id: str) -> RenderStatus:
-        """The status, with a queued render whose lease has lapsed recorded (and returned) as failed."""
+        """The record, with an active render whose lease has lapsed recorded (and returned) as failed."""
         status = await self.read_status(render_id)
-        if status.status == "queued" and status.lease_until is not None and status.lease_until < time.time():
-            status = status.model_copy(update={"status": "failed", "error": LAPSED, "lease_until": None})
+        if status.active and status.lease_until is not None and status.lease_until < time.time():
+            status = status.model_copy(update={"status": "failed", "error": LAPSED, "error_code": "lease_lapsed",
+                                               "lease_until": None, "completed_at": time.time()})
             await self.write_status(status)
         return status
 
@@ -53,10 +65,8 @@ class AsyncRenderStore:
         def sweep() -> int:
             cutoff, prefix, deleted = time.time() - retention_s, self.root.uri.rstrip("/") + "/", 0
             for obj in self.store.list(self.root):
-                name = obj.uri.removeprefix(prefix)
-                render_id = name.split(".")[0]
-                if len(render_id) == 32 and all(c in "0123456789abcdef" for c in render_id) \
-                        and created_at(render_id) < cutoff:
+                render_id = obj.uri.removeprefix(prefix).split(".")[0]
+                if RENDER_ID.fullmatch(render_id) and created_at(render_id) < cutoff:
                     try:
                         self.store.delete(obj.uri)
                         deleted += 1
@@ -83,5 +93,68 @@ class AsyncRenderStore:
             raise UnknownRender(render_id) from None
         return RenderStatus.model_validate_json(data)
 
-    async def read_video(self, render_id: str) -> bytes:
-        return await asyncio.to_thread(self.store.read, self.uri(render_id, ".mp4"))
+    async def read_video(self, render_id: str, suffix: str = ".mp4") -> bytes:
+        return await asyncio.to_thread(self.store.read, self.uri(render_id, suffix))
+
+    async def write_thumbnail(self, render_id: str, jpeg: bytes) -> None:
+        await asyncio.to_thread(self.store.write, self.uri(render_id, ".jpg"), jpeg)
+
+    async def records(self, owner: str) -> list[RenderStatus]:
+        """`owner`'s renders not deleted, oldest first."""
+        def read_all() -> list[RenderStatus]:
+            prefix, found = self.root.uri.rstrip("/") + "/", []
+            for obj in self.store.list(self.root):
+                name = obj.uri.removeprefix(prefix)
+                if name.endswith(".json") and RENDER_ID.fullmatch(name.removesuffix(".json")):
+                    try:
+                        found.append(RenderStatus.model_validate_json(self.store.read(obj.uri)))
+                    except NotFound:  # swept meanwhile
+                        continue
+            return [r for r in found if r.owner == owner and not r.deleted]
+
+        return sorted(await asyncio.to_thread(read_all), key=lambda r: (r.created_at, r.id))
+
+    async def delete(self, status: RenderStatus) -> RenderStatus:
+        """Record the render deleted (a tombstone the sweep removes) and remove its video and thumbnail."""
+        tombstone = status.model_copy(update={"deleted": True, "lease_until": None})
+        await self.write_status(tombstone)
+        await self.remove_outputs(status.id)
+        return tombstone
+
+    async def remove_outputs(self, render_id: str) -> None:
+        def remove():
+            for suffix in SUFFIXES[1:]:
+                try:
+                    self.store.delete(self.uri(render_id, suffix))
+                except NotFound:
+                    pass
+
+        await asyncio.to_thread(remove)
+
+    def _idempotency_uri(self, owner: str, key: str) -> str:
+        name = hashlib.sha256(f"{owner}\n{key}".encode()).hexdigest()
+        return self.root.join("idempotency", f"{name}.json").uri
+
+    async def idempotency_bound(self, owner: str, key: str) -> tuple[str, str] | None:
+        """(the render id, the request digest) `key` is bound to for `owner`; None when it is not bound."""
+        try:
+            bound = json.loads(await asyncio.to_thread(self.store.read, self._idempotency_uri(owner, key)))
+        except NotFound:
+            return None
+        return bound["id"], bound["request_sha256"]
+
+    async def claim_idempotency(self, owner: str, key: str, render_id: str, request_sha256: str) -> tuple[str, str]:
+        """Bind `key` to `render_id` and its request digest unless it is bound already: (the render id, the request
+        digest) it is bound to. Create-only, so two retries racing bind one render."""
+        uri = self._idempotency_uri(owner, key)
+        data = json.dumps({"id": render_id, "request_sha256": request_sha256}).encode()
+
+        def claim() -> dict:
+            try:
+                self.store.write(uri, data, if_absent=True)
+                return json.loads(data)
+            except AlreadyExists:
+                return json.loads(self.store.read(uri))
+
+        bound = await asyncio.to_thread(claim)
+        return bound["id"], bound["request_sha256"]

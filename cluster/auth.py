@@ -1,8 +1,9 @@
 """Bearer-token auth for the HTTP API: only the token's sha256 is shipped to the cluster and compared.
 
 `BearerAuth` checks the `Authorization` header of every request but a few public paths before anything reads its
-body, so a caller without the token gets 401 whatever it sends, and cannot make the router parse, validate or wait
-for a body.
+body, so a caller without the token gets 401 (in OpenAI's error envelope, which the SDK raises as
+`AuthenticationError`) whatever it sends, and cannot make the router parse, validate or wait for a body. It records
+who the caller is (`caller_of`): the renders a caller makes are its own (`cluster.async_renders` keeps the owner).
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
-from fastapi.responses import JSONResponse
+from starlette.requests import Request
 
 from cluster.serve_config import AuthConfig
+from cluster.videos_api import api_error
+
+# The one caller a single configured token stands for; the owner of every render made with it.
+DEFAULT_CALLER = "default"
 
 
 def token_digest(auth: AuthConfig, environ: dict[str, str], insecure_local: bool = False) -> str | None:
@@ -55,11 +60,18 @@ class BearerAuth:
         self.app, self.digest = app, digest
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["caller"] = DEFAULT_CALLER
         if scope["type"] == "http" and route_path(scope) not in PUBLIC_PATHS:
             header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             scheme, _, token = header.partition(" ")
             if not token_matches(token.strip() if scheme.lower() == "bearer" else None, self.digest()):
-                refusal = JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
-                                       headers={"WWW-Authenticate": "Bearer"})
+                refusal = api_error(401, "missing or wrong bearer token: send Authorization: Bearer <token>",
+                                    code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
                 return await refusal(scope, receive, send)
         return await self.app(scope, receive, send)
+
+
+def caller_of(request: Request) -> str:
+    """Who sent `request`, as `BearerAuth` recorded it."""
+    return request.state.caller

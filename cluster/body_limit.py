@@ -16,13 +16,15 @@ from collections.abc import Callable
 
 from fastapi.responses import JSONResponse
 
+from cluster.videos_api import api_error
+
 
 class BodyLimit:
     def __init__(self, app, max_bytes: int, timeout_s: Callable[[], float]):
         self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     def _refuse(self, status: int, msg: str) -> JSONResponse:
-        return JSONResponse({"detail": [{"loc": ["body"], "msg": msg}]}, status_code=status)
+        return api_error(status, msg, code="body_too_large" if status == 413 else "body_timeout")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

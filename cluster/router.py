@@ -1,25 +1,32 @@
-"""The ingress deployment: the FastAPI routes, placement, and sync or asynchronous renders.
+"""The ingress deployment: the OpenAI-style Videos API (`cluster.videos_api`), placement, and the renders.
 
 A request is checked (token, limits, what the model can make), placed by `cluster.placement.place` on the tier state
-the replicas reported (`cluster.tier_report`, collected by `cluster.tier_board`), then handed as it is to that tier's
-DeploymentHandle. Short renders answer with the MP4; long ones (or `mode: async`) answer 202 with a render id, and
-the video and its status go to `renders_uri` (`cluster.async_renders`), where any router replica can find them.
-Each tier is judged on the clip as it would render it (its own defaults for what the request leaves out): against
-its work budget, and for the estimate (its replicas' measured seconds per unit of work times the clip's work). A
-render whose replica dies is retried once on the same tier only when its clip is no larger than the tier's default
-clip, which every replica of the tier rendered when it loaded (the sampler is deterministic, so the retry makes the
-same clip); a larger one may be what took the replica down, and is answered 503 (failed, when asynchronous) instead
-of taking a second replica with it. Auth is `cluster.auth`, the body limit `cluster.body_limit`, the counters
-`cluster.serve_metrics`.
+the replicas reported (`cluster.tier_report`, collected by `cluster.tier_board`), then handed to that tier's
+DeploymentHandle. `POST /v1/videos` is always asynchronous: it answers the video object at once (nothing renders
+before the answer) and the render streams its sampler steps back (`TierReplica.render_stream`) into the record's
+progress; the record and, once completed, the MP4 and a thumbnail go to `renders_uri` (`cluster.async_renders`),
+where any router replica can find them. `DELETE /v1/videos/{id}` cancels the render's call: a queued one never runs,
+a running one stops at its next sampler step (`cluster.render_jobs`); a router rendering a render deleted through
+another router sees the tombstone when it renews the lease, and cancels it too. `POST /v1/videos/sync` answers with
+the MP4 (vllm-omni's route). Each tier is judged on the clip as it would render it (its own defaults for what the
+request leaves out): against its work budget, and for the estimate (its replicas' measured seconds per unit of work
+times the clip's work). A render whose replica dies is retried once on the same tier only when its clip is no larger
+than the tier's default clip, which every replica of the tier rendered when it loaded (the sampler is deterministic,
+so the retry makes the same clip); a larger one may be what took the replica down, and is answered 503 (failed, when
+asynchronous) instead of taking a second replica with it. Every refusal is in OpenAI's error envelope. Auth is
+`cluster.auth`, the body limit `cluster.body_limit`, the counters `cluster.serve_metrics`.
 """
 
 import asyncio
 import logging
 import time
+from typing import Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Path
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
+from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import RayActorError
 
@@ -29,33 +36,46 @@ from cluster.api import (
     RENDER_ID_PATTERN,
     REPLICA_HEADER,
     TIER_HEADER,
+    ModelEntry,
     ModelsResponse,
     RenderStatus,
-    TierInfo,
     VideoRequest,
     check_limits,
     work_on,
 )
 from cluster.async_renders import AsyncRenderStore, UnknownRender, new_render_id
-from cluster.auth import BearerAuth, token_digest
+from cluster.auth import BearerAuth, caller_of, token_digest
 from cluster.body_limit import BodyLimit
 from cluster.placement import Placement, TierState, place
 from cluster.serve_config import ServeConfig
 from cluster.serve_metrics import RouterMetrics
 from cluster.tier_report import TierReport
-from vidgen.clip_request import Capabilities, ClipRequest
+from cluster.videos_api import (
+    IDEMPOTENCY_HEADER,
+    POLL_AFTER_HEADER,
+    CreateVideo,
+    VideoDeleted,
+    VideoList,
+    VideoObject,
+    api_error,
+    caller_field,
+    page,
+    poll_after_ms,
+)
+from vidgen.clip_request import Capabilities, ClipRequest, FieldProblem, resolve_clip
 
 log = logging.getLogger(__name__)
 
-# Request bodies are small JSON objects (the prompt is at most 1000 characters); anything far larger is refused
-# before it is parsed.
+# Request bodies are small (the prompt is at most 1000 characters; a multipart create adds a few hundred bytes of
+# boundaries); anything far larger is refused before it is parsed.
 MAX_BODY_BYTES = 16 * 1024
 
 api = FastAPI(title="vidgen", version="1",
               description="Text-to-video clips from a diffusion transformer, placed per request on an edge tier "
-                          "(int8, fewer steps, CPU) or a cloud tier (full model). Send `Authorization: Bearer "
-                          "<token>`. The chosen tier and the reason come back in the X-Vidgen-Tier and "
-                          "X-Vidgen-Placement-Reason headers.")
+                          "(int8, fewer steps, CPU) or a cloud tier (full model), behind OpenAI's Videos API (the "
+                          "official `openai` SDK's `client.videos` works unchanged). Send `Authorization: Bearer "
+                          "<token>`. The chosen tier and the reason come back in the video object (`tier`, "
+                          "`placement_reason`) and in the X-Vidgen-Tier and X-Vidgen-Placement-Reason headers.")
 
 
 def _router():
@@ -70,15 +90,50 @@ api.add_middleware(BearerAuth, digest=lambda: _router().digest)
 authorized = HTTPBearer(auto_error=False, description="the token configured for this deployment")
 
 
+class Refused(Exception):
+    """A request refused with `status`, answered in OpenAI's error envelope naming `param`."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 placement: Placement | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.placement = status, message, param, code, placement
+
+    @classmethod
+    def fields(cls, problems: list[FieldProblem], prefix: str = "") -> "Refused":
+        """400 naming the first field refused, with every problem in the message."""
+        return cls(400, "; ".join(f"{prefix}{p.field}: {p.reason}" for p in problems), param=problems[0].field,
+                   code="invalid_value")
+
+
+@api.exception_handler(Refused)
+async def _refused(request: Request, exc: Refused) -> JSONResponse:
+    headers = {REASON_HEADER: _header(exc.placement.reason)} if exc.placement else None
+    return api_error(exc.status, exc.message, exc.param, exc.code, headers)
+
+
+@api.exception_handler(HTTPException)
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return api_error(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _validation_error(exc.errors())
+
+
+def _validation_error(errors) -> JSONResponse:
+    """400 naming the first invalid field (its name, as the caller sent it), every error in the message."""
+    def field(error) -> str:
+        return ".".join(str(part) for part in error["loc"] if part not in ("body", "query", "path", "header"))
+
+    message = "; ".join(f"{field(e) or 'body'}: {e['msg']}" for e in errors)
+    return api_error(400, message, param=field(errors[0]) or None, code="invalid_value")
+
+
 def _header(text: str) -> str:
     """A header value from any text: HTTP headers are Latin-1, and a reason may quote a caller's input (a region
     in any script); non-ASCII characters are escaped."""
     return text.encode("ascii", "backslashreplace").decode("ascii")
-
-
-def _error(status: int, detail, placement: Placement | None = None) -> JSONResponse:
-    headers = {REASON_HEADER: _header(placement.reason)} if placement else None
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 class RenderTookReplicaDown(RuntimeError):
@@ -115,6 +170,36 @@ def tier_states(cfg: ServeConfig, reports: list[TierReport], outstanding: dict[s
     return states
 
 
+async def create_body(request: Request) -> CreateVideo:
+    """The create request from a multipart form (as the openai SDK sends it, `extra_body` as more fields) or JSON."""
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            form = await request.form()
+            fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+            if len(fields) != len(form):
+                raise Refused(400, "input_reference: reference images are not supported; send the prompt alone",
+                              param="input_reference", code="unsupported_parameter")
+        else:
+            fields = await request.json()
+        return CreateVideo.model_validate(fields)
+    except ValidationError as exc:
+        raise _ValidationRefused(exc.errors()) from None
+    except ValueError:
+        raise Refused(400, "the body is neither JSON nor a multipart form", code="invalid_body") from None
+
+
+class _ValidationRefused(Exception):
+    def __init__(self, errors):
+        super().__init__("invalid request")
+        self.errors = errors
+
+
+@api.exception_handler(_ValidationRefused)
+async def _invalid_create(request: Request, exc: _ValidationRefused) -> JSONResponse:
+    return _validation_error(exc.errors)
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
 @serve.ingress(api)
 class Router:
@@ -123,20 +208,25 @@ class Router:
 
         self.cfg = ServeConfig.model_validate(config)
         self.digest = token_digest(self.cfg.auth, dict(os.environ), insecure_local)
-        self.handles = {"edge": edge, "cloud": cloud}
+        # streaming handles, made once: each `options()` call makes a new handle with its own request router
+        self.handles = {"edge": edge.options(stream=True), "cloud": cloud.options(stream=True)}
         self.board = board
         self.renders = AsyncRenderStore(self.cfg.renders_uri)
         self.outstanding = {"edge": 0, "cloud": 0}
         self.reports: list[TierReport] = []
         self.background: set[asyncio.Task] = set()
+        self.live: dict[str, RenderStatus] = {}  # renders this router is running: their freshest record
+        self.running: dict[str, asyncio.Task] = {}
+        self.started = int(time.time())
         self.metrics = RouterMetrics()
         self._spawn(self._refresh_forever())
         self._spawn(self._sweep_forever())
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        return task
 
     async def _sweep_forever(self) -> None:
         """Delete asynchronous renders past their retention (every replica sweeps; deleting twice is harmless)."""
@@ -147,9 +237,10 @@ class Router:
                 log.warning("sweeping old renders failed: %s", exc)
             await asyncio.sleep(min(self.cfg.renders_retention_s / 10, 600))
 
-    async def _renew_lease(self, status: RenderStatus, writing: asyncio.Lock, finished: asyncio.Event) -> None:
-        """While this router renders `status`, keep its lease ahead of the clock. Writes hold `writing`, so the
-        final status, written under it after `finished` is set, is never overwritten by a late renewal."""
+    async def _renew_lease(self, render_id: str, writing: asyncio.Lock, finished: asyncio.Event) -> None:
+        """While this router renders `render_id`, keep its lease ahead of the clock and its stored progress fresh.
+        Writes hold `writing`, so the final record, written under it after `finished` is set, is never overwritten
+        by a late renewal. A render deleted meanwhile (through any router) is cancelled."""
         while not finished.is_set():
             try:
                 await asyncio.wait_for(finished.wait(), self.cfg.async_lease_s / 3)
@@ -157,14 +248,18 @@ class Router:
             except TimeoutError:
                 pass
             async with writing:
-                if not finished.is_set():
-                    try:
-                        if (await self.renders.read_status(status.id)).status != "queued":
-                            return  # a reader found the lease lapsed (this router was too slow to renew)
-                        await self.renders.write_status(status.model_copy(
-                            update={"lease_until": time.time() + self.cfg.async_lease_s}))
-                    except Exception as exc:  # the next renewal may get through before the lease lapses
-                        log.warning("could not renew the lease of asynchronous render %s: %s", status.id, exc)
+                if finished.is_set():
+                    return
+                try:
+                    stored = await self.renders.read_status(render_id)
+                    if stored.deleted or not stored.active or render_id not in self.live:  # deleted, or lapsed
+                        if render_id in self.running:
+                            self.running[render_id].cancel()
+                        return
+                    await self.renders.write_status(self.live[render_id].model_copy(
+                        update={"lease_until": time.time() + self.cfg.async_lease_s}))
+                except Exception as exc:  # the next renewal may get through before the lease lapses
+                    log.warning("could not renew the lease of render %s: %s", render_id, exc)
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -178,20 +273,37 @@ class Router:
         """The fresh reports of one tier's replicas; they load the same model, so the first says what it makes."""
         return [r for r in self.reports if r.tier == tier]
 
-    async def _render(self, tier: str, request: VideoRequest, retry: bool) -> dict:
+    async def _stream(self, tier: str, request: VideoRequest, on_step) -> dict:
+        """The replica's result, `on_step(step, steps)` called as its sampler reports; cancelling the caller cancels
+        the replica's call (a queued render leaves its queue, a running one stops at its next step)."""
+        events = self.handles[tier].render_stream.remote(request)
+        ended = False
+        try:
+            async for event in events:
+                if "step" not in event:
+                    ended = True
+                    return event
+                if on_step is not None:
+                    on_step(event["step"], event["steps"])
+            raise RuntimeError(f"the {tier} replica ended the render without a result")
+        finally:
+            if not ended:
+                events.cancel()
+
+    async def _render(self, tier: str, request: VideoRequest, retry: bool, on_step=None) -> dict:
         """The tier's answer to `request`; a replica dying under it is RenderTookReplicaDown unless `retry`
         (`retries_after_replica_death`), when the render is tried once more."""
         self.outstanding[tier] += 1
         try:
             try:
-                return await self.handles[tier].render.remote(request)
+                return await self._stream(tier, request, on_step)
             except RayActorError as exc:
                 if not retry:
                     log.warning("%s replica died rendering a clip larger than the tier's default (%s); not retried",
                                 tier, exc)
                     raise RenderTookReplicaDown(tier) from exc
                 log.warning("%s replica died during a render (%s); retrying once", tier, exc)
-                return await self.handles[tier].render.remote(request)
+                return await self._stream(tier, request, on_step)
         finally:
             self.outstanding[tier] -= 1
 
@@ -199,139 +311,305 @@ class Router:
         """What each tier's replicas report their model makes (tiers with no replica reporting are left out)."""
         return {name: reports[0].capabilities for name in self.cfg.tiers if (reports := self._reports_of(name))}
 
-    async def _run_async(self, status: RenderStatus, request: VideoRequest, retry: bool) -> None:
-        started = time.perf_counter()
-        writing, finished = asyncio.Lock(), asyncio.Event()
-        renewing = asyncio.get_running_loop().create_task(self._renew_lease(status, writing, finished))
-        try:
-            result = await self._render(status.tier, request, retry)
-            if "rejected" in result:
-                done = status.model_copy(update={"status": "failed", "error": f"prompt: {result['rejected']}"})
-            else:
-                await self.renders.write_video(status.id, result["mp4"])
-                done = status.model_copy(update={"status": "done", "replica": result["replica"],
-                                                 "content_url": f"/v1/videos/{status.id}/content"})
-        except RenderTookReplicaDown as exc:
-            done = status.model_copy(update={"status": "failed", "error": str(exc)})
-        except Exception:  # the details (paths, hosts, library internals) go to the log, not to the caller
-            log.exception("asynchronous render %s failed", status.id)
-            done = status.model_copy(update={"status": "failed",
-                                             "error": f"the render failed on the {status.tier} tier; retry, or ask "
-                                                      f"the operator about render {status.id}"})
-        done = done.model_copy(update={"lease_until": None})
-        self.metrics.finished(status.tier, done.status, time.perf_counter() - started)
-        async with writing:
-            finished.set()
-            try:
-                await self.renders.write_status(done)
-            except Exception:  # the status stays `queued` until its lease lapses; the log says why
-                log.exception("could not record the end of asynchronous render %s", status.id)
-        await renewing
-
-    @api.get("/healthz", summary="Liveness, and how many replicas each tier has reporting")
-    async def healthz(self) -> dict:
-        replicas = {name: len(self._reports_of(name)) for name in self.cfg.tiers}
-        return {"status": "ok" if all(replicas.values()) else "degraded", "replicas": replicas}
-
-    @api.get("/v1/models", response_model=ModelsResponse, summary="What each tier serves",
-             dependencies=[Depends(authorized)])
-    async def models(self) -> ModelsResponse:
-        tiers = []
-        for state in tier_states(self.cfg, self.reports, self.outstanding):
-            reports = self._reports_of(state.name)
-            shares = [r.prompt_ood_share for r in reports if r.prompt_ood_share is not None]
-            tiers.append(TierInfo(tier=state.name, replicas=state.replicas,
-                                  serves=reports[0].serves if reports else None,
-                                  capabilities=reports[0].capabilities if reports else None,
-                                  prompt_ood_share=sum(shares) / len(shares) if shares else None,
-                                  seconds_per_clip=state.seconds_per_clip if state.healthy else None))
-        return ModelsResponse(tiers=tiers)
-
-    @api.post("/v1/videos", summary="Render a clip: the MP4 (200) or a render to poll (202)",
-              responses={200: {"content": {"video/mp4": {}}, "description": "the clip"},
-                         202: {"model": RenderStatus, "description": "accepted; poll GET /v1/videos/{id}"},
-                         401: {"description": "missing or wrong token"},
-                         413: {"description": "request body too large"},
-                         422: {"description": "a field is invalid, over this deployment's limits, or not one the "
-                                              "model can make"},
-                         451: {"description": "no tier may serve the caller's region"},
-                         503: {"description": "no tier can take the request now (reason given)"}},
-              dependencies=[Depends(authorized)])
-    async def create_video(self, body: VideoRequest):
-        started = time.perf_counter()
+    def _place(self, body: VideoRequest, model: str | None = None,
+               caller_problem=lambda p, caps: p) -> tuple[Placement, TierState, Capabilities]:
+        """Where `body` renders: (the placement, its tier's state, its tier's capabilities), or Refused. `model`
+        names a tier or the model a tier serves (None: any tier); `caller_problem` restates a problem in the fields
+        the caller sent (`seconds`, `size`)."""
         caps = self._tier_capabilities()
         if not caps:
             self.metrics.refused(503)
-            return _error(503, "no replica of either tier is reporting yet; retry shortly")
+            raise Refused(503, "no replica of either tier is reporting yet; retry shortly", code="not_ready")
         problems = check_limits(body, self.cfg.limits)
         if problems:
-            return _error(422, [{"loc": ["body", p.field], "msg": p.reason} for p in problems])
-        cannot = {tier: check_limits(body, self.cfg.limits, c, self.cfg.tiers[tier].work_budget)
+            raise Refused.fields(problems)
+        cannot = {tier: [caller_problem(p, c) for p in check_limits(body, self.cfg.limits, c,
+                                                                    self.cfg.tiers[tier].work_budget)]
                   for tier, c in caps.items()}
+        if model is not None:
+            named = {tier for tier in self.cfg.tiers
+                     if model == tier or any(model in (r.serves.model, r.serves.label) for r in self._reports_of(tier))}
+            if not named:
+                served = sorted({r.serves.model for r in self.reports})
+                raise Refused(400, f"model {model!r} is not served here; name a tier ({', '.join(self.cfg.tiers)}) "
+                                   f"or a model one serves ({', '.join(served)}), or leave it out",
+                              param="model", code="model_not_found")
+            for tier in caps:
+                if tier not in named:
+                    cannot[tier] = [FieldProblem("model", f"{model} is not served by the {tier} tier")]
         capable = [tier for tier in caps if not cannot[tier]]
         if not capable:
             if len(caps) < len(self.cfg.tiers):
                 self.metrics.refused(503)
-                return _error(503, "no reporting tier's model can make this request and "
+                raise Refused(503, "no reporting tier's model can make this request and "
                                    f"{', '.join(t for t in self.cfg.tiers if t not in caps)} is not reporting yet; "
-                                   "retry shortly")
-            return _error(422, [{"loc": ["body", p.field], "msg": f"{tier}: {p.reason}"}
-                                for tier, found in cannot.items() for p in found])
+                                   "retry shortly", code="not_ready")
+            problems = [FieldProblem(p.field, f"{tier}: {p.reason}") for tier, found in cannot.items() for p in found]
+            raise Refused.fields(problems)
         states = [s.model_copy(update={"cannot": "; ".join(f"{p.field}: {p.reason}" for p in cannot[s.name])
                                        if cannot.get(s.name) else None})
                   for s in tier_states(self.cfg, self.reports, self.outstanding, body)]
         placement = place(body.placement_request(), states, self.cfg.policy)
         if placement.tier is None:
             self.metrics.refused(placement.status)
-            return _error(placement.status, placement.reason, placement)
+            raise Refused(placement.status, placement.reason, code="not_placed", placement=placement)
         self.metrics.placed(placement.tier, spilled=placement.reason.startswith("spilled"))
-        headers = {TIER_HEADER: placement.tier, REASON_HEADER: _header(placement.reason)}
-        estimate_ms = next(t for t in states if t.name == placement.tier).estimated_ms()
-        retry = retries_after_replica_death(caps[placement.tier], body)
-        if body.mode == "async" or (body.mode == "auto" and estimate_ms > self.cfg.sync_max_ms):
-            status = RenderStatus(id=new_render_id(), status="queued", tier=placement.tier, reason=placement.reason,
-                                  lease_until=time.time() + self.cfg.async_lease_s)
-            await self.renders.write_status(status)
-            self._spawn(self._run_async(status, body, retry))
-            return JSONResponse(status.model_dump(), status_code=202,
-                                headers={**headers, "Location": f"/v1/videos/{status.id}"})
+        return placement, next(t for t in states if t.name == placement.tier), caps[placement.tier]
+
+    # --- the Videos API ---
+
+    def _video(self, record: RenderStatus, status_code: int = 200) -> JSONResponse:
+        """The video object of `record` (this router's fresher copy while it renders it), with the poll hint."""
+        record = self.live.get(record.id, record)
+        body = VideoObject.of(record, self.cfg.renders_retention_s)
+        return JSONResponse(body.model_dump(mode="json"), status_code=status_code,
+                            headers={POLL_AFTER_HEADER: str(poll_after_ms(record)), TIER_HEADER: record.tier,
+                                     REASON_HEADER: _header(record.reason)})
+
+    async def _record(self, render_id: str, caller: str) -> RenderStatus:
+        """The caller's render, or 404: one deleted, or another caller's, is not there for it. One this router runs
+        is answered from memory (polls of it cost no storage read; a deletion through another router reaches it at
+        the next lease renewal)."""
+        record = self.live.get(render_id)
+        if record is None:
+            try:
+                record = await self.renders.read_current(render_id)
+            except UnknownRender:
+                pass
+        if record is None or record.deleted or record.owner != caller:
+            raise Refused(404, f"no video {render_id}", param="video_id", code="video_not_found")
+        return record
+
+    async def _idempotent(self, caller: str, key: str, digest: str, bound: tuple[str, str] | None
+                          ) -> RenderStatus | None:
+        """The render `key` is `bound` to (the same request sent again; None when the key is new), or Refused 422
+        when that render was made from another request."""
+        if bound is None:
+            return None
+        bound_id, bound_digest = bound
+        if bound_digest != digest:
+            raise Refused(422, f"{IDEMPOTENCY_HEADER} {key!r} was used for another request; send a new key",
+                          param=IDEMPOTENCY_HEADER, code="idempotency_key_reused")
+        return await self._record(bound_id, caller)
+
+    @api.post("/v1/videos", response_model=VideoObject, summary="Create a video: answered at once, render to poll",
+              responses={400: {"description": "a field is invalid, over this deployment's limits, or not one the "
+                                              "model can make (`param` names it)"},
+                         401: {"description": "missing or wrong token"},
+                         413: {"description": "request body too large"},
+                         422: {"description": "the Idempotency-Key was used for another request"},
+                         451: {"description": "no tier may serve the caller's region"},
+                         503: {"description": "no tier can take the request now (reason given)"}},
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": CreateVideo.model_json_schema()},
+                  "multipart/form-data": {"schema": CreateVideo.model_json_schema()}}}},
+              dependencies=[Depends(authorized)])
+    async def create_video(self, request: Request,
+                           idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER, max_length=256)):
+        caller = caller_of(request)
+        body = await create_body(request)
+        digest = body.digest()
+        if idempotency_key is not None and (again := await self._idempotent(
+                caller, idempotency_key, digest, await self.renders.idempotency_bound(caller, idempotency_key))):
+            return self._video(again)
+        clip_body, problems = body.clip_request()
+        if problems:
+            raise Refused.fields(problems)
+        placement, state, caps = self._place(clip_body, body.model,
+                                             lambda p, c: caller_field(p, body, c))
+        record = self._new_record(caller, clip_body, placement, state, caps, digest)
+        await self.renders.write_status(record)
+        if idempotency_key is not None:  # bound create-only: of two retries racing, one render runs
+            bound = await self.renders.claim_idempotency(caller, idempotency_key, record.id, digest)
+            if bound[0] != record.id:
+                await self.renders.delete(record)
+                return self._video(await self._idempotent(caller, idempotency_key, digest, bound))
+        self._start(record, clip_body, caps)
+        return self._video(record)
+
+    def _new_record(self, caller: str, body: VideoRequest, placement: Placement, state: TierState,
+                    caps: Capabilities, digest: str | None = None) -> RenderStatus:
+        clip, _ = resolve_clip(body, caps)
+        reports = self._reports_of(placement.tier)
+        return RenderStatus(id=new_render_id(), owner=caller, status="queued", tier=placement.tier,
+                            reason=placement.reason, model=reports[0].serves.model if reports else placement.tier,
+                            prompt=clip.prompt, frames=clip.frames, height=clip.height, width=clip.width,
+                            steps=clip.steps, created_at=time.time(), estimate_ms=state.estimated_ms(),
+                            request_sha256=digest, lease_until=time.time() + self.cfg.async_lease_s)
+
+    def _start(self, record: RenderStatus, body: VideoRequest, caps: Capabilities) -> None:
+        """Render `record` (written already) in the background."""
+        self.live[record.id] = record
+        self.running[record.id] = self._spawn(self._run_async(record, body, retries_after_replica_death(caps, body)))
+
+    def _stepped(self, render_id: str, step: int, steps: int) -> None:
+        """A sampler step of a render this router runs: its live record goes in progress."""
+        record = self.live.get(render_id)
+        if record is not None:
+            self.live[render_id] = record.model_copy(update={"status": "in_progress",
+                                                             "progress": min(99, 100 * step // steps)})
+
+    async def _run_async(self, record: RenderStatus, request: VideoRequest, retry: bool) -> None:
+        started = time.perf_counter()
+        writing, finished = asyncio.Lock(), asyncio.Event()
+        renewing = asyncio.get_running_loop().create_task(self._renew_lease(record.id, writing, finished))
         try:
-            result = await self._render(placement.tier, body, retry)
+            try:
+                result = await self._render(record.tier, request, retry,
+                                            lambda step, steps: self._stepped(record.id, step, steps))
+                done = await self._finished(record, result)
+            except RenderTookReplicaDown as exc:
+                done = self._failed(record, "replica_lost", str(exc))
+            except asyncio.CancelledError:  # deleted: the DELETE wrote its tombstone
+                log.info("render %s deleted while %s; its render was cancelled", record.id,
+                         self.live.get(record.id, record).status)
+                self.metrics.finished(record.tier, "cancelled")
+                return
+            except Exception:  # the details (paths, hosts, library internals) go to the log, not to the caller
+                log.exception("asynchronous render %s failed", record.id)
+                done = self._failed(record, "render_failed", f"the render failed on the {record.tier} tier; retry, "
+                                                             f"or ask the operator about render {record.id}")
+            self.metrics.finished(record.tier, "done" if done.status == "completed" else "failed",
+                                  time.perf_counter() - started)
+            async with writing:
+                finished.set()
+                await self._record_end(done)
+        finally:
+            finished.set()
+            await renewing
+            self.live.pop(record.id, None)
+            self.running.pop(record.id, None)
+
+    def _failed(self, record: RenderStatus, code: str, message: str) -> RenderStatus:
+        return record.model_copy(update={"status": "failed", "error_code": code, "error": message,
+                                         "completed_at": time.time(), "lease_until": None})
+
+    async def _finished(self, record: RenderStatus, result: dict) -> RenderStatus:
+        """The record of a render the replica answered; a completed one's video and thumbnail are written."""
+        if "rejected" in result:
+            return self._failed(record, "prompt_rejected", f"prompt: {result['rejected']}")
+        await asyncio.gather(self.renders.write_video(record.id, result["mp4"]),
+                             self.renders.write_thumbnail(record.id, result["jpeg"]))
+        return record.model_copy(update={"status": "completed", "progress": 100, "replica": result["replica"],
+                                         "model": result["model"], "completed_at": time.time(), "lease_until": None})
+
+    async def _record_end(self, done: RenderStatus) -> None:
+        """Store the end of a render, unless it was deleted meanwhile (through another router): then its outputs go."""
+        try:
+            if (await self.renders.read_status(done.id)).deleted:
+                await self.renders.remove_outputs(done.id)
+                return
+            await self.renders.write_status(done)
+        except Exception:  # the render stays active until its lease lapses; the log says why
+            log.exception("could not record the end of render %s", done.id)
+
+    @api.get("/v1/videos", response_model=VideoList, summary="The caller's videos, a page at a time",
+             dependencies=[Depends(authorized)])
+    async def list_videos(self, request: Request, after: str | None = Query(None, max_length=64),
+                          limit: int = Query(20, ge=1, le=100),
+                          order: Literal["asc", "desc"] = Query("desc")) -> JSONResponse:
+        records = await self.renders.records(caller_of(request))
+        try:
+            found, more = page(records, after, limit, order)
+        except KeyError:
+            raise Refused(400, f"after: no video {after} to continue from", param="after",
+                          code="video_not_found") from None
+        data = [VideoObject.of(self.live.get(r.id, r), self.cfg.renders_retention_s) for r in found]
+        listing = VideoList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
+                            has_more=more)
+        return JSONResponse(listing.model_dump(mode="json"))
+
+    @api.get("/v1/videos/{video_id}", response_model=VideoObject, summary="A video's status and progress",
+             responses={404: {"description": "no such video"}}, dependencies=[Depends(authorized)])
+    async def retrieve_video(self, request: Request, video_id: str = Path(pattern=RENDER_ID_PATTERN)):
+        return self._video(await self._record(video_id, caller_of(request)))
+
+    @api.delete("/v1/videos/{video_id}", response_model=VideoDeleted,
+                summary="Delete a video: a queued render never runs, a running one stops at its next step",
+                responses={404: {"description": "no such video"}}, dependencies=[Depends(authorized)])
+    async def delete_video(self, request: Request, video_id: str = Path(pattern=RENDER_ID_PATTERN)) -> VideoDeleted:
+        record = await self._record(video_id, caller_of(request))
+        await self.renders.delete(record)
+        self.live.pop(video_id, None)  # answered 404 from now on, though its render may take a step to stop
+        if (task := self.running.get(video_id)) is not None:
+            task.cancel()
+        return VideoDeleted(id=video_id)
+
+    @api.get("/v1/videos/{video_id}/content", summary="The finished MP4, or its thumbnail (a JPEG frame)",
+             responses={200: {"content": {"video/mp4": {}, "image/jpeg": {}}}, 404: {"description": "no such video"},
+                        409: {"description": "not completed"}}, dependencies=[Depends(authorized)])
+    async def video_content(self, request: Request, video_id: str = Path(pattern=RENDER_ID_PATTERN),
+                            variant: Literal["video", "thumbnail", "spritesheet"] = Query("video")) -> Response:
+        record = await self._record(video_id, caller_of(request))
+        if record.status != "completed":
+            raise Refused(409, f"video {video_id} is {record.status}; download it once completed",
+                          code="video_not_ready")
+        if variant == "spritesheet":
+            raise Refused(400, "variant: spritesheet is not offered; ask for video or thumbnail", param="variant",
+                          code="unsupported_parameter")
+        suffix, media = (".mp4", "video/mp4") if variant == "video" else (".jpg", "image/jpeg")
+        return Response(await self.renders.read_video(video_id, suffix), media_type=media,
+                        headers={TIER_HEADER: record.tier})
+
+    # --- vidgen's own routes ---
+
+    @api.get("/healthz", summary="Liveness, and how many replicas each tier has reporting")
+    async def healthz(self) -> dict:
+        replicas = {name: len(self._reports_of(name)) for name in self.cfg.tiers}
+        return {"status": "ok" if all(replicas.values()) else "degraded", "replicas": replicas}
+
+    @api.get("/v1/models", response_model=ModelsResponse, summary="What each tier serves (OpenAI's list shape)",
+             dependencies=[Depends(authorized)])
+    async def models(self) -> ModelsResponse:
+        entries = []
+        for state in tier_states(self.cfg, self.reports, self.outstanding):
+            reports = self._reports_of(state.name)
+            shares = [r.prompt_ood_share for r in reports if r.prompt_ood_share is not None]
+            entries.append(ModelEntry(id=state.name, created=self.started, tier=state.name, replicas=state.replicas,
+                                      serves=reports[0].serves if reports else None,
+                                      capabilities=reports[0].capabilities if reports else None,
+                                      prompt_ood_share=sum(shares) / len(shares) if shares else None,
+                                      seconds_per_clip=state.seconds_per_clip if state.healthy else None))
+        return ModelsResponse(data=entries)
+
+    @api.post("/v1/videos/sync", summary="Render a clip and answer with the MP4 (202 and a video to poll when it "
+                                         "is estimated over sync_max_ms)",
+              responses={200: {"content": {"video/mp4": {}}, "description": "the clip"},
+                         202: {"model": VideoObject, "description": "accepted; poll GET /v1/videos/{id}"},
+                         400: {"description": "a field is invalid, over this deployment's limits, or not one the "
+                                              "model can make"},
+                         401: {"description": "missing or wrong token"},
+                         413: {"description": "request body too large"},
+                         451: {"description": "no tier may serve the caller's region"},
+                         503: {"description": "no tier can take the request now (reason given)"}},
+              dependencies=[Depends(authorized)])
+    async def create_video_sync(self, request: Request, body: VideoRequest):
+        started = time.perf_counter()
+        placement, state, caps = self._place(body)
+        if state.estimated_ms() > self.cfg.sync_max_ms:  # too long to hold the connection: a render to poll
+            record = self._new_record(caller_of(request), body, placement, state, caps)
+            await self.renders.write_status(record)
+            self._start(record, body, caps)
+            response = self._video(record, status_code=202)
+            response.headers["Location"] = f"/v1/videos/{record.id}"
+            return response
+        headers = {TIER_HEADER: placement.tier, REASON_HEADER: _header(placement.reason)}
+        try:
+            result = await self._render(placement.tier, body, retries_after_replica_death(caps, body))
         except RenderTookReplicaDown as exc:
             self.metrics.finished(placement.tier, "failed")
-            return _error(503, str(exc), placement)
+            raise Refused(503, str(exc), code="replica_lost", placement=placement) from None
         except RayActorError as exc:  # its replicas died twice in a row: the tier is not there now
             self.metrics.finished(placement.tier, "failed")
-            return _error(503, f"{placement.tier} replicas died during the render ({type(exc).__name__}); retry",
-                          placement)
+            raise Refused(503, f"{placement.tier} replicas died during the render ({type(exc).__name__}); retry",
+                          code="replica_lost", placement=placement) from None
         except Exception:
             self.metrics.finished(placement.tier, "failed")
             raise
         if "rejected" in result:
             self.metrics.finished(placement.tier, "rejected")
-            return _error(422, [{"loc": ["body", "prompt"], "msg": result["rejected"]}], placement)
+            raise Refused(400, f"prompt: {result['rejected']}", param="prompt", code="prompt_rejected",
+                          placement=placement)
         self.metrics.finished(placement.tier, "done", time.perf_counter() - started)
         return Response(result["mp4"], media_type="video/mp4",
                         headers={**headers, REPLICA_HEADER: result["replica"], MODEL_HEADER: _header(result["model"])})
-
-    async def _status(self, render_id: str) -> RenderStatus:
-        try:
-            return await self.renders.read_current(render_id)
-        except UnknownRender:
-            raise HTTPException(404, f"no render {render_id}") from None
-
-    @api.get("/v1/videos/{render_id}", response_model=RenderStatus,
-             summary="An asynchronous render's status and, once done, its URLs",
-             responses={404: {"description": "no such render"}}, dependencies=[Depends(authorized)])
-    async def video_status(self, render_id: str = Path(pattern=RENDER_ID_PATTERN)) -> RenderStatus:
-        return await self._status(render_id)
-
-    @api.get("/v1/videos/{render_id}/content", summary="The finished MP4",
-             responses={200: {"content": {"video/mp4": {}}}, 404: {"description": "no such render"},
-                        409: {"description": "not finished"}}, dependencies=[Depends(authorized)])
-    async def video_content(self, render_id: str = Path(pattern=RENDER_ID_PATTERN)) -> Response:
-        status = await self._status(render_id)
-        if status.status != "done":
-            raise HTTPException(409, f"render {render_id} is {status.status}")
-        return Response(await self.renders.read_video(render_id), media_type="video/mp4",
-                        headers={TIER_HEADER: status.tier})

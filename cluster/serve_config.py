@@ -223,7 +223,8 @@ class ServeConfig(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     renders_uri: str = Field("out/serve-renders", description="where asynchronous renders are written (folder or s3://)")
-    sync_max_ms: float = Field(10_000, gt=0, description="requests estimated to take longer are answered 202")
+    sync_max_ms: float = Field(10_000, gt=0, description="POST /v1/videos/sync requests estimated to take longer "
+                                                         "are answered 202 and a video to poll")
     async_lease_s: float = Field(30.0, gt=0, description="a queued render whose router stops is recorded failed "
                                                          "this long after its last lease renewal")
     renders_retention_s: float = Field(7 * 86_400, gt=0, description="asynchronous renders (status and MP4) are "

@@ -8,12 +8,16 @@ replica can count them. Every `report_every_s` the replica sends the `TierBoard`
 `TierReport` (`cluster.tier_report`): how many requests it holds and its measured seconds per unit of work, which,
 not a guess, is what the placement policy reads, and what its model makes. A tier whose model is an alias follows it
 (`cluster.alias_following`): the next version is loaded beside the current one and swapped in between batches. The
-replica scores prompts and probes clips (`cluster.monitors`) and may roll its alias back.
+replica scores prompts and probes clips (`cluster.monitors`) and may roll its alias back. A render streams its
+progress (`render_stream`: step i of n after each sampler step) and stops at the next step when its caller cancels it
+(`cluster.render_jobs`: a queued request never reaches the sampler, a running one alone in its sampler call stops it,
+one sharing the call with others is dropped and theirs go on).
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +29,10 @@ from ray import serve
 
 from cluster.alias_following import FollowFailures, following, label_version, resolved_version, roll_back_alias
 from cluster.monitors import PromptMonitor, QualityMonitor, probe_clip
+from cluster.render_jobs import RenderJob, SamplingCancelled, sampler_progress
 from cluster.serve_config import TierConfig, clip_work
 from cluster.tier_report import ServedModel, TierReport
-from vidgen.clip_request import Capabilities, ClipRequest, ResolvedClip, resolve_clip
+from vidgen.clip_request import Capabilities, ClipRequest, resolve_clip
 from vidgen.threads import use_torch_threads
 
 log = logging.getLogger(__name__)
@@ -49,7 +54,22 @@ class LoadedModel:
 
 
 class PromptRejected(ValueError):
-    """The text encoder refused the prompt (e.g. too many tokens): the caller's fault, answered with 422."""
+    """The text encoder refused the prompt (e.g. too many tokens): the caller's fault, answered with 400."""
+
+
+class Cancelled:
+    """The result of a request cancelled while it was sampled."""
+
+
+def clip_outputs(frames) -> tuple[bytes, bytes]:
+    """(the MP4, a JPEG of its middle frame: the thumbnail) of uint8 frames (T, H, W, 3)."""
+    from PIL import Image
+
+    from storage.video import encode
+
+    jpeg = io.BytesIO()
+    Image.fromarray(frames[len(frames) // 2]).save(jpeg, format="JPEG", quality=90)
+    return encode(frames), jpeg.getvalue()
 
 
 class TierReplica:
@@ -68,6 +88,7 @@ class TierReplica:
         self.held = 0
         self.rendered = 0
         self.largest_batch = 0
+        self.steps_sampled = 0  # sampler steps run, one per step of each sampler call
         context = ray.get_runtime_context()
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.actor_name = context.get_actor_name()
@@ -103,7 +124,7 @@ class TierReplica:
             drift = world_prompt_drift(pipeline.encoder, frames=frames, height=height, width=width)
         loaded = LoadedModel(pipeline, caps, serves, 0.0, drift)
         warm_up, _ = resolve_clip(ClipRequest(prompt="a red square moving right"), caps)
-        _, seconds = self.sampler_thread.submit(self._sample, [warm_up], loaded).result()
+        _, seconds = self.sampler_thread.submit(self._sample, [RenderJob(warm_up)], loaded).result()
         loaded.seconds_per_work = seconds / clip_work(*caps.shape, caps.steps)
         return loaded
 
@@ -139,36 +160,48 @@ class TierReplica:
         log.info("%s now serves %s (was %s), loaded in %.1f s", self.cfg.model, replacement.pipeline.label, old,
                  time.perf_counter() - started)
 
-    async def _on_sampler_thread(self, clips: list[ResolvedClip], loaded: LoadedModel):
-        return await asyncio.get_running_loop().run_in_executor(self.sampler_thread, self._sample, clips, loaded)
+    async def _on_sampler_thread(self, jobs: list[RenderJob], loaded: LoadedModel):
+        return await asyncio.get_running_loop().run_in_executor(self.sampler_thread, self._sample, jobs, loaded)
 
-    def _sample(self, clips: list[ResolvedClip], loaded: LoadedModel):
-        """On the sampler thread: (each clip's frames, or the PromptRejected of a prompt the encoder refuses; seconds
-        the sampler took per clip, as the pipeline measured it). The clips share their settings."""
-        text, refused = loaded.pipeline.encode([c.prompt for c in clips])
-        good = [c for i, c in enumerate(clips) if i not in refused]
-        if not good:
-            return [PromptRejected(refused[i]) for i in range(len(clips))], 0.0
-        generated = loaded.pipeline.generate(good, text)
+    def _count_step(self) -> None:
+        self.steps_sampled += 1
+
+    def _sample(self, jobs: list[RenderJob], loaded: LoadedModel):
+        """On the sampler thread: (each job's frames, or the PromptRejected of a prompt the encoder refuses, or
+        Cancelled; seconds the sampler took per clip, as the pipeline measured it). The clips share their settings;
+        the sampler stops early when every job still to sample is cancelled."""
+        text, refused = loaded.pipeline.encode([job.clip.prompt for job in jobs])
+        good = [job for i, job in enumerate(jobs) if i not in refused]
+        if not good or all(job.cancelled.is_set() for job in good):
+            return [PromptRejected(refused[i]) if i in refused else Cancelled() for i in range(len(jobs))], 0.0
+        try:
+            generated = loaded.pipeline.generate([job.clip for job in good], text,
+                                                 progress=sampler_progress(good, self._count_step))
+        except SamplingCancelled as stopped:
+            log.info("sampling stopped after %d of %d steps: every request of the call was cancelled", stopped.step,
+                     good[0].clip.steps)
+            return [PromptRejected(refused[i]) if i in refused else Cancelled() for i in range(len(jobs))], 0.0
         made = iter(generated.frames)
-        out = [PromptRejected(refused[i]) if i in refused else next(made) for i in range(len(clips))]
+        out = [PromptRejected(refused[i]) if i in refused else next(made) for i in range(len(jobs))]
+        out = [Cancelled() if job.cancelled.is_set() and not isinstance(o, PromptRejected) else o
+               for job, o in zip(jobs, out, strict=True)]
         return out, generated.timings["sample_s"] / len(good)
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
-    async def _render_batch(self, clips: list[ResolvedClip]) -> list:
-        """Clips that arrived together: those sharing their settings sampled in one call, one group after another,
-        all on the model loaded when the batch began; per clip, (frames, seconds per clip of its group, the model)
-        or its PromptRejected."""
-        self.largest_batch = max(self.largest_batch, len(clips))
+    async def _render_batch(self, jobs: list[RenderJob]) -> list:
+        """Requests that arrived together (those cancelled before the batch began are left out by Serve): those
+        sharing their settings sampled in one call, one group after another, all on the model loaded when the batch
+        began; per job, (frames, seconds per clip of its group, the model), its PromptRejected or Cancelled."""
+        self.largest_batch = max(self.largest_batch, len(jobs))
         loaded = self.loaded
         groups: dict[tuple, list[int]] = {}
-        for i, clip in enumerate(clips):
-            groups.setdefault(clip.settings, []).append(i)
-        results: list = [None] * len(clips)
+        for i, job in enumerate(jobs):
+            groups.setdefault(job.clip.settings, []).append(i)
+        results: list = [None] * len(jobs)
         for indices in groups.values():
-            made, seconds = await self._on_sampler_thread([clips[i] for i in indices], loaded)
+            made, seconds = await self._on_sampler_thread([jobs[i] for i in indices], loaded)
             for i, frames in zip(indices, made, strict=True):
-                results[i] = frames if isinstance(frames, PromptRejected) else (frames, seconds, loaded)
+                results[i] = frames if isinstance(frames, PromptRejected | Cancelled) else (frames, seconds, loaded)
         return results
 
     def _start_probe(self, prompt: str, loaded: LoadedModel) -> None:
@@ -187,7 +220,7 @@ class TierReplica:
     async def _probe(self, prompt: str, loaded: LoadedModel) -> None:
         """Render the probe's own clip of a served prompt (`probe_clip`: the tier's settings, the probe seed) and
         score it (`QualityMonitor.score`); roll the alias back if the rolling quality regressed."""
-        made, _ = await self._on_sampler_thread([probe_clip(prompt, loaded.capabilities)], loaded)
+        made, _ = await self._on_sampler_thread([RenderJob(probe_clip(prompt, loaded.capabilities))], loaded)
         if isinstance(made[0], PromptRejected):
             return
         self.quality.score(prompt, made[0], loaded.pipeline.backend)
@@ -207,7 +240,8 @@ class TierReplica:
         loaded = self.loaded
         return TierReport(tier=self.tier, replica=self.replica, actor_name=self.actor_name,
                           resources=self.resources, held=self.held, rendered=self.rendered,
-                          largest_batch=self.largest_batch, seconds_per_work=loaded.seconds_per_work,
+                          largest_batch=self.largest_batch, steps_sampled=self.steps_sampled,
+                          seconds_per_work=loaded.seconds_per_work,
                           serves=loaded.serves, capabilities=loaded.capabilities,
                           prompt_ood_share=self.monitor.share(),
                           quality=self.quality.quality() if self.quality else None,
@@ -223,33 +257,55 @@ class TierReplica:
             await asyncio.sleep(self.report_every_s)
 
     async def render(self, request: ClipRequest) -> dict:
-        """Render the clip `request` asks for (the router's VideoRequest, checked against this model already: only its
-        ClipRequest fields count here); returns MP4 bytes and facts, or `rejected` with the reason when the model
-        cannot make it or the prompt cannot be encoded."""
-        from storage.video import encode
+        """`render_stream`'s result alone (the synchronous route)."""
+        result = None
+        async for event in self.render_stream(request):
+            result = event
+        return result
 
+    async def render_stream(self, request: ClipRequest):
+        """Render the clip `request` asks for (the router's VideoRequest, checked against this model already: only
+        its ClipRequest fields count here). Yields `{"step": i, "steps": n}` after each sampler step, then the result:
+        MP4 and JPEG thumbnail bytes and facts, or `rejected` with the reason when the model cannot make it or the
+        prompt cannot be encoded. Cancelling the call (the caller gone, or its render deleted) cancels the job: it
+        never reaches the sampler if still queued, and stops the sampler at its next step if it is alone there."""
         loaded = self.loaded
         clip, problems = resolve_clip(request, loaded.capabilities)
         if problems:
-            return {"rejected": "; ".join(f"{p.field}: {p.reason}" for p in problems), "tier": self.tier,
-                    "replica": self.replica}
+            yield {"rejected": "; ".join(f"{p.field}: {p.reason}" for p in problems), "tier": self.tier,
+                   "replica": self.replica}
+            return
         if loaded.drift is not None:
             text, refused = loaded.pipeline.encode([clip.prompt])  # cached: the sampler reuses it
             if not refused:
                 self.monitor.observe(float(loaded.drift.score(text.pooled)[0]), loaded.drift.threshold)
+        loop, steps = asyncio.get_running_loop(), asyncio.Queue()
+        job = RenderJob(clip, on_step=lambda step: loop.call_soon_threadsafe(steps.put_nowait, step))
         self.held += 1
+        batch = asyncio.ensure_future(self._render_batch(job))
         try:
-            made = await self._render_batch(clip)
+            while not batch.done() or not steps.empty():
+                step = asyncio.ensure_future(steps.get())
+                await asyncio.wait({batch, step}, return_when=asyncio.FIRST_COMPLETED)
+                if step.done():
+                    yield {"step": step.result(), "steps": clip.steps}
+                else:
+                    step.cancel()
+            made = batch.result()
             if isinstance(made, PromptRejected):
-                return {"rejected": str(made), "tier": self.tier, "replica": self.replica}
+                yield {"rejected": str(made), "tier": self.tier, "replica": self.replica}
+                return
             frames, seconds, loaded = made
-            mp4 = await asyncio.to_thread(encode, frames)
+            mp4, jpeg = await asyncio.to_thread(clip_outputs, frames)
         finally:
             self.held -= 1
+            if not batch.done():  # the caller cancelled: leave the batch, stop the sampler if alone in its call
+                job.cancelled.set()
+                batch.cancel()
         work = clip_work(clip.frames, clip.height, clip.width, clip.steps)
         loaded.seconds_per_work += EMA_WEIGHT * (seconds / work - loaded.seconds_per_work)
         self.rendered += 1
         if self.quality is not None:
             self._start_probe(clip.prompt, loaded)
-        return {"mp4": mp4, "tier": self.tier, "replica": self.replica, "model": loaded.pipeline.label,
-                "steps": clip.steps, "guidance": clip.guidance, "sample_s": seconds}
+        yield {"mp4": mp4, "jpeg": jpeg, "tier": self.tier, "replica": self.replica, "model": loaded.pipeline.label,
+               "steps": clip.steps, "guidance": clip.guidance, "sample_s": seconds}

@@ -40,6 +40,7 @@ class TierReport(BaseModel):
     held: int = Field(ge=0, description="requests waiting or sampling on the replica")
     rendered: int = Field(ge=0, description="clips it has made since it started")
     largest_batch: int = Field(ge=0, description="the most requests it has sampled together")
+    steps_sampled: int = Field(0, ge=0, description="sampler steps it has run, one per step of each sampler call")
     seconds_per_work: float = Field(ge=0, description="sampling seconds per unit of work (frames x height x width x "
                                                       "steps of a clip, `cluster.serve_config.clip_work`): measured, a "
                                                       "running average over its renders; placement's estimate of a "

@@ -70,7 +70,8 @@ def board_reports() -> list[TierReport]:
 
 
 def post(base: str, body: dict, headers=AUTH, timeout=60) -> requests.Response:
-    return requests.post(f"{base}/v1/videos", json=body, headers=headers, timeout=timeout)
+    """POST /v1/videos/sync: the clip's MP4 in the answer."""
+    return requests.post(f"{base}/v1/videos/sync", json=body, headers=headers, timeout=timeout)
 
 
 def metric(name: str) -> dict[tuple, float]:

@@ -38,6 +38,8 @@ def test_every_path_but_the_public_ones_needs_the_token(prefix):
     assert client.post(f"{prefix}/v1/videos", content=b"{", headers={"Authorization": "Bearer wrong"}).status_code \
         == 401
     assert client.get(f"{prefix}/v2/new-route").status_code == 401  # a route added later is protected too
+    refusal = client.get(f"{prefix}/v2/new-route").json()["error"]  # OpenAI's envelope: the SDK's AuthenticationError
+    assert refusal["type"] == "authentication_error" and refusal["code"] == "invalid_api_key"
     assert bodies == []  # no unauthenticated body was read
     assert client.get(f"{prefix}/healthz").status_code == 200
     ok = client.post(f"{prefix}/v1/videos", content=b"{}", headers={"Authorization": f"Bearer {TOKEN}"})

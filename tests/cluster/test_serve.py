@@ -1,7 +1,8 @@
 """The serving application on a real local Ray cluster with `edge` and `cloud` resources, over HTTP on 127.0.0.1.
 
 One deployment for the module (deploying loads both tiers' models): placement seen from the replicas, auth, limits,
-asynchronous jobs, an OpenAPI fuzz, autoscaling of the edge tier up and down, and a replica killed under load.
+asynchronous renders, the Videos API through the official openai SDK (`videos_sdk_checks`), an OpenAPI fuzz,
+autoscaling of the edge tier up and down, and a replica killed under load.
 """
 
 import json
@@ -14,6 +15,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.cluster.videos_sdk_checks import (  # noqa: F401 (collected here, on this module's deployment)
+    test_sdk_create_and_poll_ends_completed_and_downloads_the_asked_size,
+    test_sdk_create_retried_with_its_idempotency_key_renders_once,
+    test_sdk_delete_stops_a_running_render_early_and_a_queued_one_never_runs,
+    test_sdk_errors_carry_the_param_and_the_right_exception,
+    test_sdk_lists_the_callers_videos_across_pages,
+)
 from tests.serving import AUTH, PROMPT, REPLICA_START_S, TOKEN, board_reports, deployed, metric, post, wait_for
 
 pytestmark = pytest.mark.slow
@@ -27,7 +35,8 @@ def server(ray_cluster, tmp_path_factory):
                     "downscale_delay_s": 3}
     args = {
         "renders_uri": str(tmp / "jobs"),
-        "limits": {"max_prompt_chars": 120, "max_steps": 6, "body_timeout_s": 1.5},
+        # 200 steps: a cloud render long enough to be deleted while it runs
+        "limits": {"max_prompt_chars": 120, "max_steps": 200, "body_timeout_s": 1.5},
         "async_lease_s": 2,
         "policy": {"overload_queue_per_replica": 50},
         "tiers": {
@@ -37,6 +46,7 @@ def server(ray_cluster, tmp_path_factory):
                      "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
                                      **fast_scaling}},
             "cloud": {"steps": 4, "cost_per_clip": 10, "num_cpus": 0.5, "resources": {"cloud": 1}, "regions": ["eu"],
+                      "work_budget": {"max_steps": 200},
                       "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
         },
     }
@@ -87,8 +97,9 @@ def test_requests_land_on_the_tier_the_policy_names(server):
     for replica, tier in seen.items():
         assert replicas[replica].tier == tier
         assert replicas[replica].resources.get(tier) == 1
-    models = requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["tiers"]
-    by_tier = {m["tier"]: m for m in models}
+    models = requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()
+    assert models["object"] == "list" and {m["object"] for m in models["data"]} == {"model"}
+    by_tier = {m["id"]: m for m in models["data"]}
     assert by_tier["edge"]["serves"]["int8"] and by_tier["edge"]["capabilities"]["steps"] == 2
     assert not by_tier["cloud"]["serves"]["int8"] and by_tier["cloud"]["capabilities"]["steps"] == 4
     assert by_tier["edge"]["capabilities"]["frames"]["default"] == 8 and by_tier["edge"]["seconds_per_clip"] > 0
@@ -117,18 +128,19 @@ def test_auth_limits_and_refusals_are_4xx_naming_the_field(server):
     for body in (b"{", b'{"prompt": ' + b"9" * 4301 + b"}", b"x" * 20_000):  # whatever the body: 401, never read
         assert requests.post(f"{base}/v1/videos", data=body, timeout=10).status_code == 401
 
-    def refused(body, status=422):
+    def refused(body, status=400):
         response = post(base, body)
         assert response.status_code == status, response.text
-        return response.json()["detail"]
+        return response.json()["error"]  # OpenAI's envelope: message, type, param, code
 
-    assert refused({"prompt": "x" * 121})[0]["loc"] == ["body", "prompt"]
-    assert refused({"prompt": PROMPT, "steps": 7})[0]["loc"] == ["body", "steps"]
-    assert "8x32x32" in refused({"prompt": PROMPT, "frames": 64, "height": 32})[0]["msg"]
-    assert refused({"prompt": PROMPT, "colour": "red"})[0]["loc"] == ["body", "colour"]
-    assert refused({"prompt": PROMPT, "seed": -1})[0]["loc"] == ["body", "seed"]
-    assert "tokens long" in refused({"prompt": "a " * 40})[0]["msg"]  # the text encoder's limit, from the replica
-    assert "allow more time" in refused({"prompt": PROMPT, "latency_budget_ms": 1})
+    assert post(base, {"prompt": PROMPT}, headers={}).json()["error"]["type"] == "authentication_error"
+    assert refused({"prompt": "x" * 121})["param"] == "prompt"
+    assert refused({"prompt": PROMPT, "steps": 201})["param"] == "steps"
+    assert "8x32x32" in refused({"prompt": PROMPT, "frames": 64, "height": 32})["message"]
+    assert refused({"prompt": PROMPT, "colour": "red"})["param"] == "colour"
+    assert refused({"prompt": PROMPT, "seed": -1})["param"] == "seed"
+    assert "tokens long" in refused({"prompt": "a " * 40})["message"]  # the text encoder's limit, from the replica
+    assert "allow more time" in refused({"prompt": PROMPT, "latency_budget_ms": 1}, 422)["message"]
     big = requests.post(f"{base}/v1/videos", data=b"{" + b" " * 20_000 + b"}", headers=AUTH, timeout=10)
     assert big.status_code == 413
     chunks = iter([b'{"prompt": "', b"x" * 20_000, b'"}'])  # no Content-Length: counted as it arrives
@@ -162,28 +174,38 @@ def test_a_reason_quoting_any_script_is_a_clean_451(server):
     assert "\\u6771" in response.headers["X-Vidgen-Placement-Reason"]
 
 
-def test_async_job_gives_the_same_clip_as_sync(server):
+def create(base: str, body: dict) -> requests.Response:
+    """POST /v1/videos as JSON (the SDK's multipart is `videos_sdk_checks`')."""
+    return requests.post(f"{base}/v1/videos", json=body, headers=AUTH, timeout=60)
+
+
+def ended(base: str, video_id: str) -> dict:
+    return wait_for(lambda: (v := requests.get(f"{base}/v1/videos/{video_id}", headers=AUTH, timeout=10).json())
+                    ["status"] not in ("queued", "in_progress") and v, 60, f"video {video_id}")
+
+
+def test_async_render_gives_the_same_clip_as_sync(server):
     base, cfg = server
     body = {"prompt": "a blue circle moving up", "seed": 7, "quality": "draft"}
-    accepted = post(base, {**body, "mode": "async"})
-    assert accepted.status_code == 202, accepted.text
-    job = accepted.json()
-    assert accepted.headers["Location"] == f"/v1/videos/{job['id']}" and job["tier"] == "edge"
-    status = wait_for(lambda: (s := requests.get(f"{base}/v1/videos/{job['id']}", headers=AUTH, timeout=10).json())
-                      ["status"] != "queued" and s, 60, "the job")
-    assert status["status"] == "done", status
-    assert "video_url" not in status  # where the store keeps it is the operator's business
-    assert (Path(cfg.renders_uri) / f"{job['id']}.mp4").is_file()
-    clip = requests.get(f"{base}{status['content_url']}", headers=AUTH, timeout=10)
+    accepted = create(base, body)
+    assert accepted.status_code == 200, accepted.text
+    video = accepted.json()
+    assert video["object"] == "video" and video["status"] == "queued" and video["tier"] == "edge"
+    assert int(accepted.headers["openai-poll-after-ms"]) >= 20
+    video = ended(base, video["id"])
+    assert video["status"] == "completed" and video["progress"] == 100, video
+    assert "video_url" not in video  # where the store keeps it is the operator's business
+    assert (Path(cfg.renders_uri) / f"{video['id']}.mp4").is_file()
+    clip = requests.get(f"{base}/v1/videos/{video['id']}/content", headers=AUTH, timeout=10)
     assert clip.headers["content-type"] == "video/mp4"
     assert clip.content == post(base, body).content  # deterministic sampler: the same bytes either way
-    refused = post(base, {"prompt": "a " * 40, "mode": "async"}).json()  # accepted, then the encoder refuses it
-    status = wait_for(lambda: (s := requests.get(f"{base}/v1/videos/{refused['id']}", headers=AUTH, timeout=10)
-                               .json())["status"] != "queued" and s, 60, "the refused job")
-    assert status["status"] == "failed" and status["error"].startswith("prompt:") and "tokens long" in status["error"]
+    refused = create(base, {"prompt": "a " * 40}).json()  # accepted, then the encoder refuses it
+    video = ended(base, refused["id"])
+    assert video["status"] == "failed" and video["error"]["code"] == "prompt_rejected"
+    assert video["error"]["message"].startswith("prompt:") and "tokens long" in video["error"]["message"]
     assert requests.get(f"{base}/v1/videos/{refused['id']}/content", headers=AUTH, timeout=10).status_code == 409
-    assert requests.get(f"{base}/v1/videos/{'0' * 32}", headers=AUTH, timeout=10).status_code == 404
-    assert requests.get(f"{base}/v1/videos/..%2Fsecret", headers=AUTH, timeout=10).status_code in (404, 422)
+    assert requests.get(f"{base}/v1/videos/video_{'0' * 42}", headers=AUTH, timeout=10).status_code == 404
+    assert requests.get(f"{base}/v1/videos/..%2Fsecret", headers=AUTH, timeout=10).status_code in (400, 404)
 
 
 def test_openapi_fuzz_finds_no_server_error(server):
@@ -192,7 +214,8 @@ def test_openapi_fuzz_finds_no_server_error(server):
 
     base, _ = server
     schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
-    assert {"/v1/videos", "/v1/videos/{render_id}", "/v1/models", "/healthz"} <= set(schema.raw_schema["paths"])
+    assert {"/v1/videos", "/v1/videos/{video_id}", "/v1/videos/sync", "/v1/models", "/healthz"} \
+        <= set(schema.raw_schema["paths"])
     calls = []
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -205,7 +228,7 @@ def test_openapi_fuzz_finds_no_server_error(server):
             assert response.status_code < 500, (case.method, case.path, case.body, response.text)
 
         call()
-    assert len(calls) >= 40 and any(code == 422 for code in calls)
+    assert len(calls) >= 40 and any(code == 400 for code in calls)
 
 
 def test_edge_tier_scales_up_under_load_and_back_down(server):
@@ -275,8 +298,8 @@ def test_an_async_render_ends_within_a_lease_when_its_router_dies(server):
     for i in range(3):
         ahead.submit(lambda i=i: post(base, {"prompt": PROMPT, "quality": "high", "steps": 6, "seed": i}))
     time.sleep(0.3)
-    accepted = post(base, {"prompt": PROMPT, "quality": "high", "steps": 6, "seed": 9, "mode": "async"})
-    assert accepted.status_code == 202, accepted.text
+    accepted = create(base, {"prompt": PROMPT, "quality": "high", "steps": 6, "seed": 9})
+    assert accepted.status_code == 200, accepted.text
     render_id = accepted.json()["id"]
     routers = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#Router#" in a["name"]]
     assert routers
@@ -284,14 +307,15 @@ def test_an_async_render_ends_within_a_lease_when_its_router_dies(server):
         ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
     ahead.shutdown(wait=True)  # those callers get errors: their router died
 
-    def ended():
+    def lapsed():
         try:
             response = requests.get(f"{base}/v1/videos/{render_id}", headers=AUTH, timeout=5)
         except requests.RequestException:
             return None
-        return response.status_code == 200 and response.json()["status"] != "queued" and response.json()
+        return response.status_code == 200 and response.json()["status"] not in ("queued", "in_progress") \
+            and response.json()
 
-    status = wait_for(ended, 90, "the render to end")
-    assert status["status"] == "failed" and status["error"] == LAPSED  # ended by its lapsed lease, not left queued
+    video = wait_for(lapsed, 90, "the render to end")
+    assert video["status"] == "failed" and video["error"] == {"code": "lease_lapsed", "message": LAPSED}
     wait_for(lambda: post(base, {"prompt": PROMPT, "quality": "draft"}).status_code == 200, REPLICA_START_S,
              "a new router")

@@ -1,4 +1,4 @@
-"""Serving a diffusers tier next to a vidgen tier over HTTP: requests placed by what each tier's model makes, 422
+"""Serving a diffusers tier next to a vidgen tier over HTTP: requests placed by what each tier's model makes, 400
 naming the field when neither can, each tier's capabilities listed, and the edge tier batching requests that
 arrive together."""
 
@@ -45,18 +45,19 @@ def test_each_request_goes_to_a_tier_whose_model_makes_it(server):
         assert response.headers["X-Vidgen-Model"].startswith("tiny-wan#" if tier == "cloud" else "shapes-tiny#")
         assert decode(response.content).shape == shape
     neither = post(base, {"prompt": PROMPT, "frames": 10})
-    assert neither.status_code == 422
-    detail = neither.json()["detail"]
-    assert {d["loc"][1] for d in detail} == {"frames"}
-    assert any(d["msg"].startswith("edge: frames=10") and "8x32x32" in d["msg"] for d in detail)
-    assert any(d["msg"].startswith("cloud: frames=10") and "4k+1" in d["msg"] for d in detail)
+    assert neither.status_code == 400
+    error = neither.json()["error"]
+    assert error["param"] == "frames"
+    edge, cloud = error["message"].split("; frames: cloud: ")
+    assert edge.startswith("frames: edge: frames=10") and "8x32x32" in edge
+    assert cloud.startswith("frames=10") and "4k+1" in cloud
     high_eight = post(base, {"prompt": PROMPT, "frames": 8, "quality": "high"})  # edge: not high; cloud: not 8
-    assert high_eight.status_code == 422 and "4k+1" in high_eight.json()["detail"]
+    assert high_eight.status_code == 422 and "4k+1" in high_eight.json()["error"]["message"]
 
 
 def test_models_lists_each_tiers_capabilities(server):
     base, _ = server
-    tiers = {t["tier"]: t for t in requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["tiers"]}
+    tiers = {t["tier"]: t for t in requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["data"]}
     cloud, edge = tiers["cloud"], tiers["edge"]
     assert cloud["serves"]["backend"] == "diffusers" and cloud["serves"]["pipeline_class"] == "WanPipeline"
     assert cloud["capabilities"]["frames"]["multiple"] == 4 and cloud["capabilities"]["negative_prompt"]
@@ -87,13 +88,13 @@ def test_prompts_far_from_the_training_captions_are_counted_not_kept(server):
     base, _ = server
     for prompt in ("a red square moving right", "a blue circle moving down"):
         assert post(base, {"prompt": prompt, "quality": "draft"}).status_code == 200
-    before = requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["tiers"]
+    before = requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["data"]
     for prompt in ("a cat sleeping on a sofa", "fireworks over a city skyline", "a chef chopping onions"):
         assert post(base, {"prompt": prompt, "quality": "draft"}).status_code == 200
     edge = wait_for(lambda: [r for r in board_reports() if r.tier == "edge"
                              and (r.prompt_ood_share or 0) >= 3 / (3 + 2 + 8)], 10, "the drift share")
     assert edge[0].prompt_ood_share < 1  # the in-world prompts (this module's others too) are in the window
-    tiers = {t["tier"]: t for t in requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["tiers"]}
+    tiers = {t["tier"]: t for t in requests.get(f"{base}/v1/models", headers=AUTH, timeout=10).json()["data"]}
     assert tiers["edge"]["prompt_ood_share"] > ({t["tier"]: t for t in before}["edge"]["prompt_ood_share"] or 0)
     assert tiers["cloud"]["prompt_ood_share"] is None  # a diffusers model: no reference set to compare with
     cloud = [r for r in board_reports() if r.tier == "cloud"][0]

@@ -105,7 +105,10 @@ def _deploy(deploy_file: dict, cfg, http: dict, allow_pending: bool, insecure_lo
     typer.echo(f"  async renders: {cfg.renders_uri}")
     auth = "" if insecure_local else f' -H "Authorization: Bearer ${cfg.auth.token_env}"'
     typer.echo(f"  try:           curl -s{auth} -H 'Content-Type: application/json' "
-               f"-d '{{\"prompt\": \"a red square moving right\"}}' {url}/v1/videos -o clip.mp4")
+               f"-d '{{\"prompt\": \"a red square moving right\"}}' {url}/v1/videos/sync -o clip.mp4")
+    key = "'local'" if insecure_local else f"os.environ['{cfg.auth.token_env}']"
+    typer.echo(f"  openai SDK:    OpenAI(base_url='{url}/v1', api_key={key}).videos.create_and_poll("
+               "prompt='a red square moving right')")
 
 
 def _interrupted(signum, frame) -> None:
