@@ -28,6 +28,7 @@ from jobs.finetune_config import FinetuneConfig, finetune_deepspeed_config
 from storage.latent_shards import open_latent_set
 from storage.objectstore import ObjectStore, S3Config, parse_uri
 from storage.training_checkpoints import CheckpointError, CheckpointId, load_verified, run_key, write_rank_sums
+from vidgen.perf import accelerator_memory
 from vidgen.precision import autocast, autocast_dtype
 from vidgen.runs.finetune_objective import Objective, objective_of, training_loss, validation_loss
 from vidgen.runs.finetune_precompute import LatentBatch, latent_batches
@@ -299,7 +300,8 @@ def finetune_loop(config: dict, hooks: FinetuneHooks | None = None) -> None:
         train_seconds += seconds
         hooks.after_step(rank, step)
         record = {"step": step, "loss": loss_sum / cfg.gradient_accumulation, "lr": scheduler.get_last_lr()[0],
-                  "step_s": seconds, "samples_per_s": cfg.batch_size * cfg.gradient_accumulation * world / seconds}
+                  "step_s": seconds, "samples_per_s": cfg.batch_size * cfg.gradient_accumulation * world / seconds,
+                  **accelerator_memory(device)}
         done = step >= cfg.steps
         if step % cfg.validate_every == 0 or done:
             record["val_loss"] = _validate(objective, engine.module, held_out, cfg.validation_seed, device, dtype)

@@ -31,6 +31,7 @@ from storage.training_checkpoints import (
     write_rank_sums,
 )
 from vidgen.diffusion import clips_to_tensor
+from vidgen.perf import accelerator_memory
 from vidgen.precision import autocast_dtype
 from vidgen.text import TextEncoder
 from vidgen.threads import use_torch_threads
@@ -259,7 +260,7 @@ def train_loop(config: dict, hooks: StepHooks | None = None) -> None:
         hooks.after_step(rank, step)
         history.append({"step": step, "loss": loss_sum / cfg.gradient_accumulation, "lr": scheduler.get_last_lr()[0],
                         "step_s": seconds, "data_s": data_s, "text_s": text_s,
-                        "samples_per_s": clips_per_step / seconds, **extra})
+                        "samples_per_s": clips_per_step / seconds, **accelerator_memory(device), **extra})
         metrics = dict(history[-1])
         done = step >= cfg.train.max_steps or _out_of_time(cfg, train_seconds, device)
         if step % cfg.checkpoint_every == 0 or done:

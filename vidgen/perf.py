@@ -24,3 +24,10 @@ def matmul_flops_per_s(dtype: torch.dtype | None, n: int = 2048, repeats: int = 
 def model_flops_utilisation(train_flops_per_clip: float, clips: int, seconds: float, peak: float) -> float:
     """Achieved model FLOP/s (training FLOPs per clip x clips / seconds) over the measured peak."""
     return train_flops_per_clip * clips / seconds / peak
+
+
+def accelerator_memory(device: torch.device) -> dict:
+    """Peak accelerator memory this process has allocated so far, in GiB, as a metrics field ({} on a CPU)."""
+    if device.type != "cuda":
+        return {}
+    return {"gpu_peak_gib": torch.cuda.max_memory_allocated(device) / 2**30}

@@ -5,6 +5,9 @@
   `time_shift` at the `mu` the pipeline computes from the latent grid), x_t = (1 - sigma) x0 + sigma noise, the
   transformer sees timestep sigma * num_train_timesteps (as in the pipeline's loop) and learns the velocity
   noise - x0 (what `scheduler.step` integrates).
+- `UniPCMultistepScheduler` / `DPMSolverMultistepScheduler` with `use_flow_sigmas` and `prediction_type:
+  flow_prediction` (what Wan2.1's own diffusers folders ship): the same flow matching, shifted by `flow_shift`; the
+  solver only changes how sampling integrates the velocity.
 - The DDPM family (`DDPMScheduler`, `DDIMScheduler`, `CogVideoXDDIMScheduler`, `CogVideoXDPMScheduler`, CogVideoX's):
   an integer timestep drawn uniformly, x_t from the scheduler's own `add_noise` (so its betas, zero-SNR rescale and
   CogVideoX's SNR shift hold), and the target its `prediction_type` names: the noise (`epsilon`) or the scheduler's
@@ -24,6 +27,7 @@ import torch.nn.functional as F
 from vidgen.runs.finetune_recipes import LatentGeometry, Latents, Recipe, TextEmbeddings, latent_geometry, recipe_for
 
 FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
+FLOW_SOLVERS = ("UniPCMultistepScheduler", "DPMSolverMultistepScheduler")  # flow matching when set up for it
 DDPM_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "CogVideoXDDIMScheduler", "CogVideoXDPMScheduler")
 DDPM_PREDICTIONS = ("epsilon", "v_prediction")
 # noise levels (fractions of the scheduler's range, before its shift) the validation loss averages over
@@ -47,9 +51,15 @@ def training_target(scheduler) -> str:
     name = type(scheduler).__name__
     if name in FLOW_SCHEDULERS:
         return "flow"
+    if name in FLOW_SOLVERS:
+        if scheduler.config.get("use_flow_sigmas") and scheduler.config.prediction_type == "flow_prediction":
+            return "flow"
+        raise ValueError(f"scheduler {name} has a fine-tuning objective only with use_flow_sigmas: true and "
+                         "prediction_type: flow_prediction (as Wan2.1 ships it); set them in "
+                         "scheduler/scheduler_config.json or use FlowMatchEulerDiscreteScheduler")
     if name not in DDPM_SCHEDULERS:
         raise ValueError(f"scheduler {name} has no fine-tuning objective: vidgen trains with "
-                         f"{', '.join(FLOW_SCHEDULERS + DDPM_SCHEDULERS)}")
+                         f"{', '.join(FLOW_SCHEDULERS + FLOW_SOLVERS + DDPM_SCHEDULERS)}")
     prediction = scheduler.config.prediction_type
     if prediction not in DDPM_PREDICTIONS:
         raise ValueError(f"scheduler {name} has prediction_type {prediction!r}: vidgen trains "
@@ -65,7 +75,7 @@ def objective_of(pipe) -> Objective:
         raise ValueError(f"this {name} has two transformers (Wan 2.2's high- and low-noise experts): vidgen "
                          "fine-tunes pipelines with one transformer")
     target = training_target(pipe.scheduler)
-    if target == "flow" and pipe.scheduler.config.use_dynamic_shifting and not recipe.dynamic_shift:
+    if target == "flow" and pipe.scheduler.config.get("use_dynamic_shifting") and not recipe.dynamic_shift:
         raise ValueError(f"{name}'s scheduler sets use_dynamic_shifting, which {name} itself does not use: "
                          "set it to false in scheduler/scheduler_config.json")
     return Objective(name, recipe, pipe.scheduler, target, latent_geometry(pipe))
@@ -74,14 +84,14 @@ def objective_of(pipe) -> Objective:
 def flow_sigmas(objective: Objective, levels: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
     """Uniform levels in (0, 1) -> sigmas shifted as the pipeline's scheduler shifts its schedule."""
     scheduler = objective.scheduler
-    if scheduler.config.use_dynamic_shifting:
+    if scheduler.config.get("use_dynamic_shifting"):
         from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
 
         config = scheduler.config
         mu = calculate_shift(grid[0] * grid[1] * grid[2], config.base_image_seq_len, config.max_image_seq_len,
                              config.base_shift, config.max_shift)
         return scheduler.time_shift(mu, 1.0, levels)
-    shift = scheduler.shift
+    shift = scheduler.config.flow_shift if type(scheduler).__name__ in FLOW_SOLVERS else scheduler.shift
     return shift * levels / (1 + (shift - 1) * levels)
 
 

@@ -92,6 +92,33 @@ def test_the_adapter_loads_in_plain_diffusers_at_its_trained_scale_and_changes_t
         validation_loss(args[0], trained["transformer"], *args[1:]), rel=1e-5)
 
 
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_gradient_checkpointing_gives_the_lora_the_same_gradients(kind, tiny_pipelines):
+    """What the shipped GPU config turns on: recomputing activations must not cut the adapter off its gradient
+    (a frozen base feeds checkpointed blocks inputs that need no grad)."""
+    pipe = _load(tiny_pipelines[kind])
+    latents, text = encode_clips(pipe, _clips()), encode_text(pipe, CAPTIONS)
+    objective = objective_of(pipe)
+    transformer = pipe.transformer
+    add_lora(transformer, objective.recipe, SETTINGS)
+    transformer.train()
+    with torch.no_grad():  # B starts at zero: move it so the adapter's A gets a gradient too
+        for name, parameter in transformer.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.1)
+
+    def lora_gradients() -> dict[str, torch.Tensor]:
+        transformer.zero_grad()
+        training_loss(objective, transformer, latents, text, torch.Generator().manual_seed(3)).backward()
+        return {n: p.grad.clone() for n, p in transformer.named_parameters() if p.requires_grad}
+
+    plain = lora_gradients()
+    transformer.enable_gradient_checkpointing()
+    checkpointed = lora_gradients()
+    assert plain.keys() == checkpointed.keys() and len(plain) > 0
+    assert all(plain[n].abs().sum() > 0 and torch.allclose(plain[n], checkpointed[n], atol=1e-6) for n in plain)
+
+
 def test_each_family_encodes_to_its_transformers_layout(tiny_pipelines):
     shapes = {"wan": (2, 16, 3, 4, 4), "ltx": (2, 3 * 8 * 8, 8), "cogvideox": (2, 3, 4, 4, 4)}
     for kind in FAMILIES:
@@ -130,6 +157,22 @@ def test_flow_matching_noise_levels_follow_the_schedulers_own_shift(tiny_pipelin
     mu = calculate_shift(3 * 8 * 8, 256, 4096, 0.5, 1.15)  # what LTXPipeline.__call__ passes for this grid
     ltx.scheduler.set_timesteps(sigmas=levels, mu=mu)
     assert torch.allclose(flow_sigmas(ltx, torch.tensor(levels), grid).float(), ltx.scheduler.sigmas[:-1])
+
+
+def test_wan_with_the_unipc_scheduler_its_folders_ship_trains_by_flow_matching_at_its_flow_shift(tiny_pipelines):
+    """Wan2.1's own diffusers folders ship UniPCMultistepScheduler set up for flow (flow_shift 3 at 480p)."""
+    from diffusers import UniPCMultistepScheduler
+
+    pipe = _load(tiny_pipelines["wan"])
+    pipe.scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    wan = objective_of(pipe)
+    assert wan.target == "flow"
+    wan.scheduler.set_timesteps(8)  # the sampler's own schedule: linspace(1, 1/1000) shifted by flow_shift
+    plain = torch.tensor(np.linspace(1, 1 / 1000, 9)[:-1])
+    assert torch.allclose(flow_sigmas(wan, plain, (3, 4, 4)).float()[1:], wan.scheduler.sigmas[1:-1], atol=1e-6)
+    pipe.scheduler = UniPCMultistepScheduler()  # epsilon on DDPM sigmas: not what Wan was trained with
+    with pytest.raises(ValueError, match="use_flow_sigmas: true and prediction_type: flow_prediction"):
+        objective_of(pipe)
 
 
 def test_v_prediction_and_rotary_cogvideox_trains(tiny_pipelines):
