@@ -36,6 +36,8 @@ def job_arguments(argv: list[str] | None, doc: str, config_cls: type[BaseModel],
 def quiet_known_warnings() -> None:
     """Hide deprecation notices that libraries raise on every call and a user cannot act on: DeepSpeed calls
     torch.distributed's deprecated collectives (a FutureWarning per step and rank). Called in each process that
-    runs them: the driver and every training worker."""
+    runs them: the driver and every training worker. Also torch's note, once per norm layer, that an RMSNorm with
+    float32 weights under bf16 autocast (diffusers' transformers, trained so) takes the unfused kernel."""
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torch\.distributed|deepspeed)(\.|$)")
     warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.distributed")
+    warnings.filterwarnings("ignore", category=UserWarning, message=r"Mismatch dtype between input and weight")

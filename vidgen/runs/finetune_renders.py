@@ -59,8 +59,9 @@ def render_checkpoints(pipeline, lora: LoraSettings | None, checkpoints: Iterabl
                 raise ValueError(f"validation clip {prompt!r}: {reasons}")
             clips.append(clip)
     for step, weights in checkpoints if clips else ():
-        load_trainable(transformer.to(torch.float32), weights, f"checkpoint of step {step}")
-        transformer.to(pipeline.pipe.dtype)
+        # copied into the loaded dtypes (bf16 weights, the modules diffusers keeps in float32 kept so), as the
+        # pipeline would load a package of these weights: casting the whole transformer would not keep them
+        load_trainable(transformer, weights, f"checkpoint of step {step}")
         out = pipeline.generate(clips).frames
         where = folder / f"step{step:08d}"
         where.mkdir(parents=True, exist_ok=True)

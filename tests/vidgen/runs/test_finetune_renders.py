@@ -32,3 +32,23 @@ def test_each_checkpoint_renders_the_readable_prompts_and_a_zero_update_renders_
     assert (tmp_path / "preview.png").stat().st_size > 0
     rendered = decode((tmp_path / "step00000004" / "p0-s4.mp4").read_bytes()).astype(np.float32)
     assert np.abs(rendered - expected).mean() < 4  # the same clip, through the MP4 codec
+
+
+def test_a_bf16_pipeline_keeps_the_modules_diffusers_keeps_in_float32(tiny_pipelines, tmp_path, recwarn):
+    """Checkpoint weights are copied into the loaded dtypes: casting the whole transformer to bf16 would also cast
+    the norms and embeddings diffusers keeps in float32 (and warn so)."""
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    settings = LoraSettings(rank=2)
+    trained = WanTransformer3DModel.from_pretrained(tiny_pipelines["wan"] / "transformer")
+    add_lora(trained, recipe_for("WanPipeline"), settings)
+    weights = {name: p.detach().clone() for name, p in trained.named_parameters() if p.requires_grad}
+    pipeline = load_pipeline(str(tiny_pipelines["wan"]), options=PipelineOptions(dtype="bfloat16"))
+    transformer = pipeline.pipe.transformer
+    kept = {name: p.dtype for name, p in transformer.named_parameters() if p.dtype == torch.float32}
+    assert kept  # diffusers keeps Wan's norms and time embedder in float32 under torch_dtype=bf16
+    render_checkpoints(pipeline, settings, [(1, weights)], ValidationPlan(["a red square"], [0], (5, 32, 32), steps=1),
+                       tmp_path, load_trainable)
+    assert all(dict(transformer.named_parameters())[name].dtype == torch.float32 for name in kept)
+    assert not [w for w in recwarn if "should be kept in float32" in str(w.message)]
