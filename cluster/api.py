@@ -30,6 +30,9 @@ class VideoRequest(ClipRequest):
     latency_budget_ms: float | None = Field(None, gt=0, le=3_600_000)
     region: str | None = Field(None, min_length=1, max_length=64, description="the caller's jurisdiction")
     allow_spill: bool = Field(True, description="may run on the other tier when the preferred one is unavailable")
+    lora: str | None = Field(None, min_length=1, max_length=200, description="a LoRA adapter the tier serves (a name "
+                                                                            "or reference of its `loras`), applied "
+                                                                            "to this render alone")
 
     def placement_request(self) -> PlacementRequest:
         """What the placement policy judges; sizes left out stay out (each tier is judged at its own default)."""
@@ -86,6 +89,7 @@ class RenderStatus(BaseModel):
     replica: str | None = None
     error: str | None = None
     error_code: str | None = None
+    lora: str | None = Field(None, description="the adapter the request asked for, as it named it")
     request_sha256: str | None = Field(None, description="of the create request, for its Idempotency-Key")
     deleted: bool = Field(False, description="deleted by its owner: answered 404, its video gone, swept later")
     lease_until: float | None = Field(None, description="while queued or in progress: the router rendering it "

@@ -4,10 +4,11 @@ storage under `renders_uri`, so any router replica can answer for any render.
 A queued or running render has a lease its router renews while it renders; a router that stops (a crash, a
 restart, a scale-down) renews nothing, so whoever reads an active record whose lease has lapsed records it failed:
 every render ends completed or failed within one lease. Render ids are `video_`, the creation time (10 hex digits),
-then 128 random bits (unguessable), so a sweep can delete renders older than the retention period from the listing
-alone. A deleted render keeps a tombstone record (answered 404) until the sweep, so a router still rendering it sees
-the deletion and stops. An `Idempotency-Key` is bound, per caller, to the first render made with it and the digest of
-its request (`idempotency/<sha256>.json`, written create-only).
+then 128 random bits (unguessable), so a render's expiry (`expires_at`: creation + retention) is known from its id: an
+expired render is not there for anyone (404, not listed) from that second, and a sweep deletes its files from the
+listing alone. A deleted render keeps a tombstone record (answered 404) until the sweep, so a router still rendering
+it sees the deletion and stops. An `Idempotency-Key` is bound, per caller, to the first render made with it and the
+digest of its request (`idempotency/<sha256>.json`, written create-only), and swept with that render.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def created_at(render_id: str) -> float:
     return float(int(render_id.removeprefix("video_")[:10], 16))
 
 
+def expired(render_id: str, retention_s: float, now: float | None = None) -> bool:
+    """Whether the render is past its `expires_at` (its creation + `retention_s`)."""
+    return created_at(render_id) + retention_s <= (time.time() if now is None else now)
+
+
 class AsyncRenderStore:
     """`<renders_uri>/<id>.json` (a RenderStatus), `<id>.mp4` and `<id>.jpg`, and `idempotency/`; blocking I/O runs
     off the loop."""
@@ -61,12 +67,14 @@ class AsyncRenderStore:
         return status
 
     async def sweep(self, retention_s: float) -> int:
-        """Delete every render created more than `retention_s` ago; returns how many files went."""
+        """Delete the files of every render past its retention, and the Idempotency-Keys bound to them; returns how
+        many files went."""
         def sweep() -> int:
-            cutoff, prefix, deleted = time.time() - retention_s, self.root.uri.rstrip("/") + "/", 0
+            now, prefix, deleted = time.time(), self.root.uri.rstrip("/") + "/", 0
             for obj in self.store.list(self.root):
-                render_id = obj.uri.removeprefix(prefix).split(".")[0]
-                if RENDER_ID.fullmatch(render_id) and created_at(render_id) < cutoff:
+                name = obj.uri.removeprefix(prefix)
+                render_id = self._bound_render(obj.uri) if name.startswith("idempotency/") else name.split(".")[0]
+                if render_id is not None and RENDER_ID.fullmatch(render_id) and expired(render_id, retention_s, now):
                     try:
                         self.store.delete(obj.uri)
                         deleted += 1
@@ -75,6 +83,13 @@ class AsyncRenderStore:
             return deleted
 
         return await asyncio.to_thread(sweep)
+
+    def _bound_render(self, uri: str) -> str | None:
+        """The render an idempotency record binds its key to (None: gone meanwhile, or not one)."""
+        try:
+            return str(json.loads(self.store.read(uri))["id"])
+        except (NotFound, ValueError, KeyError, TypeError):
+            return None
 
     def uri(self, render_id: str, suffix: str) -> str:
         return self.root.join(f"{render_id}{suffix}").uri
@@ -99,8 +114,8 @@ class AsyncRenderStore:
     async def write_thumbnail(self, render_id: str, jpeg: bytes) -> None:
         await asyncio.to_thread(self.store.write, self.uri(render_id, ".jpg"), jpeg)
 
-    async def records(self, owner: str) -> list[RenderStatus]:
-        """`owner`'s renders not deleted, oldest first."""
+    async def records(self, owner: str, retention_s: float) -> list[RenderStatus]:
+        """`owner`'s renders neither deleted nor expired, oldest first."""
         def read_all() -> list[RenderStatus]:
             prefix, found = self.root.uri.rstrip("/") + "/", []
             for obj in self.store.list(self.root):
@@ -110,7 +125,7 @@ class AsyncRenderStore:
                         found.append(RenderStatus.model_validate_json(self.store.read(obj.uri)))
                     except NotFound:  # swept meanwhile
                         continue
-            return [r for r in found if r.owner == owner and not r.deleted]
+            return [r for r in found if r.owner == owner and not r.deleted and not expired(r.id, retention_s)]
 
         return sorted(await asyncio.to_thread(read_all), key=lambda r: (r.created_at, r.id))
 

@@ -1,24 +1,22 @@
-"""Bearer-token auth for the HTTP API: only the token's sha256 is shipped to the cluster and compared.
+"""Bearer-token auth for the HTTP API: only tokens' sha256 are shipped to the cluster and compared.
 
 `BearerAuth` checks the `Authorization` header of every request but a few public paths before anything reads its
-body, so a caller without the token gets 401 (in OpenAI's error envelope, which the SDK raises as
+body, so a caller without a known token gets 401 (in OpenAI's error envelope, which the SDK raises as
 `AuthenticationError`) whatever it sends, and cannot make the router parse, validate or wait for a body. It records
-who the caller is (`caller_of`): the renders a caller makes are its own (`cluster.async_renders` keeps the owner).
+who the caller is (`caller_of`: the key id of a keys file, or `default` for the single token; `cluster.callers`):
+the renders a caller makes are its own (`cluster.async_renders` keeps the owner).
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Callable
 
 from starlette.requests import Request
 
+from cluster.callers import DEFAULT_CALLER, Callers, KeysFileCallers, SingleCaller
 from cluster.serve_config import AuthConfig
 from cluster.videos_api import api_error
-
-# The one caller a single configured token stands for; the owner of every render made with it.
-DEFAULT_CALLER = "default"
 
 
 def token_digest(auth: AuthConfig, environ: dict[str, str], insecure_local: bool = False) -> str | None:
@@ -31,15 +29,17 @@ def token_digest(auth: AuthConfig, environ: dict[str, str], insecure_local: bool
     if insecure_local:
         return None
     raise RuntimeError(f"no bearer token configured: set {auth.token_env} where the router runs, or write "
-                       "auth.token_sha256 in the serve config, or serve on loopback with --insecure-local")
+                       "auth.token_sha256 (or auth.keys_file) in the serve config, or serve on loopback with "
+                       "--insecure-local")
 
 
-def token_matches(presented: str | None, digest: str | None) -> bool:
-    """Whether a presented token (None: none sent) hashes to `digest`, in constant time; always with no digest."""
-    if digest is None:
-        return True
-    presented_digest = hashlib.sha256(presented.encode()).hexdigest() if presented else ""
-    return hmac.compare_digest(presented_digest, digest)
+def callers_for(auth: AuthConfig, environ: dict[str, str], insecure_local: bool = False) -> Callers | None:
+    """The callers a deployment serves: the keys of `auth.keys_file`, else the one token (`token_digest`); None only
+    when serving without auth was asked for."""
+    if auth.keys_file:
+        return KeysFileCallers(auth.keys_file)
+    digest = token_digest(auth, environ, insecure_local)
+    return SingleCaller(digest) if digest is not None else None
 
 
 PUBLIC_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -53,22 +53,26 @@ def route_path(scope) -> str:
 
 
 class BearerAuth:
-    """ASGI middleware: 401 for a request to anything but `PUBLIC_PATHS` without the token whose sha256 `digest()`
-    gives (None: serving without auth). Fails closed: a route added later is protected unless made public here."""
+    """ASGI middleware: 401 for a request to anything but `PUBLIC_PATHS` without a token `callers()` knows (None:
+    serving without auth, everyone is `default`); the caller it identifies is recorded for the routes. Fails closed:
+    a route added later is protected unless made public here."""
 
-    def __init__(self, app, digest: Callable[[], str | None]):
-        self.app, self.digest = app, digest
+    def __init__(self, app, callers: Callable[[], Callers | None]):
+        self.app, self.callers = app, callers
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["caller"] = DEFAULT_CALLER
-        if scope["type"] == "http" and route_path(scope) not in PUBLIC_PATHS:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        callers, caller = self.callers(), DEFAULT_CALLER
+        if callers is not None and route_path(scope) not in PUBLIC_PATHS:
             header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             scheme, _, token = header.partition(" ")
-            if not token_matches(token.strip() if scheme.lower() == "bearer" else None, self.digest()):
+            caller = callers.identify(token.strip() if scheme.lower() == "bearer" else None)
+            if caller is None:
                 refusal = api_error(401, "missing or wrong bearer token: send Authorization: Bearer <token>",
                                     code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
                 return await refusal(scope, receive, send)
+        scope.setdefault("state", {})["caller"] = caller
         return await self.app(scope, receive, send)
 
 

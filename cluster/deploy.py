@@ -33,6 +33,8 @@ def prepare_config(cfg: ServeConfig, http_host: str, insecure_local: bool, envir
         if http_host not in LOOPBACK_HOSTS:
             raise DeployError(f"--insecure-local serves without a token, so only on loopback; http_options.host is "
                               f"{http_host!r}: set it to 127.0.0.1 or set {cfg.auth.token_env}")
+    elif cfg.auth.keys_file:  # the callers' token digests are in the file, read where the router runs
+        cfg.auth.keys_file = str(Path(cfg.auth.keys_file).expanduser().resolve())
     else:
         try:
             cfg.auth.token_sha256 = token_digest(cfg.auth, environ)

@@ -14,7 +14,10 @@ times the clip's work). A render whose replica dies is retried once on the same 
 than the tier's default clip, which every replica of the tier rendered when it loaded (the sampler is deterministic,
 so the retry makes the same clip); a larger one may be what took the replica down, and is answered 503 (failed, when
 asynchronous) instead of taking a second replica with it. Every refusal is in OpenAI's error envelope. Auth is
-`cluster.auth`, the body limit `cluster.body_limit`, the counters `cluster.serve_metrics`.
+`cluster.auth` (the callers, each seeing only its own renders, and their create-rate and renders-at-once limits,
+answered 429 with when to retry: `cluster.callers`), the body limit `cluster.body_limit`, the counters
+`cluster.serve_metrics`. A render is gone for everyone from its `expires_at` and swept from storage after. A create's
+`lora` is judged per tier before placement (`cluster.tier_adapters`) and rendered by the replica with that adapter.
 """
 
 import asyncio
@@ -43,15 +46,18 @@ from cluster.api import (
     check_limits,
     work_on,
 )
-from cluster.async_renders import AsyncRenderStore, UnknownRender, new_render_id
-from cluster.auth import BearerAuth, caller_of, token_digest
+from cluster.async_renders import AsyncRenderStore, UnknownRender, expired, new_render_id
+from cluster.auth import BearerAuth, caller_of, callers_for
 from cluster.body_limit import BodyLimit
+from cluster.callers import CallerAdmission, CallerLimits, retry_headers
 from cluster.placement import Placement, TierState, place
 from cluster.serve_config import ServeConfig
 from cluster.serve_metrics import RouterMetrics
+from cluster.tier_adapters import AdapterCatalog
 from cluster.tier_report import TierReport
 from cluster.videos_api import (
     IDEMPOTENCY_HEADER,
+    LORA_HEADER,
     POLL_AFTER_HEADER,
     CreateVideo,
     VideoDeleted,
@@ -85,7 +91,7 @@ def _router():
 
 # Outermost last: the token is checked before the body is read, the body is read whole before a route runs.
 api.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, timeout_s=lambda: _router().cfg.limits.body_timeout_s)
-api.add_middleware(BearerAuth, digest=lambda: _router().digest)
+api.add_middleware(BearerAuth, callers=lambda: _router().callers)
 # Documents the scheme in the OpenAPI spec; `BearerAuth` has already checked the token when a route runs.
 authorized = HTTPBearer(auto_error=False, description="the token configured for this deployment")
 
@@ -94,9 +100,10 @@ class Refused(Exception):
     """A request refused with `status`, answered in OpenAI's error envelope naming `param`."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 placement: Placement | None = None):
+                 placement: Placement | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.placement = status, message, param, code, placement
+        self.headers = headers or {}
 
     @classmethod
     def fields(cls, problems: list[FieldProblem], prefix: str = "") -> "Refused":
@@ -107,8 +114,8 @@ class Refused(Exception):
 
 @api.exception_handler(Refused)
 async def _refused(request: Request, exc: Refused) -> JSONResponse:
-    headers = {REASON_HEADER: _header(exc.placement.reason)} if exc.placement else None
-    return api_error(exc.status, exc.message, exc.param, exc.code, headers)
+    headers = {REASON_HEADER: _header(exc.placement.reason)} if exc.placement else {}
+    return api_error(exc.status, exc.message, exc.param, exc.code, {**headers, **exc.headers})
 
 
 @api.exception_handler(HTTPException)
@@ -207,7 +214,9 @@ class Router:
         import os
 
         self.cfg = ServeConfig.model_validate(config)
-        self.digest = token_digest(self.cfg.auth, dict(os.environ), insecure_local)
+        self.callers = callers_for(self.cfg.auth, dict(os.environ), insecure_local)
+        self.admission = CallerAdmission()
+        self.adapters = AdapterCatalog(min(tier.alias_poll_s for tier in self.cfg.tiers.values()))
         # streaming handles, made once: each `options()` call makes a new handle with its own request router
         self.handles = {"edge": edge.options(stream=True), "cloud": cloud.options(stream=True)}
         self.board = board
@@ -311,11 +320,13 @@ class Router:
         """What each tier's replicas report their model makes (tiers with no replica reporting are left out)."""
         return {name: reports[0].capabilities for name in self.cfg.tiers if (reports := self._reports_of(name))}
 
-    def _place(self, body: VideoRequest, model: str | None = None,
-               caller_problem=lambda p, caps: p) -> tuple[Placement, TierState, Capabilities]:
+    def _place(self, body: VideoRequest, model: str | None = None, caller_problem=lambda p, caps: p,
+               adapter_cannot: dict[str, list[FieldProblem]] | None = None
+               ) -> tuple[Placement, TierState, Capabilities]:
         """Where `body` renders: (the placement, its tier's state, its tier's capabilities), or Refused. `model`
         names a tier or the model a tier serves (None: any tier); `caller_problem` restates a problem in the fields
-        the caller sent (`seconds`, `size`)."""
+        the caller sent (`seconds`, `size`); `adapter_cannot`: why each tier cannot render with the request's
+        adapter (`_adapter_problems`)."""
         caps = self._tier_capabilities()
         if not caps:
             self.metrics.refused(503)
@@ -337,6 +348,9 @@ class Router:
             for tier in caps:
                 if tier not in named:
                     cannot[tier] = [FieldProblem("model", f"{model} is not served by the {tier} tier")]
+        for tier, found in (adapter_cannot or {}).items():
+            if tier in cannot:
+                cannot[tier] = cannot[tier] + found
         capable = [tier for tier in caps if not cannot[tier]]
         if not capable:
             if len(caps) < len(self.cfg.tiers):
@@ -356,15 +370,38 @@ class Router:
         self.metrics.placed(placement.tier, spilled=placement.reason.startswith("spilled"))
         return placement, next(t for t in states if t.name == placement.tier), caps[placement.tier]
 
+    async def _adapter_problems(self, body: VideoRequest) -> dict[str, list[FieldProblem]]:
+        """Why each reporting tier cannot render with the adapter `body` names (none named: no problems)."""
+        if body.lora is None:
+            return {}
+        served = {name: reports[0].serves for name in self.cfg.tiers if (reports := self._reports_of(name))}
+        return await self.adapters.problems(body.lora, self.cfg.tiers, served)
+
+    def _admit(self, caller: str) -> None:
+        """Refused 429 when `caller` is over its create rate or has its most renders running (`cluster.callers`),
+        with when to retry where that is known."""
+        limits = self.callers.limits_of(caller) if self.callers is not None else CallerLimits()
+        refusal = self.admission.admit(caller, limits, soonest_free_s=lambda: self._soonest_end(caller))
+        if refusal is not None:
+            self.metrics.refused(429)
+            raise Refused(429, refusal.message, code=refusal.code, headers=retry_headers(refusal.retry_after_s))
+
+    def _soonest_end(self, caller: str) -> float | None:
+        """Seconds until the first of `caller`'s renders running here is estimated to end (at least a second)."""
+        ends = [r.created_at + r.estimate_ms / 1000 for r in self.live.values() if r.owner == caller]
+        return max(min(ends) - time.time(), 1.0) if ends else None
+
     # --- the Videos API ---
 
     def _video(self, record: RenderStatus, status_code: int = 200) -> JSONResponse:
         """The video object of `record` (this router's fresher copy while it renders it), with the poll hint."""
         record = self.live.get(record.id, record)
         body = VideoObject.of(record, self.cfg.renders_retention_s)
-        return JSONResponse(body.model_dump(mode="json"), status_code=status_code,
-                            headers={POLL_AFTER_HEADER: str(poll_after_ms(record)), TIER_HEADER: record.tier,
-                                     REASON_HEADER: _header(record.reason)})
+        headers = {POLL_AFTER_HEADER: str(poll_after_ms(record)), TIER_HEADER: record.tier,
+                   REASON_HEADER: _header(record.reason)}
+        if record.lora is not None:
+            headers[LORA_HEADER] = _header(record.lora)
+        return JSONResponse(body.model_dump(mode="json"), status_code=status_code, headers=headers)
 
     async def _record(self, render_id: str, caller: str) -> RenderStatus:
         """The caller's render, or 404: one deleted, or another caller's, is not there for it. One this router runs
@@ -376,7 +413,8 @@ class Router:
                 record = await self.renders.read_current(render_id)
             except UnknownRender:
                 pass
-        if record is None or record.deleted or record.owner != caller:
+        if record is None or record.deleted or record.owner != caller or \
+                expired(record.id, self.cfg.renders_retention_s):
             raise Refused(404, f"no video {render_id}", param="video_id", code="video_not_found")
         return record
 
@@ -415,17 +453,29 @@ class Router:
         clip_body, problems = body.clip_request()
         if problems:
             raise Refused.fields(problems)
-        placement, state, caps = self._place(clip_body, body.model,
-                                             lambda p, c: caller_field(p, body, c))
+        self._admit(caller)  # holds one of the caller's render slots: the render started gives it back as it ends
+        started = False
+        try:
+            record, started = await self._create(caller, body, clip_body, digest, idempotency_key)
+        finally:
+            if not started:
+                self.admission.ended(caller)
+        return self._video(record)
+
+    async def _create(self, caller: str, body: CreateVideo, clip_body: VideoRequest, digest: str,
+                      idempotency_key: str | None) -> tuple[RenderStatus, bool]:
+        """(the render the create answers with, whether a new render started for it)."""
+        placement, state, caps = self._place(clip_body, body.model, lambda p, c: caller_field(p, body, c),
+                                             await self._adapter_problems(clip_body))
         record = self._new_record(caller, clip_body, placement, state, caps, digest)
         await self.renders.write_status(record)
         if idempotency_key is not None:  # bound create-only: of two retries racing, one render runs
             bound = await self.renders.claim_idempotency(caller, idempotency_key, record.id, digest)
             if bound[0] != record.id:
                 await self.renders.delete(record)
-                return self._video(await self._idempotent(caller, idempotency_key, digest, bound))
+                return await self._idempotent(caller, idempotency_key, digest, bound), False
         self._start(record, clip_body, caps)
-        return self._video(record)
+        return record, True
 
     def _new_record(self, caller: str, body: VideoRequest, placement: Placement, state: TierState,
                     caps: Capabilities, digest: str | None = None) -> RenderStatus:
@@ -435,7 +485,7 @@ class Router:
                             reason=placement.reason, model=reports[0].serves.model if reports else placement.tier,
                             prompt=clip.prompt, frames=clip.frames, height=clip.height, width=clip.width,
                             steps=clip.steps, created_at=time.time(), estimate_ms=state.estimated_ms(),
-                            request_sha256=digest, lease_until=time.time() + self.cfg.async_lease_s)
+                            lora=body.lora, request_sha256=digest, lease_until=time.time() + self.cfg.async_lease_s)
 
     def _start(self, record: RenderStatus, body: VideoRequest, caps: Capabilities) -> None:
         """Render `record` (written already) in the background."""
@@ -479,6 +529,7 @@ class Router:
             await renewing
             self.live.pop(record.id, None)
             self.running.pop(record.id, None)
+            self.admission.ended(record.owner)
 
     def _failed(self, record: RenderStatus, code: str, message: str) -> RenderStatus:
         return record.model_copy(update={"status": "failed", "error_code": code, "error": message,
@@ -487,7 +538,8 @@ class Router:
     async def _finished(self, record: RenderStatus, result: dict) -> RenderStatus:
         """The record of a render the replica answered; a completed one's video and thumbnail are written."""
         if "rejected" in result:
-            return self._failed(record, "prompt_rejected", f"prompt: {result['rejected']}")
+            return self._failed(record, result.get("code", "prompt_rejected"),
+                                f"{result.get('param', 'prompt')}: {result['rejected']}")
         await asyncio.gather(self.renders.write_video(record.id, result["mp4"]),
                              self.renders.write_thumbnail(record.id, result["jpeg"]))
         return record.model_copy(update={"status": "completed", "progress": 100, "replica": result["replica"],
@@ -508,7 +560,7 @@ class Router:
     async def list_videos(self, request: Request, after: str | None = Query(None, max_length=64),
                           limit: int = Query(20, ge=1, le=100),
                           order: Literal["asc", "desc"] = Query("desc")) -> JSONResponse:
-        records = await self.renders.records(caller_of(request))
+        records = await self.renders.records(caller_of(request), self.cfg.renders_retention_s)
         try:
             found, more = page(records, after, limit, order)
         except KeyError:
@@ -584,15 +636,27 @@ class Router:
                          503: {"description": "no tier can take the request now (reason given)"}},
               dependencies=[Depends(authorized)])
     async def create_video_sync(self, request: Request, body: VideoRequest):
+        caller = caller_of(request)
+        self._admit(caller)  # holds one of the caller's render slots until its render ends
+        handed_over = False
+        try:
+            placement, state, caps = self._place(body, adapter_cannot=await self._adapter_problems(body))
+            if state.estimated_ms() > self.cfg.sync_max_ms:  # too long to hold the connection: a render to poll
+                record = self._new_record(caller, body, placement, state, caps)
+                await self.renders.write_status(record)
+                self._start(record, body, caps)
+                handed_over = True
+                response = self._video(record, status_code=202)
+                response.headers["Location"] = f"/v1/videos/{record.id}"
+                return response
+            return await self._render_now(body, placement, caps)
+        finally:
+            if not handed_over:
+                self.admission.ended(caller)
+
+    async def _render_now(self, body: VideoRequest, placement: Placement, caps: Capabilities) -> Response:
+        """The synchronous answer: the clip's MP4, or Refused."""
         started = time.perf_counter()
-        placement, state, caps = self._place(body)
-        if state.estimated_ms() > self.cfg.sync_max_ms:  # too long to hold the connection: a render to poll
-            record = self._new_record(caller_of(request), body, placement, state, caps)
-            await self.renders.write_status(record)
-            self._start(record, body, caps)
-            response = self._video(record, status_code=202)
-            response.headers["Location"] = f"/v1/videos/{record.id}"
-            return response
         headers = {TIER_HEADER: placement.tier, REASON_HEADER: _header(placement.reason)}
         try:
             result = await self._render(placement.tier, body, retries_after_replica_death(caps, body))
@@ -608,8 +672,9 @@ class Router:
             raise
         if "rejected" in result:
             self.metrics.finished(placement.tier, "rejected")
-            raise Refused(400, f"prompt: {result['rejected']}", param="prompt", code="prompt_rejected",
-                          placement=placement)
+            param = result.get("param", "prompt")
+            raise Refused(400, f"{param}: {result['rejected']}", param=param,
+                          code=result.get("code", "prompt_rejected"), placement=placement)
         self.metrics.finished(placement.tier, "done", time.perf_counter() - started)
         return Response(result["mp4"], media_type="video/mp4",
                         headers={**headers, REPLICA_HEADER: result["replica"], MODEL_HEADER: _header(result["model"])})

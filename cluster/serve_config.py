@@ -9,16 +9,17 @@ its sha256 is written down).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from cluster.placement import PolicyConfig
 from vidgen.clip_request import DEFAULT_MAX_STEPS, MAX_PROMPT_CHARS, ClipDefaults, FieldProblem, Steps
 from vidgen.pipelines.options import PipelineOptions
 
 TierName = Literal["edge", "cloud"]
+AdapterName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
 class Autoscaling(BaseModel):
@@ -151,6 +152,13 @@ class TierConfig(ClipDefaults):
     work_budget: WorkBudget = Field(default_factory=WorkBudget, description="what one clip may cost a replica of the "
                                                                             "tier; requests over it go elsewhere or "
                                                                             "get 422")
+    loras: dict[AdapterName, str] = Field(default_factory=dict, description="LoRA adapters a request may name "
+                                                                            "(`lora`: the name or the reference), "
+                                                                            "name -> reference (folder, NAME@vN, "
+                                                                            "NAME@ALIAS); each applied to its "
+                                                                            "request alone (diffusers models)")
+    max_loras: int = Field(2, ge=1, le=64, description="adapters a replica keeps loaded (least recently used "
+                                                       "unloaded first); each is its peft layers' memory")
 
     @model_validator(mode="after")
     def _defaults_within_budget(self):
@@ -184,8 +192,25 @@ class TierConfig(ClipDefaults):
                              "false")
         return self
 
+    @model_validator(mode="after")
+    def _per_request_adapters_fit(self):
+        if self.loras and self.int8:
+            raise ValueError("loras: per-request adapters sit beside unquantized linear weights; set int8 false on "
+                             "a tier that serves loras")
+        if self.loras and self.pipeline.lora:
+            raise ValueError(f"pipeline.lora fuses {self.pipeline.lora} into every render and loras applies one per "
+                             "request: use one of them")
+        return self
+
     def actor_options(self) -> dict:
         return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": dict(self.resources)}
+
+    def adapter_reference(self, requested: str) -> str | None:
+        """The reference of the adapter a request's `lora` names (one of `loras`, by name or by reference); None
+        when the tier does not serve it."""
+        if requested in self.loras:
+            return self.loras[requested]
+        return requested if requested in self.loras.values() else None
 
 
 class Limits(BaseModel):
@@ -200,7 +225,8 @@ class Limits(BaseModel):
 
 
 class AuthConfig(BaseModel):
-    """Bearer-token auth: the token from `token_env` on the router's node, or only its sha256 in this file.
+    """Bearer-token auth: one caller (the token from `token_env` on the router's node, or only its sha256 in this
+    file), or several, each with its own token and limits, in a keys file (`cluster.callers`).
 
     There is deliberately no way to switch auth off here: only `vidgen serve up --insecure-local`, which serves on
     this machine's loopback, can (it passes `insecure_local` to `build_app` itself).
@@ -208,8 +234,19 @@ class AuthConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    token_env: str = "VIDGEN_SERVE_TOKEN"
-    token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    token_env: str = Field("VIDGEN_SERVE_TOKEN", description="the one caller's token, from this environment variable")
+    token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="or only its sha256")
+    keys_file: str | None = Field(None, min_length=1, description="a YAML keys file (key id -> token_sha256 and "
+                                                                  "limits; a mounted Kubernetes Secret works) on "
+                                                                  "the router's node: its callers replace the one "
+                                                                  "token, and edits are picked up while serving")
+
+    @model_validator(mode="after")
+    def _one_way(self):
+        if self.keys_file and self.token_sha256:
+            raise ValueError("auth: keys_file and token_sha256 both set; give the token's sha256 as a key in the keys "
+                             "file, or leave keys_file out")
+        return self
 
 
 class ServeConfig(BaseModel):

@@ -11,7 +11,10 @@ not a guess, is what the placement policy reads, and what its model makes. A tie
 replica scores prompts and probes clips (`cluster.monitors`) and may roll its alias back. A render streams its
 progress (`render_stream`: step i of n after each sampler step) and stops at the next step when its caller cancels it
 (`cluster.render_jobs`: a queued request never reaches the sampler, a running one alone in its sampler call stops it,
-one sharing the call with others is dropped and theirs go on).
+one sharing the call with others is dropped and theirs go on). A diffusers tier with `loras` renders each request
+with the adapter it names: adapters load unfused on demand into the replica's `AdapterSlots` (at most `max_loras`,
+least recently used unloaded first; `vidgen.pipelines.adapters`), each checked against the loaded base by digest, and
+only requests with the same adapter share a sampler call.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import ray
 import torch
@@ -34,6 +38,10 @@ from cluster.serve_config import TierConfig, clip_work
 from cluster.tier_report import ServedModel, TierReport
 from vidgen.clip_request import Capabilities, ClipRequest, resolve_clip
 from vidgen.threads import use_torch_threads
+
+if TYPE_CHECKING:
+    from vidgen.pipelines.adapters import AdapterSlots
+    from vidgen.pipelines.references import VerifiedModel
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,12 @@ class LoadedModel:
     serves: ServedModel
     seconds_per_work: float
     drift: object = None  # vidgen.drift.PromptDrift of a model of the built-in world
+    adapters: AdapterSlots | None = None  # per-request LoRA adapters of a diffusers tier with `loras`
+
+
+class AdapterRefused(ValueError):
+    """The adapter a request names cannot be rendered here (not served, unreadable, made for another base): the
+    caller's to change, answered with 400 naming `lora`."""
 
 
 class PromptRejected(ValueError):
@@ -89,6 +103,7 @@ class TierReplica:
         self.rendered = 0
         self.largest_batch = 0
         self.steps_sampled = 0  # sampler steps run, one per step of each sampler call
+        self.verified_adapters: dict[str, tuple[float, VerifiedModel]] = {}  # reference -> (until, adapter)
         context = ray.get_runtime_context()
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.actor_name = context.get_actor_name()
@@ -107,10 +122,12 @@ class TierReplica:
         loop: a replica following an alias keeps serving the old model meanwhile)."""
         # Imported here: the driver imports this module to build the app, and needs no model code.
         from vidgen.pipelines.load import load_pipeline
+        from vidgen.pipelines.references import verify_model
         from vidgen.text import TextEncoder
 
         cfg = self.cfg
-        pipeline = load_pipeline(cfg.model, TextEncoder(cache_entries=cfg.text_cache_entries),
+        model = verify_model(cfg.model)
+        pipeline = load_pipeline(model, TextEncoder(cache_entries=cfg.text_cache_entries),
                                  device=self.device, int8=cfg.int8, options=cfg.pipeline)
         caps = cfg.applied_to(pipeline.capabilities)
         serves = ServedModel(model=cfg.model, label=pipeline.label, folder=pipeline.folder.name,
@@ -122,11 +139,46 @@ class TierReplica:
 
             frames, height, width = caps.shape
             drift = world_prompt_drift(pipeline.encoder, frames=frames, height=height, width=width)
-        loaded = LoadedModel(pipeline, caps, serves, 0.0, drift)
+        loaded = LoadedModel(pipeline, caps, serves, 0.0, drift, self._adapter_slots(model, pipeline))
         warm_up, _ = resolve_clip(ClipRequest(prompt="a red square moving right"), caps)
         _, seconds = self.sampler_thread.submit(self._sample, [RenderJob(warm_up)], loaded).result()
         loaded.seconds_per_work = seconds / clip_work(*caps.shape, caps.steps)
         return loaded
+
+    def _adapter_slots(self, model: VerifiedModel, pipeline) -> AdapterSlots | None:
+        """Where the tier's `loras` load, on a diffusers model; None when it serves none."""
+        if not self.cfg.loras:
+            return None
+        if pipeline.backend != "diffusers":
+            raise ValueError(f"loras: adapters apply to diffusers models; {pipeline.label} is a {pipeline.backend} "
+                             "model: remove loras from this tier")
+        if not hasattr(pipeline.pipe, "set_adapters"):
+            raise ValueError(f"loras: {pipeline.pipeline_class} loads no LoRA adapters in diffusers: remove loras "
+                             "from this tier")
+        from vidgen.pipelines.adapters import AdapterSlots
+        from vidgen.pipelines.references import model_digest
+
+        return AdapterSlots(pipeline.pipe, model.label, model_digest(model.sums), self.cfg.max_loras)
+
+    def _verified_adapter(self, requested: str, loaded: LoadedModel) -> VerifiedModel:
+        """The adapter a request's `lora` names, verified and checked against the loaded base (kept for
+        `alias_poll_s`, so an alias moved is followed); AdapterRefused with the reason. Blocking: off the loop."""
+        from vidgen.pipelines.adapters import check_base_digest
+        from vidgen.pipelines.references import verify_model
+
+        reference = self.cfg.adapter_reference(requested)
+        if reference is None or loaded.adapters is None:
+            serves = ", ".join(sorted(self.cfg.loras)) or "none"
+            raise AdapterRefused(f"{requested!r} is not an adapter the {self.tier} tier serves (it serves: {serves})")
+        until, adapter = self.verified_adapters.get(reference, (0.0, None))
+        try:
+            if adapter is None or until < time.monotonic():
+                adapter = verify_model(reference)
+                self.verified_adapters[reference] = (time.monotonic() + self.cfg.alias_poll_s, adapter)
+            check_base_digest(adapter, loaded.adapters.base_label, loaded.adapters.base_digest)
+        except (OSError, ValueError) as exc:  # ModelFileError and StorageError are both
+            raise AdapterRefused(str(exc)) from exc
+        return adapter
 
     async def _follow_forever(self) -> None:
         """Poll the alias (or `latest`) the tier's model names; when it names another version, load that one beside
@@ -174,6 +226,8 @@ class TierReplica:
         good = [job for i, job in enumerate(jobs) if i not in refused]
         if not good or all(job.cancelled.is_set() for job in good):
             return [PromptRejected(refused[i]) if i in refused else Cancelled() for i in range(len(jobs))], 0.0
+        if loaded.adapters is not None:  # the jobs share their adapter (`RenderJob.sampler_group`)
+            loaded.adapters.activate(jobs[0].adapter)
         try:
             generated = loaded.pipeline.generate([job.clip for job in good], text,
                                                  progress=sampler_progress(good, self._count_step))
@@ -196,7 +250,7 @@ class TierReplica:
         loaded = self.loaded
         groups: dict[tuple, list[int]] = {}
         for i, job in enumerate(jobs):
-            groups.setdefault(job.clip.settings, []).append(i)
+            groups.setdefault(job.sampler_group, []).append(i)
         results: list = [None] * len(jobs)
         for indices in groups.values():
             made, seconds = await self._on_sampler_thread([jobs[i] for i in indices], loaded)
@@ -275,12 +329,21 @@ class TierReplica:
             yield {"rejected": "; ".join(f"{p.field}: {p.reason}" for p in problems), "tier": self.tier,
                    "replica": self.replica}
             return
+        adapter, requested = None, getattr(request, "lora", None)
+        if requested is not None:
+            try:
+                adapter = await asyncio.to_thread(self._verified_adapter, requested, loaded)
+            except AdapterRefused as exc:
+                yield {"rejected": str(exc), "param": "lora", "code": "adapter_refused", "tier": self.tier,
+                       "replica": self.replica}
+                return
         if loaded.drift is not None:
             text, refused = loaded.pipeline.encode([clip.prompt])  # cached: the sampler reuses it
             if not refused:
                 self.monitor.observe(float(loaded.drift.score(text.pooled)[0]), loaded.drift.threshold)
         loop, steps = asyncio.get_running_loop(), asyncio.Queue()
-        job = RenderJob(clip, on_step=lambda step: loop.call_soon_threadsafe(steps.put_nowait, step))
+        job = RenderJob(clip, on_step=lambda step: loop.call_soon_threadsafe(steps.put_nowait, step),
+                        adapter=adapter)
         self.held += 1
         batch = asyncio.ensure_future(self._render_batch(job))
         try:
@@ -307,5 +370,6 @@ class TierReplica:
         self.rendered += 1
         if self.quality is not None:
             self._start_probe(clip.prompt, loaded)
-        yield {"mp4": mp4, "jpeg": jpeg, "tier": self.tier, "replica": self.replica, "model": loaded.pipeline.label,
+        label = loaded.pipeline.label if adapter is None else f"{loaded.pipeline.label}+{adapter.label}"
+        yield {"mp4": mp4, "jpeg": jpeg, "tier": self.tier, "replica": self.replica, "model": label,
                "steps": clip.steps, "guidance": clip.guidance, "sample_s": seconds}

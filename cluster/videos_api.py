@@ -27,6 +27,7 @@ from vidgen.clip_request import Capabilities, FieldProblem
 FRAME_RATE = 8
 POLL_AFTER_HEADER = "openai-poll-after-ms"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+LORA_HEADER = "X-Vidgen-Lora"  # the adapter a render was asked with, on its video object's answers
 # The first poll comes when the estimate says the render is done, later ones every quarter of the estimate: each poll
 # is an HTTP request through the proxy and the router, as dear as an edge clip's sampling on 2 cores (benchmarks/
 # serve.py (e): polling every quarter estimate from the start halved the clips/s of the edge tier). Never more often
@@ -145,6 +146,8 @@ class VideoObject(BaseModel):
     tier: str = Field(description="vidgen: the tier placement chose")
     placement_reason: str = Field(description="vidgen: why that tier")
     replica: str | None = Field(None, description="vidgen: the replica that rendered it, once done")
+    lora: str | None = Field(None, description="vidgen: the adapter asked for (`model` names the adapter loaded, as "
+                                               "BASE+ADAPTER, once done)")
 
     @classmethod
     def of(cls, record: RenderStatus, retention_s: float) -> VideoObject:
@@ -155,7 +158,7 @@ class VideoObject(BaseModel):
                    size=f"{record.width}x{record.height}", seconds=seconds_of(record.frames),
                    error=VideoError(code=record.error_code or "render_failed", message=record.error)
                    if record.error else None,
-                   tier=record.tier, placement_reason=record.reason, replica=record.replica)
+                   tier=record.tier, placement_reason=record.reason, replica=record.replica, lora=record.lora)
 
 
 class VideoList(BaseModel):

@@ -60,7 +60,7 @@ def test_a_deleted_render_leaves_a_tombstone_and_no_outputs(tmp_path):
             await store.write_video(record.id, b"mp4")
             await store.write_thumbnail(record.id, b"jpg")
         await store.delete(mine)
-        return await store.records("a"), await store.read_status(mine.id)
+        return await store.records("a", retention_s=86_400), await store.read_status(mine.id)
 
     listed, tombstone = asyncio.run(scenario())
     assert [r.id for r in listed] == [later.id]  # the deleted one and another caller's are not listed

@@ -59,3 +59,20 @@ def test_a_cancelled_batch_mate_leaves_the_other_clip_as_it_would_be_alone(shipp
     assert dropped.cancelled.is_set() and wanted.step == STEPS  # sampled to the end for the one still wanted
     # batched matmuls round differently from a lone clip's: one grey level at most
     assert np.abs(together.frames[0].astype(int) - alone.frames[0].astype(int)).max() <= 1
+
+
+def test_only_jobs_with_the_same_settings_and_adapter_share_a_sampler_call(shipped):
+    from pathlib import Path
+
+    from storage.package import VerifiedFolder
+    from vidgen.pipelines.references import VerifiedModel
+
+    def adapter(digest: str) -> VerifiedModel:
+        return VerifiedModel(VerifiedFolder(Path("/adapters") / digest, {"pytorch_lora_weights.safetensors": digest}),
+                             f"ink#{digest[:12]}")
+
+    ink, ink_again, other = adapter("a" * 64), adapter("a" * 64), adapter("b" * 64)
+    clip = clip_of(shipped)
+    groups = {RenderJob(clip, adapter=a).sampler_group for a in (ink, ink_again, other, None)}
+    assert len(groups) == 3  # the same adapter files (by digest) share a call; another adapter or none do not
+    assert RenderJob(clip).sampler_group == (clip.settings, None)
