@@ -88,6 +88,10 @@ class FinetuneHooks:
     def start(self, rank: int) -> None:
         """Before the transformer is loaded."""
 
+    def after_backward(self, rank: int, step: int) -> dict | None:
+        """Between backward and the optimizer step of step `step` (from 1), when gradients and optimizer states
+        both exist; what it returns is added to that step's metrics."""
+
     def after_step(self, rank: int, step: int) -> None:
         """After optimizer step `step` (from 1), before it is reported or checkpointed."""
 
@@ -190,6 +194,11 @@ def _trainable_state(engine, zero_stage: int) -> dict[str, torch.Tensor] | None:
     import torch.distributed as dist
 
     named = [(name, p) for name, p in engine.module.named_parameters() if p.requires_grad]
+    if zero_stage == 3:
+        # a forward with no backward after it (the validation loss) leaves parameters that ZeRO-3 prefetched for a
+        # backward that never came in flight, and partitioning them after the gather fails ("Cannot partition a
+        # param in flight", seen on 2 workers): settle every parameter first
+        engine.empty_partition_cache()
     gathered = deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None) \
         if zero_stage == 3 else contextlib.nullcontext()
     with gathered:
@@ -287,12 +296,13 @@ def finetune_loop(config: dict, hooks: FinetuneHooks | None = None) -> None:
         bar.update(step)
     while step < cfg.steps:
         t0 = time.perf_counter()
-        loss_sum = 0.0
+        loss_sum, extra = 0.0, {}
         for _ in range(cfg.gradient_accumulation):
             latents, text = _on(next(batches), device)
             with autocast(dtype, device.type):
                 loss = training_loss(objective, engine.module, latents, text, generator)
             engine.backward(loss)
+            extra.update(hooks.after_backward(rank, step + 1) or {})
             engine.step()
             loss_sum += loss.item()
         step += 1
@@ -301,7 +311,7 @@ def finetune_loop(config: dict, hooks: FinetuneHooks | None = None) -> None:
         hooks.after_step(rank, step)
         record = {"step": step, "loss": loss_sum / cfg.gradient_accumulation, "lr": scheduler.get_last_lr()[0],
                   "step_s": seconds, "samples_per_s": cfg.batch_size * cfg.gradient_accumulation * world / seconds,
-                  **accelerator_memory(device)}
+                  **accelerator_memory(device), **extra}
         done = step >= cfg.steps
         if step % cfg.validate_every == 0 or done:
             record["val_loss"] = _validate(objective, engine.module, held_out, cfg.validation_seed, device, dtype)
