@@ -153,3 +153,17 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, resourc
                                          f"{str(exc).strip().splitlines()[0]}. Point at another with --address "
                                          "HOST:PORT (its GCS port, 6379 by default) or RAY_ADDRESS") from None
     configure_data_context()
+
+
+def require_gpus(address: str | None, workers: int) -> None:
+    """Refuse a GPU run that the Ray this process started or uses locally cannot place: Ray Train would wait for GPUs
+    no node has, forever. A cluster joined by `address` may add GPU nodes as it autoscales, so it is left to wait."""
+    if address is not None:
+        return
+    import ray
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus < workers:
+        raise ValueError(f"use_gpu: the local Ray has {gpus} GPU(s) and the run needs {workers}, one per worker; "
+                         "set use_gpu: false (drop --gpu), use fewer workers, or pass --address of a cluster with "
+                         "GPUs")

@@ -39,7 +39,7 @@ from jobs._finetune_worker import (
     sigterm_callback,
     verified_checkpoint,
 )
-from jobs.connection import connect_ray
+from jobs.connection import connect_ray, require_gpus
 from jobs.finetune_config import FinetuneConfig
 from jobs.train import TrainingError, fit_run, load_run_config, write_run_config
 from storage.cards import invoked_command
@@ -239,6 +239,8 @@ def run_finetune(cfg: FinetuneConfig, address: str | None = None, resume: str | 
     # are scheduling tokens, and with the precompute actors holding every slot the reads would never run.
     connect_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.workers * cfg.cpus_per_worker + 1),
                 credentials=cfg.s3.credentials_env())
+    if cfg.use_gpu:
+        require_gpus(address, cfg.workers)
     latents = precompute(cfg, model, store)
     fs, path = store.filesystem(runs, for_ray=True)
     trainer = TorchTrainer(

@@ -42,7 +42,7 @@ from pydantic import BaseModel
 
 from jobs._entrypoint import job_arguments
 from jobs._train_worker import StepHooks, train_loop
-from jobs.connection import connect_ray
+from jobs.connection import connect_ray, require_gpus
 from jobs.train_config import DistributedConfig
 from storage.cards import parse_card
 from storage.objectstore import NotFound, ObjectStore, S3Config, StorageError, parse_uri
@@ -160,6 +160,8 @@ def run_training(cfg: DistributedConfig, address: str | None = None, resume: str
     # slots are scheduling tokens, and a stream with no slot left would starve the workers.
     connect_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.workers * cfg.cpus_per_worker + 1),
                 credentials=cfg.s3.credentials_env())
+    if cfg.use_gpu:
+        require_gpus(address, cfg.workers)
     datasets = {} if cfg.data == "synth" else {"train": _check_data(cfg, store)}
     fs, path = store.filesystem(runs, for_ray=True)
 

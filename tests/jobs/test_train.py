@@ -191,3 +191,14 @@ def test_a_changed_job_json_is_refused_on_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("VIDGEN_HOME", str(tmp_path / "another-machine"))  # which has no runs secret
     with pytest.raises(StorageError, match="cannot resume run .*: no runs secret on this machine"):
         load_run_config(runs, name)
+
+
+def test_a_gpu_run_on_a_local_ray_without_gpus_is_refused_at_once(ray_cluster, tmp_path):
+    """Ray Train would wait forever for GPUs no node of a local Ray has (seen: `vidgen finetune` with the shipped
+    GPU config on a CPU machine printed autoscaler errors for minutes); a cluster joined by address may get them."""
+    from jobs.connection import require_gpus
+
+    cfg = DistributedConfig(train=_train(2), workers=2, use_gpu=True, runs=str(tmp_path / "runs"))
+    with pytest.raises(ValueError, match=r"use_gpu: the local Ray has 0 GPU\(s\) and the run needs 2"):
+        run_training(cfg)
+    require_gpus("auto", 2)  # joined by address: left to the cluster
