@@ -126,7 +126,10 @@ def plan_batches(rows: list, caps: Capabilities, cfg: RenderConfig, label: str =
             clip, problems = None, limited
         errors += [RowError(item.line, item.row.id, p.field, p.reason) for p in problems]
         if clip is not None:
-            request = sha256_bytes(json.dumps([label, asdict(clip)], sort_keys=True).encode())
+            # a cached render is not the uncached one: the cache settings join the request (only when set, so
+            # uncached requests keep their digests)
+            cache = [cfg.pipeline.cache.model_dump()] if cfg.pipeline.cache else []
+            request = sha256_bytes(json.dumps([label, asdict(clip), *cache], sort_keys=True).encode())
             if item.row.id in done and done[item.row.id] == request:
                 continue
             planned = PlannedClip(item.line, item.row.id, output_key(item.row), clip, request,
@@ -219,10 +222,17 @@ class Renderer:
                                                            "content; move it away to render this row"))
                     continue
                 self.ledger.put_record(RenderRecord(p.id, p.key, digest, round(seconds, 4), self.label,
-                                                    asdict(p.clip), p.request))
+                                                    {**asdict(p.clip), **_cached_steps(out, n)}, p.request))
                 self.claims.release(p.id)
                 results.append(_result(p, True, frames=frames.tobytes() if p.preview else None))
         return pa.Table.from_pylist(results)
+
+
+def _cached_steps(out, n: int) -> dict:
+    """What clip n's record says of step caching: its steps in full and skipped (nothing when caching was off)."""
+    if out.cached_steps is None:
+        return {}
+    return {"steps_full": out.cached_steps[n]["full"], "steps_skipped": out.cached_steps[n]["skipped"]}
 
 
 def _trajectory_npz(out, n: int) -> bytes:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vidgen.clip_request import Guidance, Steps
 from vidgen.precision import autocast
+from vidgen.step_cache import FirstBlockCache
 from vidgen.text import TextEmbedding
 
 MIN_T = 0.05  # clamp for 1/t in the v-loss, so near-clean samples do not dominate it
@@ -64,13 +65,16 @@ def flow_loss(model, x0: torch.Tensor, text: TextEmbedding, cfg: FlowConfig, gen
 class GenerationOutput:
     """Generated clips as uint8 (B, T, H, W, 3), the seed of each, and where the time went; with `keep_steps`, also
     the trajectory: `states` {step: latents (B, C, T, h, w) before that step, at t = 1 - step / steps} and the final
-    latents `x0` (what distillation regresses onto)."""
+    latents `x0` (what distillation regresses onto). With step caching, `cached_steps` per clip: {"full": steps whose
+    transformer ran every block, "skipped": steps that reused the cache} (a diffusers pipeline that runs its
+    guidance passes apart counts each pass as a share of its step, so halves can occur)."""
 
     frames: np.ndarray
     seeds: list[int]
     timings: dict[str, float] = field(default_factory=dict)
     states: dict[int, torch.Tensor] = field(default_factory=dict)
     x0: torch.Tensor | None = None
+    cached_steps: list[dict[str, float]] | None = None
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
@@ -94,13 +98,14 @@ def to_uint8_frames(x: torch.Tensor) -> np.ndarray:
 
 @torch.inference_mode()
 def sample(model, text: TextEmbedding, seeds: list[int], steps: int = 24, guidance: float = 3.0,
-           autocast_dtype: torch.dtype | None = None, progress=None, keep_steps: tuple[int, ...] = ()
-           ) -> GenerationOutput:
+           autocast_dtype: torch.dtype | None = None, progress=None, keep_steps: tuple[int, ...] = (),
+           cache_threshold: float | None = None) -> GenerationOutput:
     """Euler integration from noise (t=1) to latents (t=0) with classifier-free guidance, then decoding.
 
     `steps` is the number of model evaluations per clip (each one batches the prompted and null-prompt
     passes); `guidance` 1.0 turns guidance off (one pass a step). `progress(step)` is called after each step if
     given. `keep_steps`: the steps whose input states to return, with the final latents (a teacher trajectory).
+    `cache_threshold`: first-block caching (`vidgen.step_cache`) at that threshold; None runs every block each step.
     """
     if any(not 0 <= k < steps for k in keep_steps):
         raise ValueError(f"keep_steps must lie in [0, {steps}), got {sorted(keep_steps)}")
@@ -120,6 +125,8 @@ def sample(model, text: TextEmbedding, seeds: list[int], steps: int = 24, guidan
         tokens, mask, pooled = tokens.repeat(2, 1, 1), mask.repeat(2, 1), pooled.repeat(2, 1)
         drop = torch.cat([drop, torch.ones_like(drop)])
     ts = torch.linspace(1.0, 0.0, steps + 1)
+    cache = FirstBlockCache(cache_threshold) if cache_threshold is not None else None
+    cached = {} if cache is None else {"cache": cache}  # models without a cache argument sample uncached as before
     states = {}
     for i in range(steps):
         t, t_next = float(ts[i]), float(ts[i + 1])
@@ -128,7 +135,7 @@ def sample(model, text: TextEmbedding, seeds: list[int], steps: int = 24, guidan
         x_in = torch.cat([x, x]) if guided else x
         with autocast(autocast_dtype, device.type):
             x0_hat = model(x_in, torch.full((x_in.shape[0],), t, device=device), tokens, mask, pooled,
-                           drop_text=drop).float()
+                           drop_text=drop, **cached).float()
         if guided:
             cond, uncond = x0_hat.chunk(2)
             x0_hat = uncond + guidance * (cond - uncond)
@@ -138,5 +145,6 @@ def sample(model, text: TextEmbedding, seeds: list[int], steps: int = 24, guidan
             progress(i + 1)
     with autocast(autocast_dtype, device.type):
         frames = to_uint8_frames(model.autoencoder.decode(x))  # in bf16 ~1.5x faster: a few-step clip's fixed cost
+    counts = None if cache is None else [{"full": cache.full, "skipped": cache.skipped} for _ in range(b)]
     return GenerationOutput(frames, list(seeds), {"sample_s": time.perf_counter() - started}, states,
-                            x if keep_steps else None)
+                            x if keep_steps else None, counts)

@@ -10,6 +10,7 @@ In `tiny`, tokens span all frames of a patch column ("tubes"), so a token sees i
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import nn
 
 from vidgen.autoencoder import DOWNSAMPLE, FrameAutoencoder
+
+if TYPE_CHECKING:
+    from vidgen.step_cache import FirstBlockCache
 
 
 class ModelConfig(BaseModel):
@@ -188,12 +192,13 @@ class VideoDiT(nn.Module):
         """The parameters the diffusion loss trains (everything but the autoencoder)."""
         return [p for name, p in self.named_parameters() if not name.startswith("autoencoder.")]
 
-    def forward(self, x, t, text_tokens, text_mask, pooled, drop_text=None):
+    def forward(self, x, t, text_tokens, text_mask, pooled, drop_text=None, cache: FirstBlockCache | None = None):
         """Predict clean latents x0.
 
         x (B, C, T, h, w) noisy latents; t (B,) noise level in [0, 1]; text_tokens (B, L, 384); text_mask (B, L)
         True on real tokens; pooled (B, 384); drop_text (B,) True to replace the prompt with the learned null
-        prompt (classifier-free guidance). Returns (B, C, T, h, w).
+        prompt (classifier-free guidance); cache: a sampling trajectory's first-block cache, which may skip the
+        blocks after the first (`vidgen.step_cache`). Returns (B, C, T, h, w).
         """
         if drop_text is not None:  # not `.any()`: every rank must use (and all-reduce) the null embeddings each step
             keep = ~drop_text
@@ -208,8 +213,11 @@ class VideoDiT(nn.Module):
         gt, gh, gw = self.config.grid
         tokens = rearrange(self.patch_embed(x), "b d t h w -> b (t h w) d") + self.pos_embed  # (B, N, D)
         c = self.t_embed(t) + self.pooled_embed(pooled)  # (B, D)
-        for block in self.blocks:
-            tokens = block(tokens, c, text_tokens, text_mask)
+        if cache is not None:
+            tokens = cache.run(self.blocks, tokens, c, text_tokens, text_mask)
+        else:
+            for block in self.blocks:
+                tokens = block(tokens, c, text_tokens, text_mask)
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
         patches = self.final(modulate(self.final_norm(tokens), shift, scale))  # (B, N, C*pt*ph*pw)
         pt, ph, pw = self.config.patch

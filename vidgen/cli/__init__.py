@@ -7,6 +7,7 @@ Each command is a thin wrapper over a plain function (`vidgen.pipelines.*`, `vid
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -14,7 +15,15 @@ from typing import Annotated
 
 import typer
 
-from vidgen.cli._common import CONFIG_PRECEDENCE, SetOption, fail, one_line_errors, progress, setup_logging
+from vidgen.cli._common import (
+    CACHE_HELP,
+    CONFIG_PRECEDENCE,
+    SetOption,
+    fail,
+    one_line_errors,
+    progress,
+    setup_logging,
+)
 from vidgen.config import preset_names
 
 app = typer.Typer(
@@ -156,13 +165,14 @@ def generate(
                                                   "reference), refused unless trained on --model")] = None,
     lora_scale: Annotated[float, typer.Option(help="adapter strength: 1 as trained, 0 the base model's output")] =
         1.0,
+    cache: Annotated[str | None, typer.Option(help=CACHE_HELP)] = None,
 ) -> None:
     """Generate one clip from a text prompt and write it as MP4 or GIF."""
     setup_logging()
     if out.suffix.lower() not in (".mp4", ".gif"):
         fail(f"--out {out} must end in .mp4 or .gif")
     from storage.video import write
-    from vidgen.pipelines.options import PipelineOptions
+    from vidgen.pipelines.options import PipelineOptions, StepCacheOptions
     from vidgen.runs.generate import generate as generate_clips
 
     bar = progress()
@@ -170,14 +180,18 @@ def generate(
         task = bar.add_task("sampling", total=steps, status="")
         result = generate_clips(model, [prompt], [seed], steps, guidance, frames, height, width,
                                 progress=lambda i: bar.update(task, completed=i), negative_prompt=negative_prompt,
-                                options=PipelineOptions(lora=lora, lora_scale=lora_scale),
+                                options=PipelineOptions(lora=lora, lora_scale=lora_scale,
+                                                        cache=cache and StepCacheOptions.from_flag(cache)),
                                 on_steps=lambda n: bar.update(task, total=n))
     write(result.frames[0], out)
     reads = ""
     if result.detections:
         d = result.detections[0]
         reads = f"; detector reads: {d.colour} {d.shape} moving {d.direction}"
-    typer.echo(f"wrote {out} with {result.label} ({result.timings['sample_s']:.1f} s){reads}")
+    cached = ""
+    if result.cached_steps:
+        cached = f", {result.cached_steps[0]['full']:g} steps in full, {result.cached_steps[0]['skipped']:g} from cache"
+    typer.echo(f"wrote {out} with {result.label} ({result.timings['sample_s']:.1f} s{cached}){reads}")
 
 
 @app.command("eval")
@@ -185,15 +199,28 @@ def generate(
 def eval_(
     model: Annotated[str | None, typer.Option(help="model folder, shipped model or registry reference (default: "
                                                    "the demo)")] = None,
-    clips: Annotated[int, typer.Option(help="clips per split")] = 96,
+    clips: Annotated[int, typer.Option(help="clips per split (with --data: held-out clips, at most)")] = 96,
     seed: Annotated[int, typer.Option(help="evaluation seed")] = 0,
     steps: Annotated[int | None, typer.Option(help="sampler steps (default: the model's)")] = None,
     guidance: Annotated[float | None, typer.Option(help="guidance scale (default: the model's)")] = None,
-    frames: Annotated[int | None, typer.Option(help="frames of the clips to time (diffusers models)")] = None,
-    height: Annotated[int | None, typer.Option(help="height of the clips to time (diffusers models)")] = None,
-    width: Annotated[int | None, typer.Option(help="width of the clips to time (diffusers models)")] = None,
+    frames: Annotated[int | None, typer.Option(help="frames of the clips to time (diffusers models; with --data, "
+                                                    "at most this many)")] = None,
+    height: Annotated[int | None, typer.Option(help="height of the clips to time (diffusers models; with --data, "
+                                                    "at most)")] = None,
+    width: Annotated[int | None, typer.Option(help="width of the clips to time (diffusers models; with --data, "
+                                                   "at most)")] = None,
     perceptual: Annotated[int, typer.Option(help="clips of seen prompts for the perceptual metrics (FD and KID "
                                                  "of frame features, FVD-vidgen, consistency); 0 skips them")] = 48,
+    lora: Annotated[str | None, typer.Option(help="a LoRA adapter from `vidgen finetune` (folder or registry "
+                                                  "reference) fused into --model once, refused unless trained on "
+                                                  "it")] = None,
+    lora_scale: Annotated[float, typer.Option(help="adapter strength: 1 as trained, 0 the base model's output")] =
+        1.0,
+    data: Annotated[str | None, typer.Option(help="a data set from `vidgen data ingest` (folder or s3://…): judge a "
+                                                  "diffusers model on its eval split's clips (validation loss, FD of "
+                                                  "frames, temporal consistency), as `vidgen models promote "
+                                                  "--data` does")] = None,
+    out: Annotated[Path | None, typer.Option(help="also write the result as JSON to this file")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     memorization: Annotated[str | None, typer.Option(help="also run the memorization check against this training "
                                                           "data set (URI): how many generations on its captions are "
@@ -203,18 +230,45 @@ def eval_(
     perceptual metrics against the world's own clips of the same prompts (lower FD/KID/FVD is closer).
 
     Prompt accuracy scores the built-in world; a diffusers model was not trained on it, so for one this reports
-    what applies: seconds per clip.
+    what applies: seconds per clip, and with --data its quality on held-out footage of your own (lower validation
+    loss and FD are better; consistency and flicker scores near the footage's own).
     """
     setup_logging()
-    from vidgen.runs.eval_runs import evaluate_model
+    from vidgen.pipelines.options import PipelineOptions
+    from vidgen.runs.eval_runs import evaluate_held_out, evaluate_model
 
-    result = evaluate_model(model, clips, seed, steps, guidance, frames, height, width, perceptual_clips=perceptual)
+    if memorization and (lora or data):
+        fail("--memorization checks a model alone: run it without --lora and --data")
+    options = PipelineOptions(lora=lora, lora_scale=lora_scale)
+    bar = progress()
+    task = bar.add_task("evaluating", total=None, status="")
+
+    def evaluated(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with contextlib.nullcontext() if as_json else bar:  # --json prints JSON alone
+        if data:
+            result = evaluate_held_out(model, data, clips, seed, steps, frames, height, width, options,
+                                       progress=evaluated)
+        else:
+            result = evaluate_model(model, clips, seed, steps, guidance, frames, height, width,
+                                    perceptual_clips=perceptual, progress=evaluated, options=options)
     if memorization:
         from vidgen.runs.memorization import memorization_report
 
         result["memorization"] = memorization_report(model, memorization, min(clips, 32), seed)
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")
     if as_json:
         typer.echo(json.dumps(result, indent=2))
+        return
+    if data:
+        typer.echo(f"{result['model']} ({result['pipeline_class']}) on {result['clips']} held-out clips of {data} "
+                   f"({'x'.join(map(str, result['clip_shape']))}, {result['steps']} steps): validation loss "
+                   f"{result['val_loss']:.4f}, FD of frames {result['fd_frames']:.2f}, subject consistency "
+                   f"{result['subject_consistency']:.3f} (footage {result['subject_consistency_reference']:.3f}), "
+                   f"flicker {result['flicker']:.3f} (footage {result['flicker_reference']:.3f}), "
+                   f"{result['seconds_per_clip']:.2f} s a clip" + (f"; written to {out}" if out else ""))
         return
     if "seen" not in result:  # a model the built-in world's prompt accuracy does not measure
         typer.echo(f"{result['model']} ({result['pipeline_class']}): {result['seconds_per_clip']:.2f} s a "

@@ -28,6 +28,9 @@ EXPECTED_ERROR_STATUS = 1  # status 2 is not an error: a run that finished and r
 GATE_REFUSED_STATUS = 3  # `vidgen models promote`: the gate said no (nothing is broken; nothing moved)
 
 CONFIG_PRECEDENCE = "flags given here override --set, and --set overrides this file"
+CACHE_HELP = ("step caching as KIND[:THRESHOLD], e.g. first_block:0.1: steps whose first transformer block barely "
+              "changed reuse the last full step's other blocks (faster, at a measured quality cost: "
+              "docs/BENCHMARKS.md); kinds first_block (any model) and sea (diffusers Wan); off by default")
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", metavar="KEY=VALUE",
     help="set a config key, e.g. --set seed=3; a dotted key reaches into a section (--set SECTION.KEY=VALUE) and "

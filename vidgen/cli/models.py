@@ -105,28 +105,40 @@ def list_(
 @app.command()
 @one_line_errors(ValueError)
 def promote(
-    ref: Annotated[str, typer.Argument(help="the candidate, NAME@vN (or NAME@latest)")],
+    ref: Annotated[str, typer.Argument(help="the candidate, NAME@vN (or NAME@latest): a model, or a LoRA adapter "
+                                            "judged as its base with the adapter fused in")],
     to: Annotated[str, typer.Option("--to", help="the alias to move, e.g. production")],
     reason: Annotated[str, typer.Option(help="why, for the alias's history")] = "",
     force: Annotated[bool, typer.Option(help="move the alias even if the gate refuses or its evaluation cannot "
                                              "run (recorded as forced, with what ran)")] = False,
-    clips: Annotated[int, typer.Option(help="evaluation clips per split, for both versions")] = 32,
+    data: Annotated[str | None, typer.Option(help="a data set from `vidgen data ingest` (folder or s3://…): a "
+                                                  "diffusers model or adapter is judged on its eval split's clips "
+                                                  "(validation loss, FD of frames, temporal consistency)")] = None,
+    base: Annotated[str | None, typer.Option(help="the model an adapter candidate was trained on, when its "
+                                                  "adapter.json names a folder, not a version of this registry")]
+        = None,
+    clips: Annotated[int, typer.Option(help="evaluation clips per split (with --data: held-out clips), for both "
+                                            "versions")] = 32,
     frames: Annotated[int | None, typer.Option(help="frames of the clips the gate evaluates at (default: the "
-                                                    "model's)")] = None,
-    height: Annotated[int | None, typer.Option(help="height of the evaluated clips (default: the model's)")] = None,
-    width: Annotated[int | None, typer.Option(help="width of the evaluated clips (default: the model's)")] = None,
+                                                    "model's; with --data, at most this many)")] = None,
+    height: Annotated[int | None, typer.Option(help="height of the evaluated clips (default: the model's; with "
+                                                    "--data, at most)")] = None,
+    width: Annotated[int | None, typer.Option(help="width of the evaluated clips (default: the model's; with "
+                                                   "--data, at most)")] = None,
     steps: Annotated[int | None, typer.Option(help="sampler steps of the evaluated clips (default: the model's)")]
         = None,
     root: Annotated[str | None, typer.Option(help=ROOT_HELP)] = None,
 ) -> None:
-    """Evaluate NAME@vN and the version NAME@ALIAS names now on the same prompts, seeds and clip, and move the
-    alias only if the candidate is not worse (prompt accuracy on seen and held-out compositions of the built-in
-    world, seconds per clip).
+    """Evaluate NAME@vN and the version NAME@ALIAS names now on the same prompts or clips and seeds, and move the
+    alias only if the candidate is not worse; with no current version, the candidate's numbers become the baseline.
 
-    No quality measure exists yet for a model outside the built-in world (an imported diffusers model, a model
-    trained on your own videos): such a candidate is refused (exit status 3, as for any refusal) and moves only
-    with --force, recorded as not having passed the gate, so no rollback goes to it. Forced, it is timed only at a
-    clip you name (--frames/--height/--width/--steps); otherwise the history records that no evaluation ran."""
+    What is measured: a vidgen model of the built-in world, prompt accuracy on seen and held-out compositions; a
+    diffusers model or adapter with --data, validation loss, FD of frames and temporal consistency on the data set's
+    held-out clips (fitted to a shape the model makes); both, seconds per clip. A candidate with no quality
+    measure (a diffusers model without --data, a vidgen model trained on your own videos) is refused (exit status
+    3, as for any refusal) and moves only with --force, recorded as not having passed the gate, so no rollback goes
+    to it. Forced, it is timed only at a clip you name (--frames/--height/--width/--steps); otherwise the history
+    records that no evaluation ran."""
     setup_logging()
     from vidgen.runs.promotion import EvalClip, GateRefused
     from vidgen.runs.promotion import promote as promote_model
@@ -143,19 +155,26 @@ def promote(
     try:
         with bar:
             record = promote_model(name, version or "latest", to, reason, force=force, root=root, clips=clips,
-                                   clip=EvalClip(frames, height, width, steps), progress=evaluated)
+                                   clip=EvalClip(frames, height, width, steps), progress=evaluated, data=data,
+                                   base=base)
     except GateRefused as refused:
         fail(str(refused), GATE_REFUSED_STATUS)
     found = record.evaluation
     forced = " (forced past the gate: " + "; ".join(found["problems"]) + ")" if found.get("forced") else ""
+    baseline = "; the alias's baseline" if found.get("baseline") else ""
     typer.echo(f"{name}@{to} -> {record.version} (was {record.previous or 'unset'}), revision {record.revision}"
-               f"{forced}; candidate {_summary(found['candidate'])}"
+               f"{forced}; candidate {_summary(found['candidate'])}{baseline}"
                + (f"; previous {_summary(found['current'])}" if "current" in found else ""))
 
 
 def _summary(facts: dict) -> str:
     if "none_ran" in facts:
         return f"{facts['version']}: not evaluated"
+    if "held_out" in facts:
+        m = facts["held_out"]
+        return (f"{facts['version']}: held-out val loss {m['val_loss']:.4f}, FD {m['fd_frames']:.2f}, subject "
+                f"consistency {m['subject_consistency']:.3f}, flicker {m['flicker']:.3f}, "
+                f"{facts['seconds_per_clip']:.3f} s a clip")
     accuracy = ", ".join(f"{k} {v:.2f}" for k, v in facts.get("prompt_accuracy", {}).items())
     return f"{facts['version']}: {accuracy + ', ' if accuracy else ''}{facts['seconds_per_clip']:.3f} s a clip"
 

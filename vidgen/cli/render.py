@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vidgen.cli._common import CONFIG_PRECEDENCE, SetOption, one_line_errors, progress, setup_logging
+from vidgen.cli._common import CACHE_HELP, CONFIG_PRECEDENCE, SetOption, one_line_errors, progress, setup_logging
 
 
 @one_line_errors(ValueError)
@@ -45,6 +45,8 @@ def render(
                                                   "it was trained on --model")] = None,
     lora_scale: Annotated[float | None, typer.Option(help="adapter strength: 1 as trained (default), 0 the base "
                                                           "model's output")] = None,
+    cache: Annotated[str | None, typer.Option(help=f"{CACHE_HELP}; each row's record counts its steps in full and "
+                                                   "skipped")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster to run on (e.g. auto)")] = None,
 ) -> None:
     """Render every row of a manifest to OUT/videos/<id>.mp4, with a ledger (results.jsonl), errors.jsonl, run.json.
@@ -56,11 +58,13 @@ def render(
     from jobs.render import RenderConfig
     from jobs.render import render as run_render
     from vidgen.config import load_config
+    from vidgen.pipelines.options import StepCacheOptions
 
     cfg = load_config(RenderConfig, config, set_ or [], {
         "manifest": manifest, "out": out, "model": model, "frames": frames, "height": height, "width": width,
         "steps": steps, "gpus_per_actor": gpus_per_actor, "batch_size": batch_size, "actors": actors, "seed": seed,
-        "preview": preview, "pipeline.lora": lora, "pipeline.lora_scale": lora_scale})
+        "preview": preview, "pipeline.lora": lora, "pipeline.lora_scale": lora_scale,
+        "pipeline.cache": cache and StepCacheOptions.from_flag(cache).model_dump()})
     bar = progress()
     with bar:
         task = bar.add_task("rendering", total=None, status="")

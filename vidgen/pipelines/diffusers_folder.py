@@ -29,6 +29,7 @@ from storage.package import PIPELINE_INDEX, ModelFileError, private_copy
 from vidgen.clip_request import Capabilities, Dimension, ResolvedClip
 from vidgen.diffusion import GenerationOutput
 from vidgen.pipelines.base import ModelInfo, VideoPipeline
+from vidgen.pipelines.diffusers_cache import enable_step_cache
 from vidgen.pipelines.options import PipelineOptions
 from vidgen.pipelines.references import VerifiedModel
 from vidgen.precision import compute_dtype
@@ -344,6 +345,9 @@ class DiffusersPipeline(VideoPipeline):
                 log.warning("cpu_offload moves components to a GPU as needed; on a CPU it does nothing")
             self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
+        self.cache_counter = None
+        if options.cache is not None:
+            self.cache_counter = enable_step_cache(self.pipe, options.cache)
         self.capabilities = capabilities_of(self.pipe, self.dtype, self.device.type)
         self.max_tokens = text_limit(self.pipe)
 
@@ -389,6 +393,8 @@ class DiffusersPipeline(VideoPipeline):
                 return tensors
 
             kwargs["callback_on_step_end"] = on_step
+        if self.cache_counter is not None:
+            self.cache_counter.reset()
         started = time.perf_counter()
         with torch.inference_mode():
             out = self.pipe(prompt=list(text), num_frames=first.frames, height=first.height, width=first.width,
@@ -400,4 +406,6 @@ class DiffusersPipeline(VideoPipeline):
         if frames.shape != expected:
             raise RuntimeError(f"{self.pipeline_class} made clips of shape {frames.shape}, asked {expected}")
         uint8 = (frames * 255).round().clip(0, 255).astype(np.uint8)
-        return GenerationOutput(uint8, [c.seed for c in clips], {"sample_s": time.perf_counter() - started})
+        cached = None if self.cache_counter is None else [self.cache_counter.as_steps(first.steps) for _ in clips]
+        return GenerationOutput(uint8, [c.seed for c in clips], {"sample_s": time.perf_counter() - started},
+                                cached_steps=cached)

@@ -32,6 +32,7 @@ class VidgenPipeline(VideoPipeline):
         self.encoder = encoder or TextEncoder()
         self.dtype = autocast_dtype(options.dtype, self.device.type)
         self.capabilities = capabilities.model_copy(update={"device": self.device.type})
+        self.cache_threshold = _cache_threshold(options, label)
 
     @classmethod
     def load(cls, model: VerifiedModel, encoder: TextEncoder | None, device: str | torch.device, int8: bool,
@@ -73,4 +74,14 @@ class VidgenPipeline(VideoPipeline):
         text = self.batch_text(clips, text)
         first = clips[0]
         return sample(self.model, text, [c.seed for c in clips], first.steps, first.guidance, self.dtype, progress,
-                      tuple(keep_steps))
+                      tuple(keep_steps), self.cache_threshold)
+
+
+def _cache_threshold(options: PipelineOptions, label: str) -> float | None:
+    """The first-block cache threshold the options ask for (None: no caching); other kinds are diffusers' own."""
+    if options.cache is None:
+        return None
+    if options.cache.kind != "first_block":
+        raise ValueError(f"pipeline.cache.kind: {options.cache.kind} is a diffusers cache; {label} is a vidgen model, "
+                         "which caches with kind first_block")
+    return options.cache.threshold

@@ -1,6 +1,6 @@
 """Evaluation runs: prompt accuracy and perceptual metrics of a model on the built-in world, and `vidgen eval` /
 `vidgen demo` of a model by reference (for a diffusers model, which was not trained on that world, what applies:
-the time a clip takes).
+the time a clip takes, and with a data set its quality on that data set's held-out clips, `evaluate_held_out`).
 
 Every evaluation generates through a `VideoPipeline`, the one path bulk render and serving take: a model by
 reference comes from `load_pipeline`, a model a run holds in memory from `VidgenPipeline.from_model`. Seconds per
@@ -9,19 +9,25 @@ clip are the sampler's own (`GenerationOutput.timings["sample_s"]`), not re-time
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from pydantic import ValidationError
 
+from storage.latent_shards import dataset_digest
+from storage.objectstore import ObjectStore
 from vidgen import synth
-from vidgen.clip_request import Capabilities, ClipRequest, ResolvedClip, resolve_clip
+from vidgen.clip_request import Capabilities, ClipRequest, ResolvedClip, problems_of, resolve_clip
 from vidgen.diffusion import GenerationOutput
 from vidgen.evaluation import SPLITS, eval_specs, score
 from vidgen.metrics import PromptAccuracy, prompt_accuracy, psnr, ssim
 from vidgen.perceptual import perceptual_report
 from vidgen.pipelines.base import ModelInfo, VideoPipeline
 from vidgen.pipelines.load import load_pipeline
+from vidgen.pipelines.options import PipelineOptions
 from vidgen.runs.cards import trained_on_builtin_world
 from vidgen.runs.feature_nets import efficientnet_lite0, video_feature_net, video_feature_net_version
 from vidgen.runs.generate import Generated
@@ -38,6 +44,11 @@ SAMPLE_PROMPTS = (
     "a red circle moving left",  # held-out composition
     "a blue triangle moving right",  # held-out composition
 )
+
+
+class EvaluationError(ValueError):
+    """An evaluation that failed inside the model's own code (a diffusers pipeline refusing or crashing), in one
+    line naming the model and the error."""
 
 
 @dataclass(frozen=True)
@@ -120,12 +131,13 @@ def measures_quality(model: ModelInfo) -> bool:
 def evaluate_model(model_ref: str | None, clips: int = 96, seed: int = 0, steps: int | None = None,
                    guidance: float | None = None, frames: int | None = None, height: int | None = None,
                    width: int | None = None, batch_size: int = 8, perceptual_clips: int = 0,
-                   progress: Callable[[int, int], None] | None = None) -> dict:
+                   progress: Callable[[int, int], None] | None = None, options: PipelineOptions | None = None) -> dict:
     """A vidgen model of the built-in world: prompt accuracy on seen, held-out and paraphrased prompts, and with
     `perceptual_clips` the perceptual metrics of that many clips of seen prompts. Any other model (`measures_quality`):
     seconds per clip over `clips` clips of the world's prompts, in batches of `batch_size` (`frames`, `height`,
-    `width`: the clip to time; default the model's). `progress(done, total)` after each batch of clips."""
-    pipeline = load_pipeline(model_ref)
+    `width`: the clip to time; default the model's). `progress(done, total)` after each batch of clips. `options`:
+    how the model loads (an adapter in `lora`, applied once)."""
+    pipeline = load_pipeline(model_ref, options=options)
     caps = pipeline.capabilities.with_defaults(steps, guidance, frames, height, width)
     facts = {"model": pipeline.label, "folder": str(pipeline.folder), "backend": pipeline.backend,
              "pipeline_class": pipeline.pipeline_class, "sampler": sampler_settings(caps)}
@@ -144,6 +156,44 @@ def evaluate_model(model_ref: str | None, clips: int = 96, seed: int = 0, steps:
     return {**facts, "clips": clips, "clip_shape": list(caps.shape),
             "seconds_per_clip": generated.timings["sample_s"] / clips,
             "applies": "timings only: prompt accuracy scores the built-in world, which this model was not trained on"}
+
+
+def evaluate_held_out(model_ref: str | None, data_uri: str, clips: int = 32, seed: int = 0, steps: int | None = None,
+                      frames: int | None = None, height: int | None = None, width: int | None = None,
+                      options: PipelineOptions | None = None, frame_network: torch.nn.Module | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> dict:
+    """A diffusers model (an adapter in `options.lora` fused in once, refused unless trained on it) on the first
+    `clips` clips of the data set's eval split (`vidgen.runs.held_out_quality`): validation loss, FD of frames to the
+    clips, temporal consistency, at the same noise and seeds for every model given the same arguments. Clips are
+    fitted to the nearest shape the model makes, at most `frames`, `height`, `width` where given (a smaller clip
+    costs less). `progress(done, total)` after each batch
+    (every clip counts twice: encoded, rendered). A failure inside the model's code is an EvaluationError."""
+    from vidgen.runs.held_out_quality import held_out_clips, held_out_quality  # imports diffusers: seconds
+
+    store = ObjectStore()
+    held_out = held_out_clips(data_uri, clips, store)
+    pipeline = load_pipeline(model_ref, options=options)
+    if pipeline.backend != "diffusers":
+        raise ValueError(f"--data: held-out measures need a diffusers pipeline (its own VAE and text encoder encode "
+                         f"the clips); {pipeline.label} is a {pipeline.backend} model, judged on the built-in world: "
+                         "leave out --data")
+    try:
+        quality = held_out_quality(pipeline, held_out, frame_network or efficientnet_lite0(), seed, steps,
+                                   _size_cap(frames, height, width), _counter(2 * len(held_out), progress))
+    except (RuntimeError, ValueError) as e:
+        detail = "; ".join(problems_of(e)) if isinstance(e, ValidationError) else str(e).strip().partition("\n")[0]
+        raise EvaluationError(f"evaluating {pipeline.label} on the held-out clips of {data_uri} failed: "
+                              f"{type(e).__name__}: {detail}") from e
+    return {"model": pipeline.label, "backend": pipeline.backend, "pipeline_class": pipeline.pipeline_class,
+            "data": data_uri, "data_digest": dataset_digest(store, data_uri), "seed": seed, **quality}
+
+
+def _size_cap(frames: int | None, height: int | None, width: int | None) -> tuple[int, int, int] | None:
+    """The (frames, height, width) held-out clips are capped at; None when no size was given."""
+    sizes = (frames, height, width)
+    if all(n is None for n in sizes):
+        return None
+    return tuple(sys.maxsize if n is None else n for n in sizes)
 
 
 def _counter(total: int, progress: Callable[[int, int], None] | None) -> ClipsDone | None:

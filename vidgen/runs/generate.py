@@ -28,6 +28,7 @@ class Generated:
     detections: list[Detection]
     timings: dict
     label: str = ""
+    cached_steps: list[dict[str, float]] | None = None  # per clip, with step caching: steps in full and skipped
 
 
 def generate(model_ref: str | Path | None, prompts: list[str], seeds: list[int], steps: int | None = None,
@@ -54,4 +55,4 @@ def generate(model_ref: str | Path | None, prompts: list[str], seeds: list[int],
     out = pipeline.generate(resolved, progress=progress)
     of_the_world = pipeline.backend == "vidgen" and trained_on_builtin_world(pipeline.folder)
     detections = [detect(c) for c in out.frames] if of_the_world else []
-    return Generated(out.frames, out.seeds, detections, out.timings, pipeline.label)
+    return Generated(out.frames, out.seeds, detections, out.timings, pipeline.label, out.cached_steps)
