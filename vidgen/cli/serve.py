@@ -103,12 +103,25 @@ def _deploy(deploy_file: dict, cfg, http: dict, allow_pending: bool, insecure_lo
                + ", ".join(f"{n} {tier} replica(s)" for tier, n in replicas.items()))
     typer.echo(f"  API spec:      {url}/docs (OpenAPI at {url}/openapi.json)")
     typer.echo(f"  async renders: {cfg.renders_uri}")
-    auth = "" if insecure_local else f' -H "Authorization: Bearer ${cfg.auth.token_env}"'
-    typer.echo(f"  try:           curl -s{auth} -H 'Content-Type: application/json' "
-               f"-d '{{\"prompt\": \"a red square moving right\"}}' {url}/v1/videos/sync -o clip.mp4")
-    key = "'local'" if insecure_local else f"os.environ['{cfg.auth.token_env}']"
-    typer.echo(f"  openai SDK:    OpenAI(base_url='{url}/v1', api_key={key}).videos.create_and_poll("
-               "prompt='a red square moving right')")
+    for line in try_it(url, cfg.auth, insecure_local):
+        typer.echo(line)
+
+
+def try_it(url: str, auth, insecure_local: bool) -> list[str]:
+    """How to call what is up: with curl and with the openai SDK, presenting the token this deployment takes."""
+    if insecure_local:
+        header, key = "", "'local'"
+    elif auth.keys_file:  # one token per caller, each known only to its caller
+        header, key = ' -H "Authorization: Bearer $TOKEN"', "TOKEN"
+    else:
+        header, key = f' -H "Authorization: Bearer ${auth.token_env}"', f"os.environ['{auth.token_env}']"
+    lines = [f"  try:           curl -s{header} -H 'Content-Type: application/json' -d '{{\"prompt\": \"a red square "
+             f"moving right\"}}' {url}/v1/videos/sync -o clip.mp4",
+             f"  openai SDK:    OpenAI(base_url='{url}/v1', api_key={key}).videos.create_and_poll("
+             "prompt='a red square moving right')"]
+    if auth.keys_file and not insecure_local:
+        lines.append(f"  callers:       TOKEN is a caller's own token; their sha256 digests are in {auth.keys_file}")
+    return lines
 
 
 def _interrupted(signum, frame) -> None:
