@@ -28,9 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def save_pipeline(folder: Path, layers: int) -> Path:
-    """The tiny Wan of examples/tiny_pipelines.py with a wider, deeper transformer (`layers` blocks of 4 x 32
-    heads): steps long enough that what the loop around them costs shows as it would on a real model."""
+def save_pipeline(folder: Path, layers: int, heads: int = 4, head_dim: int = 32, ffn: int = 512) -> Path:
+    """The tiny Wan of examples/tiny_pipelines.py with a wider, deeper transformer (`layers` blocks of `heads` x
+    `head_dim`): steps long enough that what the loop around them costs shows as it would on a real model."""
     from diffusers import WanTransformer3DModel
 
     from examples.tiny_pipelines import wan
@@ -38,9 +38,10 @@ def save_pipeline(folder: Path, layers: int) -> Path:
 
     torch.manual_seed(0)
     pipe = wan()
-    pipe.transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32,
+    pipe.transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=heads,
+                                             attention_head_dim=head_dim,
                                              in_channels=16, out_channels=16, text_dim=32, freq_dim=256,
-                                             ffn_dim=512, num_layers=layers, cross_attn_norm=True,
+                                             ffn_dim=ffn, num_layers=layers, cross_attn_norm=True,
                                              qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
     pipe.save_pretrained(folder)
     write_sums(folder)

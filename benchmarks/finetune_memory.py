@@ -28,11 +28,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from finetune import save_pipeline  # noqa: E402
 from train_scaling import live_tensor_mb  # noqa: E402
 
 from jobs._finetune_worker import FinetuneHooks  # noqa: E402
@@ -51,31 +50,16 @@ class MemoryCensus(FinetuneHooks):
         return {"tensor_mb": live_tensor_mb() - self.baseline_mb}
 
 
-def save_wide_pipeline(folder: Path) -> tuple[Path, int]:
-    """The tiny Wan of examples/tiny_pipelines.py with a transformer of width 512 (8 heads of 64) and 8 blocks."""
-    from diffusers import WanTransformer3DModel
-
-    from examples.tiny_pipelines import TEXT_DIM, wan
-    from storage.package import write_sums
-
-    torch.manual_seed(0)
-    pipe = wan()
-    pipe.transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=8, attention_head_dim=64,
-                                             in_channels=16, out_channels=16, text_dim=TEXT_DIM, freq_dim=256,
-                                             ffn_dim=2048, num_layers=8, cross_attn_norm=True,
-                                             qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
-    pipe.save_pretrained(folder)
-    write_sums(folder)
-    return folder, sum(p.numel() for p in pipe.transformer.parameters())
-
-
-def lora_parameters(model: Path, rank: int) -> int:
+def trained_parameters(model: Path, rank: int | None) -> int:
+    """Trainable parameters of the model's transformer with a LoRA of `rank` (None: all of them, full)."""
     from diffusers import WanTransformer3DModel
 
     from vidgen.runs.finetune_lora import LoraSettings, add_lora
     from vidgen.runs.finetune_recipes import recipe_for
 
     transformer = WanTransformer3DModel.from_pretrained(model / "transformer")
+    if rank is None:
+        return sum(p.numel() for p in transformer.parameters())
     add_lora(transformer, recipe_for("WanPipeline"), LoraSettings(rank=rank, alpha=rank))
     return sum(p.numel() for p in transformer.parameters() if p.requires_grad)
 
@@ -97,8 +81,9 @@ def main() -> None:
     from jobs.ingest import IngestConfig, ingest
 
     work = Path(tempfile.mkdtemp(prefix="vidgen-bench-finetune-memory-"))
-    model, psi = save_wide_pipeline(work / "wan")
-    psi_lora = lora_parameters(model, args.lora_rank)
+    model = save_pipeline(work / "wan", layers=8, heads=8, head_dim=64, ffn=2048)  # width 512: ~36M parameters
+    psi = trained_parameters(model, rank=None)
+    psi_lora = trained_parameters(model, args.lora_rank)
     src = make_corpus(work / "videos", real=False)
     ray.init(address="local", num_cpus=WORKERS + 1, include_dashboard=False, logging_level="warning",
              log_to_driver=False)
