@@ -57,6 +57,8 @@ class TrainConfig(BaseModel):
     torch_threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
     save_dtype: str = Field("float32", pattern="^(float32|float16|bfloat16)$",
                             description="dtype of the saved weights; float16 halves the file")
+    memorization_clips: int = Field(16, ge=0, description="trained on a data set: generations per kind of prompt "
+                                    "(training captions, held-out prompts) in the card's memorization check; 0 skips")
 
     @field_validator("preset")
     @classmethod
@@ -209,13 +211,14 @@ class TrainResult:
 
 def train_local(cfg: TrainConfig, encoder: TextEncoder, on_step: Callable[[dict], None] | None = None,
                 batches: Iterator[Batch] | None = None, autoencoder: dict | None = None,
-                evaluate: Evaluate | None = None) -> TrainResult:
+                evaluate: Evaluate | None = None, start: dict | None = None) -> TrainResult:
     """Single-process training until max_steps or max_minutes, on the built-in world or on `batches`.
 
     `autoencoder`: the state dict of a trained frame autoencoder to reuse, frozen, instead of training one (stage 1
     is skipped). `evaluate`: called every `eval_every_minutes` with the model clips are sampled from (the EMA);
     its rows are the result's `evals`. The run layer supplies it (`vidgen.runs.local_training`), since making
     clips goes through a pipeline, which the core does not know; without it nothing is evaluated during training.
+    `start`: a whole model's state dict to fine-tune from instead of fresh weights; its autoencoder stays frozen.
     """
     use_torch_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
@@ -226,6 +229,10 @@ def train_local(cfg: TrainConfig, encoder: TextEncoder, on_step: Callable[[dict]
     log.info("model %s: %.2fM params, %d tokens, dtype %s", cfg.preset, model.num_params() / 1e6,
              mcfg.num_tokens, dtype or torch.float32)
     batches = synth_batches(mcfg, cfg.batch_size, cfg.seed) if batches is None else batches
+    if start is not None:
+        model.load_state_dict(start)
+        autoencoder = model.autoencoder.state_dict()
+        log.info("weights: started from the given model (fine-tuning)")
 
     started = time.perf_counter()
     if autoencoder is not None:

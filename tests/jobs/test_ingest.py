@@ -147,6 +147,12 @@ def test_a_model_trains_on_ingested_clips_reusing_the_shipped_autoencoder(ingest
     meta, body = parse_card((tmp_path / "model" / "card.md").read_text())
     assert meta["lineage"]["dataset"] == str(out) and meta["lineage"]["autoencoder_from"] == "shapes-tiny"
     assert "prompt_accuracy_seen" not in meta["metrics"] and "Prompt accuracy is not" in body
+    # the privacy check ran on its training clips (up to 16 training captions) and is in the card
+    memorization = summary["memorization"]
+    assert memorization["training_captions"]["clips"] == min(16, memorization["training_clips"]) > 0
+    assert memorization["heldout_prompts"]["clips"] == 16 and "## Memorization (privacy)" in body
+    assert meta["metrics"]["memorization_extracted_share_training_captions"] == \
+        summary["memorization"]["training_captions"]["extracted_share"]
     wrong = TrainConfig(model={"dim": 48, "depth": 2, "heads": 2, "frames": 16}, max_steps=2, batch_size=2)
     with pytest.raises(ValueError, match="holds 8x32x32 clips and the model makes 16x32x32"):
         train_to_folder(wrong, tmp_path / "wrong", encoder=encoder, data=str(out))

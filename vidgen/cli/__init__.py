@@ -18,11 +18,14 @@ import typer
 from vidgen.cli._common import (
     CACHE_HELP,
     CONFIG_PRECEDENCE,
+    VERBOSE_HELP,
     SetOption,
     fail,
+    name_the_log_file,
     one_line_errors,
     progress,
     setup_logging,
+    start_console_logging,
 )
 from vidgen.config import preset_names
 
@@ -35,6 +38,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 log = logging.getLogger("vidgen")
+_ENTRY_POINT = {"routes_chatter": False}  # set by main(): only the real `vidgen` process routes library chatter
+
+
+@app.callback()
+def _options(verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False) -> None:
+    """Options for every command: vidgen --verbose COMMAND ..."""
+    if _ENTRY_POINT["routes_chatter"]:
+        start_console_logging(verbose)
 
 
 def _add_subcommands() -> None:
@@ -76,6 +87,10 @@ def train(
                                            "vidgen data prepare or vidgen data ingest (its train split)")] = "synth",
     autoencoder: Annotated[str | None, typer.Option(help="single process: reuse the frame autoencoder of this "
                                                          "model (e.g. shapes-tiny) instead of training one")] = None,
+    start_from: Annotated[str | None, typer.Option(help="single process: fine-tune this model (e.g. shapes-tiny) "
+                                                        "instead of starting from random weights; its autoencoder "
+                                                        "stays frozen and --preset must be the one it was made "
+                                                        "with")] = None,
     runs: Annotated[str, typer.Option(help="with --workers: where runs keep checkpoints (folder or s3://)")] =
         "runs",
     push: Annotated[str | None, typer.Option(help="with --workers: also push the model to this registry model "
@@ -106,6 +121,9 @@ def train(
     if workers is not None or resume is not None:
         from vidgen.cli.train_workers import train_distributed
 
+        if start_from:
+            raise typer.BadParameter("is single-process only; leave out --workers/--resume", param_hint="--start-from")
+
         train_distributed(source, set_ or [], flags, dry_run=dry_run, workers=workers or 2, zero_stage=zero,
                           offload_optimizer=offload, use_gpu=gpu, data=data, runs=runs, out=out, push=push,
                           checkpoint_every=checkpoint_every, resume=resume, address=address)
@@ -130,19 +148,32 @@ def train(
                        status=f"step {stats['step']} loss {stats['loss']:.4f} {stats['samples_per_s']:.0f} clips/s")
 
         summary = train_to_folder(cfg, out, final_eval_clips=eval_clips, on_step=on_step,
-                                  data=None if data == "synth" else data, autoencoder=autoencoder)
+                                  data=None if data == "synth" else data, autoencoder=autoencoder,
+                                  start_from=start_from)
     final = summary["final"]
     if not final:
-        typer.echo(f"trained {summary['steps']} steps in {summary['minutes']:.1f} min on {data}; loss "
-                   f"{summary['first_loss']:.3f} -> {summary['last_loss']:.3f}, autoencoder reconstruction MSE "
+        typer.echo(f"trained {summary['steps']} steps in {summary['minutes']:.1f} min on {data}; {_losses(summary)}, "
+                   f"autoencoder reconstruction MSE "
                    f"{summary['autoencoder_mse']:.4f}\nmodel, card, loss_curve.png and samples.png are in {out}/")
+        if summary["memorization"]:
+            m = summary["memorization"]
+            typer.echo(f"memorization check (in the card): {m['training_captions']['extracted_share']:.2f} of "
+                       f"generations on training captions extracted; "
+                       f"{'it MEMORIZES its training clips' if m['memorizes'] else 'no sign of memorization'}")
         return
     typer.echo(
-        f"trained {summary['steps']} steps in {summary['minutes']:.1f} min; loss {summary['first_loss']:.3f} -> "
-        f"{summary['last_loss']:.3f}\nprompt accuracy (all three): seen {final['seen']['all_three']:.2f}, "
+        f"trained {summary['steps']} steps in {summary['minutes']:.1f} min; {_losses(summary)}\n"
+        f"prompt accuracy (all three): seen {final['seen']['all_three']:.2f}, "
         f"held-out {final['heldout']['all_three']:.2f}, paraphrased {final['paraphrase']['all_three']:.2f}\n"
         f"model, card, loss_curve.png and samples.png are in {out}/"
     )
+
+
+def _losses(summary: dict) -> str:
+    """The run's first and last loss in the words of its card (the progress bar shows single steps' losses)."""
+    from vidgen.runs.cards import loss_span_text
+
+    return loss_span_text(summary["first_loss"], summary["last_loss"], summary["loss_window"])
 
 
 @app.command()
@@ -332,4 +363,8 @@ _add_subcommands()
 
 
 def main() -> None:
-    app(prog_name="vidgen")
+    _ENTRY_POINT["routes_chatter"] = True
+    try:
+        app(prog_name="vidgen")
+    finally:
+        name_the_log_file()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
+
 from storage.cards import CardError, Lineage, model_card, parse_card
 from storage.package import CARD_FILE
 from vidgen import synth
@@ -14,6 +16,20 @@ from vidgen.training import TrainConfig
 
 PERCEPTUAL_KEYS = ("fd_frames", "kid_frames", "fvd_vidgen", "kvd_vidgen", "subject_consistency", "flicker")
 BUILTIN_WORLD_LICENCE = "apache-2.0"  # the built-in world is vidgen's own code, and so are models of it
+LOSS_WINDOW = 10  # steps averaged for a run's first and last loss: one step's flow-matching loss is noisy
+
+
+def loss_span(losses: list[float]) -> dict:
+    """A run's first and last loss as its card and its console both report them: the means over its first and its
+    last LOSS_WINDOW steps (all of them in a shorter run)."""
+    window = min(LOSS_WINDOW, len(losses))
+    return {"first_loss": float(np.mean(losses[:window])), "last_loss": float(np.mean(losses[-window:])),
+            "loss_window": window}
+
+
+def loss_span_text(first: float, last: float, window: int) -> str:
+    """The words card and console use for `loss_span`, so a reader sees one number under one name."""
+    return f"loss {first:.4f} -> {last:.4f} (means of the first and of the last {window} steps)"
 
 
 def dataset_licences(dataset_card: dict, samples: int) -> dict[str, int]:
@@ -58,13 +74,14 @@ FD and KID of efficientnet-lite0 frame features, FVD-vidgen and KVD-vidgen in th
 
 def trained_model_card(model: VideoDiT, train: TrainConfig, lineage: Lineage, metrics: dict,
                        accuracy: dict[str, dict], how_made: str, during: list[dict] = (),
-                       perceptual: dict | None = None) -> str:
+                       perceptual: dict | None = None, memorization: dict | None = None) -> str:
     """The card of a trained model: a YAML header (metrics, the training config, the lineage with its `dataset`)
     and a Markdown body.
 
     `metrics` holds the run's own numbers (first_loss, final_loss, autoencoder_mse, mfu); the prompt accuracy of
     each evaluated split is added as `prompt_accuracy_<split>` (`vidgen.evaluation.SPLITS` names them), and the
-    perceptual metrics (`vidgen.runs.eval_runs.perceptual_eval`) under their own names when given.
+    perceptual metrics (`vidgen.runs.eval_runs.perceptual_eval`) under their own names when given, and the
+    memorization check (`vidgen.runs.memorization.memorization_report`) of a model trained on a data set.
     """
     cfg = model.config
     meta = {
@@ -76,7 +93,9 @@ def trained_model_card(model: VideoDiT, train: TrainConfig, lineage: Lineage, me
         "params": model.num_params(),
         "metrics": {**{k: round(v, 5) for k, v in metrics.items()},
                     **{f"prompt_accuracy_{split}": round(acc["all_three"], 3) for split, acc in accuracy.items()},
-                    **{k: round(perceptual[k], 4) for k in PERCEPTUAL_KEYS if perceptual}},
+                    **{k: round(perceptual[k], 4) for k in PERCEPTUAL_KEYS if perceptual},
+                    **({f"memorization_extracted_share_{kind}": memorization[kind]["extracted_share"]
+                        for kind in ("training_captions", "heldout_prompts")} if memorization else {})},
         "train_config": train.model_dump(mode="json"),
     }
     rows = "\n".join(f"| {split} | {m['colour']:.2f} | {m['shape']:.2f} | {m['direction']:.2f} | "
@@ -100,10 +119,10 @@ sources and licences of the clips: they bind what this model may be used for).
 Git commit {lineage.git_commit}, seed {lineage.seed}.
 
 ## Measured
-Flow-matching loss {metrics['first_loss']:.4f} (first steps) -> {metrics['final_loss']:.4f} (last steps); frame
+Flow-matching {loss_span_text(metrics['first_loss'], metrics['final_loss'], metrics.get('loss_window', 10))}; frame
 autoencoder reconstruction MSE {metrics['autoencoder_mse']:.5f} (pixels in [-1, 1]). Prompt accuracy is not
 reported: it reads clips of the built-in world back, and this model learnt other clips.
-"""
+{memorization_section(memorization) if memorization else ""}"""
         return model_card(meta, lineage, body)
     body = f"""# vidgen {train.preset} model
 
@@ -127,6 +146,32 @@ Git commit {lineage.git_commit}, seed {lineage.seed}.
 It knows only the built-in world: a prompt about anything else gives a coloured shape anyway.
 """
     return model_card(meta, lineage, body)
+
+
+def memorization_section(report: dict) -> str:
+    """The card's privacy section: does the model regurgitate its training clips (`memorization_report`)?"""
+    train, heldout = report["training_captions"], report["heldout_prompts"]
+    verdict = ("**It memorizes its training clips**: do not publish it where its training clips may not be shown"
+               if report["memorizes"] else "No sign of memorization")
+    return f"""
+## Memorization (privacy)
+The {report["method"]}, against the {report['training_clips']} training clips of `{report['data']}`: a generation
+counts as extracted when its perceptual hash is within {report['extraction_bits']} of {report['bits']} bits of a
+training clip's (a re-encoded copy is within {report['near_bits']}).
+
+| prompts | clips | extracted | near-duplicate | median hash bits | median feature distance / training spacing |
+|---|---|---|---|---|---|
+{_memorization_row("training captions", train)}
+{_memorization_row("held-out prompts", heldout)}
+
+{verdict} (flagged above {report['threshold_share']:.0%} extracted on training captions). Per-generation nearest
+training clips are in evals.json; rerun with `vidgen eval --model MODEL --memorization {report['data']}`.
+"""
+
+
+def _memorization_row(label: str, kind: dict) -> str:
+    return (f"| {label} | {kind['clips']} | {kind['extracted_share']:.2f} | {kind['near_duplicate_share']:.2f} | "
+            f"{kind['median_phash_bits']:.0f} | {kind['median_feature_ratio']:.2f} |")
 
 
 def trained_on_builtin_world(folder: Path) -> bool:
