@@ -127,7 +127,8 @@ def finetune_and_measure(data: str, out: Path, steps: int, lr: float, eval_clips
     from vidgen.training import TrainConfig
 
     cfg = load_config(TrainConfig, "tiny", [], {"max_steps": steps, "max_minutes": None, "lr": lr,
-                                                 "warmup_steps": min(20, steps), "ema_decay": 0.0})
+                                                 "warmup_steps": min(20, steps), "ema_decay": 0.0,
+                                                 "memorization_clips": 0})
     started = time.perf_counter()
     train_to_folder(cfg, out, final_eval_clips=0, data=data, start_from=BASE)
     return {**measure(str(out), eval_clips), "train_minutes": round((time.perf_counter() - started) / 60, 1)}
