@@ -7,7 +7,7 @@ EXTRAS ?= dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: install demo test lint clean
+.PHONY: install browser demo test lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,15 @@ demo: install
 	$(BIN)/vidgen render examples/manifest.jsonl --out out/demo --preview; status=$$?; \
 	test $$status -eq 0 -o $$status -eq 2
 
-test: install
+# The browser tests (the playground page, the render report) drive Debian's headless Chromium; installed when
+# missing (as root, or with sudo), since they fail rather than skip without it.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium chromium-driver; \
+	fi
+
+test: install browser
 	$(BIN)/python -m pytest
 
 # ruff, then the import contract of the layers (pyproject.toml [tool.importlinter]; tests run it too)

@@ -32,7 +32,8 @@ LAPSED = "the router that was rendering it stopped before it finished; submit th
 
 
 RENDER_ID = re.compile(r"video_[0-9a-f]{42}")
-SUFFIXES = (".json", ".mp4", ".jpg")
+SPRITESHEET = ".sprites.jpg"
+SUFFIXES = (".json", ".mp4", ".jpg", SPRITESHEET)
 
 
 def new_render_id(now: float | None = None) -> str:
@@ -50,8 +51,8 @@ def expired(render_id: str, retention_s: float, now: float | None = None) -> boo
 
 
 class AsyncRenderStore:
-    """`<renders_uri>/<id>.json` (a RenderStatus), `<id>.mp4` and `<id>.jpg`, and `idempotency/`; blocking I/O runs
-    off the loop."""
+    """`<renders_uri>/<id>.json` (a RenderStatus), `<id>.mp4`, `<id>.jpg` and `<id>.sprites.jpg`, and
+    `idempotency/`; blocking I/O runs off the loop."""
 
     def __init__(self, renders_uri: str, store: ObjectStore | None = None):
         self.root = parse_uri(renders_uri)
@@ -113,6 +114,9 @@ class AsyncRenderStore:
 
     async def write_thumbnail(self, render_id: str, jpeg: bytes) -> None:
         await asyncio.to_thread(self.store.write, self.uri(render_id, ".jpg"), jpeg)
+
+    async def write_spritesheet(self, render_id: str, jpeg: bytes) -> None:
+        await asyncio.to_thread(self.store.write, self.uri(render_id, SPRITESHEET), jpeg)
 
     async def records(self, owner: str, retention_s: float) -> list[RenderStatus]:
         """`owner`'s renders neither deleted nor expired, oldest first."""

@@ -42,7 +42,8 @@ def callers_for(auth: AuthConfig, environ: dict[str, str], insecure_local: bool 
     return SingleCaller(digest) if digest is not None else None
 
 
-PUBLIC_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# "/": the playground page, which holds no data (cluster.playground); its calls send the caller's key
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 def route_path(scope) -> str:

@@ -16,6 +16,7 @@ from cluster.auth import token_digest
 from cluster.serve_app import build_app
 from cluster.serve_config import ServeConfig
 from storage.objectstore import parse_uri
+from vidgen import console_logging
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,10 @@ def deploy(deploy_file: dict, cfg: ServeConfig, allow_pending: bool = False, tim
         raise DeployError("; ".join(problems) + ". Add such nodes (cluster.yaml), use --config local on "
                           "one machine, or pass --allow-pending if the autoscaler will add them")
     app = next(a for a in deploy_file["applications"] if a["import_path"].startswith("cluster.serve_app"))
+    # Serve's documented idiom (start with the file's http_options, then run) makes serve.run log "Connecting to
+    # existing Serve app ... will not be applied" even on a fresh start: serve.run has no http_options and always
+    # calls serve_start again. Harmless (serve.start applied them); it goes to the command's log file.
+    console_logging.route_library_loggers()  # ray.serve configured its logger when imported
     serve.start(http_options=deploy_file.get("http_options"), proxy_location=deploy_file.get("proxy_location"))
     try:
         serve.run(build_app(cfg.model_dump(mode="json"), insecure_local), name=cfg.app_name,

@@ -4,10 +4,11 @@ A request is checked (token, limits, what the model can make), placed by `cluste
 the replicas reported (`cluster.tier_report`, collected by `cluster.tier_board`), then handed to that tier's
 DeploymentHandle. `POST /v1/videos` is always asynchronous: it answers the video object at once (nothing renders
 before the answer) and the render streams its sampler steps back (`TierReplica.render_stream`) into the record's
-progress; the record and, once completed, the MP4 and a thumbnail go to `renders_uri` (`cluster.async_renders`),
-where any router replica can find them. `DELETE /v1/videos/{id}` cancels the render's call: a queued one never runs,
-a running one stops at its next sampler step (`cluster.render_jobs`); a router rendering a render deleted through
-another router sees the tombstone when it renews the lease, and cancels it too. `POST /v1/videos/sync` answers with
+progress; the record and, once completed, the MP4, a thumbnail and a spritesheet (`cluster.spritesheet`) go to
+`renders_uri` (`cluster.async_renders`), where any router replica can find them. `DELETE /v1/videos/{id}` cancels the
+render's call: a queued one never runs, a running one stops at its next sampler step (`cluster.render_jobs`); a
+router rendering a render deleted through another router sees the tombstone when it renews the lease, and cancels it
+too. `POST /v1/videos/sync` answers with
 the MP4 (vllm-omni's route). Each tier is judged on the clip as it would render it (its own defaults for what the
 request leaves out): against its work budget, and for the estimate (its replicas' measured seconds per unit of work
 times the clip's work). A render whose replica dies is retried once on the same tier only when its clip is no larger
@@ -18,6 +19,8 @@ asynchronous) instead of taking a second replica with it. Every refusal is in Op
 answered 429 with when to retry: `cluster.callers`), the body limit `cluster.body_limit`, the counters
 `cluster.serve_metrics`. A render is gone for everyone from its `expires_at` and swept from storage after. A create's
 `lora` is judged per tier before placement (`cluster.tier_adapters`) and rendered by the replica with that adapter.
+`GET /` is the playground page for people (`cluster.playground`), the one route besides /healthz and the API docs
+served without a key.
 """
 
 import asyncio
@@ -27,7 +30,7 @@ from typing import Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 from ray import serve
@@ -46,13 +49,15 @@ from cluster.api import (
     check_limits,
     work_on,
 )
-from cluster.async_renders import AsyncRenderStore, UnknownRender, expired, new_render_id
+from cluster.async_renders import SPRITESHEET, AsyncRenderStore, UnknownRender, expired, new_render_id
 from cluster.auth import BearerAuth, caller_of, callers_for
 from cluster.body_limit import BodyLimit
 from cluster.callers import CallerAdmission, CallerLimits, retry_headers
 from cluster.placement import Placement, TierState, place
+from cluster.playground import playground_page
 from cluster.serve_config import ServeConfig
 from cluster.serve_metrics import RouterMetrics
+from cluster.spritesheet import sprite_layout
 from cluster.tier_adapters import AdapterCatalog
 from cluster.tier_report import TierReport
 from cluster.videos_api import (
@@ -68,6 +73,7 @@ from cluster.videos_api import (
     page,
     poll_after_ms,
 )
+from storage.objectstore import NotFound
 from vidgen.clip_request import Capabilities, ClipRequest, FieldProblem, resolve_clip
 
 log = logging.getLogger(__name__)
@@ -75,6 +81,7 @@ log = logging.getLogger(__name__)
 # Request bodies are small (the prompt is at most 1000 characters; a multipart create adds a few hundred bytes of
 # boundaries); anything far larger is refused before it is parsed.
 MAX_BODY_BYTES = 16 * 1024
+SPRITESHEET_HEADER = "X-Vidgen-Spritesheet"  # the sheet's grid: "4x2 tiles of 32x32, frames 0,1,...,7"
 
 api = FastAPI(title="vidgen", version="1",
               description="Text-to-video clips from a diffusion transformer, placed per request on an edge tier "
@@ -541,7 +548,8 @@ class Router:
             return self._failed(record, result.get("code", "prompt_rejected"),
                                 f"{result.get('param', 'prompt')}: {result['rejected']}")
         await asyncio.gather(self.renders.write_video(record.id, result["mp4"]),
-                             self.renders.write_thumbnail(record.id, result["jpeg"]))
+                             self.renders.write_thumbnail(record.id, result["jpeg"]),
+                             self.renders.write_spritesheet(record.id, result["spritesheet"]))
         return record.model_copy(update={"status": "completed", "progress": 100, "replica": result["replica"],
                                          "model": result["model"], "completed_at": time.time(), "lease_until": None})
 
@@ -587,7 +595,9 @@ class Router:
             task.cancel()
         return VideoDeleted(id=video_id)
 
-    @api.get("/v1/videos/{video_id}/content", summary="The finished MP4, or its thumbnail (a JPEG frame)",
+    @api.get("/v1/videos/{video_id}/content", summary="The finished MP4, its thumbnail (a JPEG frame), or its "
+                                                      "spritesheet (a JPEG grid of up to 16 frames; the "
+                                                      "X-Vidgen-Spritesheet header gives the grid)",
              responses={200: {"content": {"video/mp4": {}, "image/jpeg": {}}}, 404: {"description": "no such video"},
                         409: {"description": "not completed"}}, dependencies=[Depends(authorized)])
     async def video_content(self, request: Request, video_id: str = Path(pattern=RENDER_ID_PATTERN),
@@ -596,14 +606,25 @@ class Router:
         if record.status != "completed":
             raise Refused(409, f"video {video_id} is {record.status}; download it once completed",
                           code="video_not_ready")
+        headers = {TIER_HEADER: record.tier}
         if variant == "spritesheet":
-            raise Refused(400, "variant: spritesheet is not offered; ask for video or thumbnail", param="variant",
-                          code="unsupported_parameter")
-        suffix, media = (".mp4", "video/mp4") if variant == "video" else (".jpg", "image/jpeg")
-        return Response(await self.renders.read_video(video_id, suffix), media_type=media,
-                        headers={TIER_HEADER: record.tier})
+            headers[SPRITESHEET_HEADER] = sprite_layout(record.frames, record.height, record.width).header()
+        suffix, media = {"video": (".mp4", "video/mp4"), "thumbnail": (".jpg", "image/jpeg"),
+                         "spritesheet": (SPRITESHEET, "image/jpeg")}[variant]
+        try:
+            content = await self.renders.read_video(video_id, suffix)
+        except NotFound:  # a render finished before its router kept this variant, or deleted meanwhile
+            raise Refused(404, f"variant: video {video_id} has no stored {variant}; download the video instead",
+                          param="variant", code="variant_not_found") from None
+        return Response(content, media_type=media, headers=headers)
 
     # --- vidgen's own routes ---
+
+    @api.get("/", include_in_schema=False)
+    async def playground(self) -> HTMLResponse:
+        """The playground page (`cluster.playground`): served without a key, as it holds no data."""
+        shipped = playground_page()
+        return HTMLResponse(shipped.html, headers=shipped.headers)
 
     @api.get("/healthz", summary="Liveness, and how many replicas each tier has reporting")
     async def healthz(self) -> dict:

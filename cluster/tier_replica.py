@@ -75,15 +75,17 @@ class Cancelled:
     """The result of a request cancelled while it was sampled."""
 
 
-def clip_outputs(frames) -> tuple[bytes, bytes]:
-    """(the MP4, a JPEG of its middle frame: the thumbnail) of uint8 frames (T, H, W, 3)."""
+def clip_outputs(frames) -> tuple[bytes, bytes, bytes]:
+    """(the MP4, a JPEG of its middle frame: the thumbnail, the spritesheet: `cluster.spritesheet`) of uint8 frames
+    (T, H, W, 3)."""
     from PIL import Image
 
+    from cluster.spritesheet import spritesheet
     from storage.video import encode
 
     jpeg = io.BytesIO()
     Image.fromarray(frames[len(frames) // 2]).save(jpeg, format="JPEG", quality=90)
-    return encode(frames), jpeg.getvalue()
+    return encode(frames), jpeg.getvalue(), spritesheet(frames)
 
 
 class TierReplica:
@@ -135,15 +137,21 @@ class TierReplica:
                              max_batch_size=cfg.max_batch_size)
         drift = None
         if cfg.prompt_drift and pipeline.backend == "vidgen":  # its reference set: the built-in world's captions
-            from vidgen.drift import world_prompt_drift
+            from vidgen.pipelines.drift_reference import cached_world_drift
+            from vidgen.pipelines.references import model_digest
 
-            frames, height, width = caps.shape
-            drift = world_prompt_drift(pipeline.encoder, frames=frames, height=height, width=width)
+            drift = cached_world_drift(model_digest(model.sums), pipeline.encoder, *caps.shape)
         loaded = LoadedModel(pipeline, caps, serves, 0.0, drift, self._adapter_slots(model, pipeline))
-        warm_up, _ = resolve_clip(ClipRequest(prompt="a red square moving right"), caps)
-        _, seconds = self.sampler_thread.submit(self._sample, [RenderJob(warm_up)], loaded).result()
-        loaded.seconds_per_work = seconds / clip_work(*caps.shape, caps.steps)
+        loaded.seconds_per_work = self.sampler_thread.submit(self._warm_up, loaded).result()
         return loaded
+
+    def _warm_up(self, loaded: LoadedModel) -> float:
+        """On the sampler thread: sample one clip of one step (what pays the first call's costs; the tier's full steps
+        cost the cloud tier ~0.8 s more and teach nothing a step does not), and return its seconds per unit of work,
+        the estimate the first renders refine."""
+        clip, _ = resolve_clip(ClipRequest(prompt="a red square moving right", steps=1), loaded.capabilities)
+        _, seconds = self._sample([RenderJob(clip)], loaded)
+        return seconds / clip_work(*loaded.capabilities.shape, clip.steps)
 
     def _adapter_slots(self, model: VerifiedModel, pipeline) -> AdapterSlots | None:
         """Where the tier's `loras` load, on a diffusers model; None when it serves none."""
@@ -359,7 +367,7 @@ class TierReplica:
                 yield {"rejected": str(made), "tier": self.tier, "replica": self.replica}
                 return
             frames, seconds, loaded = made
-            mp4, jpeg = await asyncio.to_thread(clip_outputs, frames)
+            mp4, jpeg, sprites = await asyncio.to_thread(clip_outputs, frames)
         finally:
             self.held -= 1
             if not batch.done():  # the caller cancelled: leave the batch, stop the sampler if alone in its call
@@ -371,5 +379,5 @@ class TierReplica:
         if self.quality is not None:
             self._start_probe(clip.prompt, loaded)
         label = loaded.pipeline.label if adapter is None else f"{loaded.pipeline.label}+{adapter.label}"
-        yield {"mp4": mp4, "jpeg": jpeg, "tier": self.tier, "replica": self.replica, "model": label,
-               "steps": clip.steps, "guidance": clip.guidance, "sample_s": seconds}
+        yield {"mp4": mp4, "jpeg": jpeg, "spritesheet": sprites, "tier": self.tier, "replica": self.replica,
+               "model": label, "steps": clip.steps, "guidance": clip.guidance, "sample_s": seconds}

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.user_state import cluster_config
+from vidgen import console_logging
 
 DEFAULT_TOKEN_FILE = Path("~/.ray/auth_token")
 
@@ -142,6 +143,8 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, resourc
             use_token_for_ray(token_file)
         import ray
 
+        console_logging.filter_native_stderr()  # Ray's C++ core worker writes to fd 2 from ray.init on
+        console_logging.route_library_loggers()  # the token notice is logged during ray.init
         local = {"num_cpus": num_cpus, "resources": resources} if address is None else {}
         try:
             ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=log_to_driver, **local)
@@ -152,7 +155,25 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, resourc
             raise ClusterConnectionError(f"could not join the Ray cluster at {address}: "
                                          f"{str(exc).strip().splitlines()[0]}. Point at another with --address "
                                          "HOST:PORT (its GCS port, 6379 by default) or RAY_ADDRESS") from None
+        _route_worker_output()
     configure_data_context()
+    console_logging.route_library_loggers()  # ray.data configured its loggers when imported
+
+
+def _route_worker_output() -> None:
+    """What Ray sends the driver (workers', actors' and the raylet's output with log_to_driver, and the error
+    channel) goes through vidgen's console rules (`vidgen.console_logging.worker_output`) instead of Ray's printer,
+    when the CLI routes chatter."""
+    if not console_logging.routing():
+        return
+    from ray._private import worker
+
+    worker.global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")
+    worker.global_worker_stdstream_dispatcher.add_handler("ray_print_logs", console_logging.worker_output)
+    # the cluster's error channel (failed tasks, killed workers) calls this module function directly: Ray 2.60 has
+    # no hook for it
+    worker.print_to_stdstream = console_logging.worker_output
+    console_logging.draw_progress_with(worker.process_tqdm)  # rank 0's bar, as Ray draws it
 
 
 def require_gpus(address: str | None, workers: int) -> None:

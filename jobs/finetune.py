@@ -121,9 +121,11 @@ def worker_config(cfg: FinetuneConfig, latents: LatentSet, model_ref: str) -> di
 
 
 def _run_summary(cfg: FinetuneConfig, name: str, state: dict, data_digest: str, world: int) -> dict:
+    from vidgen.runs.cards import loss_span
+
     history = state["history"]
     return {"run": name, "steps": state["step"], "history": history, "validation": state["validation"],
-            "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"], "data": cfg.data,
+            **loss_span([h["loss"] for h in history]), "data": cfg.data,
             "data_digest": data_digest, "workers": world, "zero_stage": cfg.zero_stage, "seed": cfg.seed,
             "command": invoked_command(f"python -m jobs.finetune ({cfg.method})")}
 

@@ -41,6 +41,7 @@ from pydantic import ConfigDict, Field
 
 from jobs._entrypoint import job_arguments
 from jobs.connection import connect_ray
+from jobs.render_report import write_report
 from storage.objectstore import ObjectStore, S3Config
 from storage.package import sha256_bytes
 from storage.render_ledger import ClaimState, RenderLedger, RenderRecord, RowClaims
@@ -85,6 +86,8 @@ class RenderConfig(ClipDefaults):
     pipeline: PipelineOptions = Field(default_factory=PipelineOptions,
                                       description="dtype and the memory switches of diffusers pipelines")
     preview: bool = Field(False, description="also write preview.png, a contact sheet of the first clips rendered")
+    report: bool = Field(False, description="also write report.html: every rendered row's video, prompt and "
+                                            "settings, and the rows not rendered with why (jobs/render_report.py)")
     trajectory_steps: list[int] = Field(default_factory=list, description="sampler steps whose input states to keep "
                                         "with the final latents, in OUT/trajectories/<id>.npz (vidgen models; the "
                                         "teacher data of `vidgen distill`)")
@@ -321,6 +324,8 @@ def render(cfg: RenderConfig, address: str | None = None,
                "replaced": len({c.id for b in batches for c in b if c.replaces} & rendered),
                "videos": len(records), "errors": len(errors), "started": started, "finished": _now_iso(),
                "config": cfg.model_dump(mode="json", exclude={"s3"})}
+    if cfg.report:
+        summary["report"] = write_report(ledger, records, [asdict(e) for e in errors], summary)
     ledger.write_run(summary)
     if preview:
         _preview(ledger, sorted(preview, key=lambda r: r["line"]))

@@ -109,6 +109,13 @@ def run_key(runs_uri: str, name: str, create_secret: bool = False) -> bytes:
                     hashlib.sha256).digest()
 
 
+def machine_key(purpose: str) -> bytes:
+    """A key for files this machine's own processes write and later trust (the model cache's derived artifacts,
+    `storage.derived`), derived from the runs secret (made on a machine that has none): whoever can write the cache
+    but cannot read the secret cannot forge them."""
+    return hmac.new(_runs_secret(True), f"vidgen machine key\n{purpose}".encode(), hashlib.sha256).digest()
+
+
 def mac(data: bytes, key: bytes) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 

@@ -46,3 +46,6 @@ def test_a_wheel_installed_elsewhere_generates_with_its_shipped_model_and_preset
                               "print(r('local')[1].app_name, c('local')['cluster_name'])"],
                              cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
     assert shipped.returncode == 0 and shipped.stdout.startswith("vidgen "), shipped.stderr  # --config local
+    page = subprocess.run([python, "-c", "from cluster.playground import playground_page as p; print(p().html[:15])"],
+                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    assert page.returncode == 0 and "<!doctype html>" in page.stdout, page.stderr  # GET / finds its page

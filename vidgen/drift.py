@@ -46,3 +46,19 @@ def world_prompt_drift(encoder: TextEncoder, references: int = 512, calibration:
     drift = PromptDrift(encoder.encode(train).pooled)
     drift.calibrate(encoder.encode(held).pooled)
     return drift
+
+
+def drift_to_bytes(drift: PromptDrift) -> bytes:
+    """The reference set, k and threshold as safetensors (no pickle: a stored reference is data, never code)."""
+    from safetensors.torch import save
+
+    return save({"reference": drift.reference.contiguous(), "k": torch.tensor([drift.k]),
+                 "threshold": torch.tensor([drift.threshold], dtype=torch.float64)})
+
+
+def drift_from_bytes(data: bytes) -> PromptDrift:
+    """The PromptDrift `drift_to_bytes` stored."""
+    from safetensors.torch import load
+
+    tensors = load(data)
+    return PromptDrift(tensors["reference"], k=int(tensors["k"][0]), threshold=float(tensors["threshold"][0]))

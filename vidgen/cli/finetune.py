@@ -69,12 +69,15 @@ def finetune(
         typer.echo(json.dumps(cfg.model_dump(mode="json", exclude={"s3"}), indent=2))
         return
     summary = run_finetune(cfg, address, resume)
+    from vidgen.runs.cards import loss_span_text
+
     validation = summary["validation"]
     pushed = f"; pushed as {cfg.push}@{summary['pushed']}" if summary.get("pushed") else ""
     renders = (f"validation renders (preview.png) in {summary['renders']}/" if summary["renders"] else
                "no validation renders: the model refused every validation prompt (set validation_prompts)")
-    typer.echo(f"run {summary['run']}: {summary['steps']} steps on {summary['workers']} workers, loss "
-               f"{summary['first_loss']:.4f} -> {summary['last_loss']:.4f}, validation loss "
+    typer.echo(f"run {summary['run']}: {summary['steps']} steps on {summary['workers']} workers, "
+               f"{loss_span_text(summary['first_loss'], summary['last_loss'], summary['loss_window'])}, "
+               f"validation loss "
                f"{validation[0]['val_loss']:.4f} -> {validation[-1]['val_loss']:.4f}\n"
                f"{'adapter' if cfg.method == 'lora' else 'model'} (card, metrics.csv, SHA256SUMS) in "
                f"{summary['package']}/{pushed}\n{renders}\n"

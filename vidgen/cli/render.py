@@ -40,6 +40,9 @@ def render(
         = None,
     preview: Annotated[bool | None, typer.Option(help="also write preview.png, a contact sheet of the first clips")]
         = None,
+    report: Annotated[bool | None, typer.Option(help="also write OUT/report.html, a page to open in a browser: "
+                                                     "every rendered row's video with its prompt and settings, "
+                                                     "and the rows not rendered with why")] = None,
     lora: Annotated[str | None, typer.Option(help="a LoRA adapter from `vidgen finetune` (folder or registry "
                                                   "reference) fused into the model once per actor; refused unless "
                                                   "it was trained on --model")] = None,
@@ -63,7 +66,7 @@ def render(
     cfg = load_config(RenderConfig, config, set_ or [], {
         "manifest": manifest, "out": out, "model": model, "frames": frames, "height": height, "width": width,
         "steps": steps, "gpus_per_actor": gpus_per_actor, "batch_size": batch_size, "actors": actors, "seed": seed,
-        "preview": preview, "pipeline.lora": lora, "pipeline.lora_scale": lora_scale,
+        "preview": preview, "report": report, "pipeline.lora": lora, "pipeline.lora_scale": lora_scale,
         "pipeline.cache": cache and StepCacheOptions.from_flag(cache).model_dump()})
     bar = progress()
     with bar:
@@ -83,5 +86,7 @@ def render(
     typer.echo(f"{summary['rows']} rows: {summary['rendered_now']} rendered now, {summary['already_done']} done "
                f"before, {summary['errors']} not rendered (see errors.jsonl)\n"
                f"videos, results.jsonl, errors.jsonl and run.json are in {summary['out']}/")
+    if "report" in summary:
+        typer.echo(f"report: {summary['report']}")
     if summary["errors"]:
         raise typer.Exit(2)

@@ -101,6 +101,7 @@ def _deploy(deploy_file: dict, cfg, http: dict, allow_pending: bool, insecure_lo
     url = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
     typer.echo(f"{cfg.app_name} is up at {url} in {time.perf_counter() - started:.0f} s: "
                + ", ".join(f"{n} {tier} replica(s)" for tier, n in replicas.items()))
+    typer.echo(f"  playground:    {url}/ (a page to try prompts in a browser: paste the token once)")
     typer.echo(f"  API spec:      {url}/docs (OpenAPI at {url}/openapi.json)")
     typer.echo(f"  async renders: {cfg.renders_uri}")
     for line in try_it(url, cfg.auth, insecure_local):

@@ -21,8 +21,8 @@ LOSS_WINDOW = 10  # steps averaged for a run's first and last loss: one step's f
 
 def loss_span(losses: list[float]) -> dict:
     """A run's first and last loss as its card and its console both report them: the means over its first and its
-    last LOSS_WINDOW steps (all of them in a shorter run)."""
-    window = min(LOSS_WINDOW, len(losses))
+    last LOSS_WINDOW steps (half of the steps each in a shorter run, so the two never share a step)."""
+    window = max(1, min(LOSS_WINDOW, len(losses) // 2))
     return {"first_loss": float(np.mean(losses[:window])), "last_loss": float(np.mean(losses[-window:])),
             "loss_window": window}
 

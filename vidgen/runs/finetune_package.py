@@ -20,7 +20,7 @@ from storage.cards import Lineage, model_card
 from storage.package import CARD_FILE, LORA_WEIGHTS, ModelFileError, open_package_file, sha256_file, write_sums
 from vidgen.pipelines.adapters import AdapterInfo
 from vidgen.pipelines.references import VerifiedModel, model_digest
-from vidgen.runs.cards import write_metrics_csv
+from vidgen.runs.cards import loss_span_text, write_metrics_csv
 from vidgen.runs.finetune_lora import LoraSettings, lora_state, lora_targets, save_lora
 from vidgen.runs.finetune_recipes import recipe_for
 
@@ -32,9 +32,9 @@ def _body(title: str, what: str, run: dict) -> str:
 
 {what}
 
-Trained {run['steps']} steps on `{run['data']}` ({run['workers']} workers, ZeRO-{run['zero_stage']}); training loss
-{run['first_loss']:.4f} -> {run['last_loss']:.4f}. Validation loss (held-out latents, fixed noise levels and seeds,
-comparable across steps and runs):
+Trained {run['steps']} steps on `{run['data']}` ({run['workers']} workers, ZeRO-{run['zero_stage']}); training
+{loss_span_text(run['first_loss'], run['last_loss'], run.get('loss_window', 1))}. Validation loss (held-out
+latents, fixed noise levels and seeds, comparable across steps and runs):
 
 | step | validation loss |
 |---|---|
