@@ -127,3 +127,30 @@ def test_own_videos_ingest_verify_train_generate_are_quiet(tmp_path):
     assert (tmp_path / "clip.mp4").stat().st_size > 0 and "None" not in generate.stdout
     assert_quiet(generate.stdout + generate.stderr)
     assert json.loads((tmp_path / "data" / "mine" / "index.json").read_text())
+
+
+@pytest.mark.slow
+def test_model_lifecycle_push_promote_history_rollback_by_alias_is_quiet(tmp_path):
+    """README's "Releasing a model", with shipped names as references: two versions, the gate, a rollback."""
+    for model, version in (("shapes-tiny", "v1"), ("shapes-tiny-k1", "v2")):
+        push = vidgen(tmp_path, "models", "push", model, "shapes")
+        assert push.returncode == 0 and f"shapes@{version}" in push.stdout, push.stdout + push.stderr
+        assert_quiet(push.stdout + push.stderr)
+    small = ("--clips", "8", "--steps", "4")
+    first = vidgen(tmp_path, "models", "promote", "shapes@v1", "--to", "production", "--reason", "first", *small)
+    assert first.returncode == 0 and "shapes@production -> v1 (was unset)" in first.stdout, first.stdout + first.stderr
+    assert_quiet(first.stdout + first.stderr)
+    second = vidgen(tmp_path, "models", "promote", "shapes@v2", "--to", "production", "--reason", "the student",
+                    "--force", *small)
+    assert second.returncode == 0 and "-> v2 (was v1)" in second.stdout, second.stdout + second.stderr
+    history = vidgen(tmp_path, "models", "history", "shapes")
+    assert history.returncode == 0 and "first" in history.stdout and "the student" in history.stdout
+    back = vidgen(tmp_path, "models", "rollback", "shapes", "--alias", "production", "--reason", "regressed", "--yes")
+    assert back.returncode == 0 and "shapes@production -> v1 (was v2)" in back.stdout, back.stdout + back.stderr
+    generate = vidgen(tmp_path, "generate", "a red square moving right", "--model", "shapes@production",
+                      "--out", "clip.mp4")
+    console = generate.stdout + generate.stderr
+    assert generate.returncode == 0 and (tmp_path / "clip.mp4").stat().st_size > 0, console
+    assert "with shapes@v1#" in console  # the alias resolved to the version rolled back to
+    for result in (second, history, back, generate):
+        assert_quiet(result.stdout + result.stderr)
