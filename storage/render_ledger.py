@@ -14,6 +14,7 @@
     OUT/trajectories/<id>.npz  sampler states kept for distillation, written before the row's record
     OUT/run.json            what the run was and what it did
     OUT/preview.png         a contact sheet of the first clips, when asked for
+    OUT/report.html         every row's video, settings and reason not rendered, when asked for (--report)
 
 A claim older than the run's `claim_timeout_s` belongs to a run that died, and is taken over. A video that run left
 without a record is this row's when the claim names the same request (a digest of model and settings), whatever
