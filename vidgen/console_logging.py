@@ -188,10 +188,16 @@ def _pump(read_end: int, console: int) -> None:
 
 
 def _native_or_console(line: bytes, out) -> None:
+    """A line of Ray's C++ logger to the log file, any other to the console. Whatever the file does (a full disk, a
+    folder that cannot be made), the line reaches the console instead: the pump must never stop, since a stopped pump
+    leaves fd 2's pipe to fill and every later write to stderr to block."""
     if NATIVE_LINE.match(line):
-        handler = _handler()
-        with _lock:
-            handler.stream.write(line.decode("utf-8", "replace"))
-            handler.flush()
-    else:
-        out.write(line)
+        try:
+            handler = _handler()
+            with _lock:
+                handler.stream.write(line.decode("utf-8", "replace"))
+                handler.flush()
+            return
+        except OSError:
+            pass
+    out.write(line)

@@ -112,3 +112,13 @@ def test_a_workers_progress_bar_is_drawn_not_logged(routed, monkeypatch, capsys)
     bar = '{"__magic_token__": "__ray_tqdm_magic_token__", "x": 6, "desc": "step 6 loss 1.3650", "total": 6}'
     console_logging.worker_output({"pid": 3, "actor_name": "RayTrainWorker", "is_err": False, "lines": [bar]})
     assert drawn == [bar] and not routed.exists() and capsys.readouterr().err == ""
+
+
+def test_a_log_file_that_cannot_be_written_sends_rays_native_lines_to_the_console(routed, tmp_path, monkeypatch):
+    import io
+
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setattr(console_logging, "_log_path", tmp_path / "a-file" / "vidgen.log")  # mkdir fails
+    console = io.BytesIO()
+    console_logging._native_or_console(NATIVE.encode() + b"\n", console)  # the stderr pump must not die on it
+    assert console.getvalue() == NATIVE.encode() + b"\n"
