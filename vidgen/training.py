@@ -57,8 +57,9 @@ class TrainConfig(BaseModel):
     torch_threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
     save_dtype: str = Field("float32", pattern="^(float32|float16|bfloat16)$",
                             description="dtype of the saved weights; float16 halves the file")
-    memorization_clips: int = Field(16, ge=0, description="trained on a data set: generations per kind of prompt "
-                                    "(training captions, held-out prompts) in the card's memorization check; 0 skips")
+    memorization_clips: int = Field(16, ge=0, description="trained on a data set in one process: generations per "
+                                    "kind of prompt (training captions, held-out prompts) in the card's memorization "
+                                    "check; 0 skips (distributed runs: `vidgen eval --memorization`)")
 
     @field_validator("preset")
     @classmethod

@@ -106,6 +106,8 @@ def train(
 
     Single process writes OUT/{config.json, model.safetensors, card.md, SHA256SUMS, metrics.csv, evals.json,
     loss_curve.png, samples.png}. Example: vidgen train --preset tiny --minutes 10 --out runs/try1
+    Fine-tune the shipped model on your videos instead of starting from random weights:
+    vidgen train --start-from shapes-tiny --data data/mine --steps 300 --out runs/mine
 
     Distributed: vidgen train --preset tiny --workers 2 --zero 3 --data s3://bucket/shapes --steps 500
     checkpoints into RUNS/NAME and writes the consolidated model package to RUNS/NAME/model (or --out).
