@@ -16,15 +16,16 @@
       (`max_batch_size` N) against the same tier without (`max_batch_size` 1), p50 and p99 latency of both; the
       two deployments alternate, R rounds each. Goal >= 2.5x.
   (e) with --videos-api, only this: the Videos API at N concurrent clients on the edge tier. Create latency (POST
-      /v1/videos answers before anything renders), p50 and p99, goal p99 <= 20 ms; and throughput of create + poll
-      (sleeping `openai-poll-after-ms`, as the SDK does) + download against POST /v1/videos/sync, rounds alternating.
-      Goal >= 0.9x.
+      /v1/videos answers before anything renders), p50 and p99, goal p99 <= 20 ms, beside a bare Serve request's
+      latency probed every 50 ms under the same load; and throughput of create + poll (sleeping
+      `openai-poll-after-ms`, as the SDK does) + download against POST /v1/videos/sync, rounds alternating. Goal
+      >= 0.9x. --tier-calls object_store measures the router calling its tiers the Ray default way.
 
 In (a)-(c) requests are sequential (one client) and A/B rounds alternate so drift hits both sides.
 
     python benchmarks/serve.py --clips 24 --trivial 400 --accuracy-clips 48
     python benchmarks/serve.py --batching --clients 8 --batch-clips 64 --rounds 2
-    python benchmarks/serve.py --videos-api --clients 8 --batch-clips 64 --rounds 2
+    python benchmarks/serve.py --videos-api --clients 8 --batch-clips 64 --rounds 2 [--tier-calls object_store]
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def start(tmp: str, edge: dict = EDGE, port: int | None = None, bare: bool = True) -> tuple[str, object]:
-    """Deploy the app (starting Ray on first use) with this edge tier config, and a bare Serve app beside it when
-    `bare`; (base URL, config)."""
+def start(tmp: str, edge: dict = EDGE, port: int | None = None, bare: bool = True,
+          settings: dict | None = None) -> tuple[str, object]:
+    """Deploy the app (starting Ray on first use) with this edge tier config and ServeConfig `settings`, and a bare
+    Serve app beside it when `bare`; (base URL, config)."""
     import ray
     from ray import serve
 
@@ -67,7 +69,8 @@ def start(tmp: str, edge: dict = EDGE, port: int | None = None, bare: bool = Tru
         ray.init(address="local", num_cpus=2, resources={"edge": 1, "cloud": 1}, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=False, _temp_dir=tmp)
     port = port or free_ports(1)[0]
-    cfg = ServeConfig.model_validate({"renders_uri": f"{tmp}/jobs", "tiers": {"edge": edge, "cloud": CLOUD}})
+    cfg = ServeConfig.model_validate({"renders_uri": f"{tmp}/jobs", "tiers": {"edge": edge, "cloud": CLOUD},
+                                      **(settings or {})})
     cfg = prepare_config(cfg, "127.0.0.1", insecure_local=True, environ={})
     deploy({"http_options": {"host": "127.0.0.1", "port": port},
             "applications": [{"name": "vidgen", "route_prefix": "/", "import_path": "cluster.serve_app:build_app"}]},
@@ -238,13 +241,16 @@ def part_d(tmp: str, clients: int, clips: int, rounds: int, wait_s: float, threa
     print(f"ratio batched / one by one: {rate['batched'] / rate['one by one']:.2f}x (goal >= 2.5x)")
 
 
-def part_e(tmp: str, clients: int, clips: int, rounds: int) -> None:
-    """The Videos API on the edge tier at `clients` concurrent clients: create latency, and clips/s through create +
-    poll + download against the synchronous route."""
+def part_e(tmp: str, clients: int, clips: int, rounds: int, tier_calls: str) -> None:
+    """The Videos API on the edge tier at `clients` concurrent clients: create latency beside a bare Serve request's
+    under the same load, and clips/s through create + poll + download against the synchronous route."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    base, _ = start(tmp, {**EDGE, "max_ongoing_requests": clients}, bare=False)
+    base, _ = start(tmp, {**EDGE, "max_ongoing_requests": clients}, settings={"tier_calls": tier_calls})
     create_latencies: list[float] = []
+    bare_latencies: list[float] = []
+    polls: list[int] = []
 
     def sync(session: requests.Session, seed: int) -> None:
         response = session.post(f"{base}/v1/videos/sync", json={"prompt": PROMPT, "quality": "draft", "seed": seed})
@@ -256,11 +262,14 @@ def part_e(tmp: str, clients: int, clips: int, rounds: int) -> None:
         create_latencies.append(time.perf_counter() - started)
         created.raise_for_status()
         video, wait_ms = created.json(), int(created.headers["openai-poll-after-ms"])
+        polled_times = 0
         while video["status"] in ("queued", "in_progress"):
             time.sleep(wait_ms / 1000)
             polled = session.get(f"{base}/v1/videos/{video['id']}")
             video, wait_ms = polled.json(), int(polled.headers["openai-poll-after-ms"])
+            polled_times += 1
         assert video["status"] == "completed", video
+        polls.append(polled_times)
         session.get(f"{base}/v1/videos/{video['id']}/content").raise_for_status()
 
     def client(way, seeds: list[int]) -> None:
@@ -268,24 +277,41 @@ def part_e(tmp: str, clients: int, clips: int, rounds: int) -> None:
         for seed in seeds:
             way(session, seed)
 
+    def probe(stop: threading.Event, kept: list[float]) -> None:
+        """A bare Serve request every 50 ms, in both ways' rounds: what any request costs under the same load."""
+        session = requests.Session()
+        while not stop.wait(0.05):
+            started = time.perf_counter()
+            session.get(f"{base}/bare").raise_for_status()
+            kept.append(time.perf_counter() - started)
+
     ways = {"sync": sync, "videos api": through_api}
     rates: dict[str, list[float]] = {name: [] for name in ways}
     for way in ways.values():  # warm: replicas measured, connections open
         client(way, list(range(clients)))
     create_latencies.clear()
+    polls.clear()
     for r in range(rounds):
         for name in (ways if r % 2 == 0 else reversed(ways)):
             shares = [list(range(c, clips, clients)) for c in range(clients)]
+            stop = threading.Event()
+            prober = threading.Thread(target=probe, args=(stop, bare_latencies if name == "videos api" else []))
+            prober.start()
             started = time.perf_counter()
             with ThreadPoolExecutor(clients) as pool:
                 list(pool.map(client, [ways[name]] * clients, shares))
             rates[name].append(clips / (time.perf_counter() - started))
+            stop.set()
+            prober.join()
     rate = {name: statistics.median(r) for name, r in rates.items()}
     for name, runs in rates.items():
-        print(f"(e) edge, {clients} clients, {name:<10}: {rate[name]:.2f} clips/s (median of {rounds} rounds: "
-              f"{', '.join(f'{r:.2f}' for r in runs)})")
+        print(f"(e) edge, {clients} clients, {tier_calls} tier calls, {name:<10}: {rate[name]:.2f} clips/s (median of "
+              f"{rounds} rounds: {', '.join(f'{r:.2f}' for r in runs)})")
+    print(f"polls a clip: {statistics.mean(polls):.2f}")
     print(f"create latency over {len(create_latencies)} creates: p50 {1000 * percentile(create_latencies, 50):.1f} ms"
           f" p99 {1000 * percentile(create_latencies, 99):.1f} ms (goal p99 <= 20 ms)")
+    print(f"bare Serve request under the same load, {len(bare_latencies)} requests: p50 "
+          f"{1000 * percentile(bare_latencies, 50):.1f} ms p99 {1000 * percentile(bare_latencies, 99):.1f} ms")
     print(f"ratio videos api / sync: {rate['videos api'] / rate['sync']:.2f}x (goal >= 0.9x)")
 
 
@@ -302,6 +328,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="the edge replica's torch threads in (d)")
     parser.add_argument("--videos-api", action="store_true", help="run only (e), the Videos API against the sync "
                                                                   "route (--clients, --batch-clips, --rounds)")
+    parser.add_argument("--tier-calls", choices=("grpc", "object_store"), default="grpc",
+                        help="how the router calls the tiers in (e) (ServeConfig.tier_calls)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import ray
@@ -310,7 +338,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="vidgen-bench-", dir="/tmp")
     if args.videos_api:
         try:
-            part_e(tmp, args.clients, args.batch_clips, args.rounds)
+            part_e(tmp, args.clients, args.batch_clips, args.rounds, args.tier_calls)
         finally:
             serve.shutdown()
             ray.shutdown()

@@ -64,6 +64,7 @@ from cluster.videos_api import (
     IDEMPOTENCY_HEADER,
     LORA_HEADER,
     POLL_AFTER_HEADER,
+    POLL_HOLD_S,
     CreateVideo,
     VideoDeleted,
     VideoList,
@@ -214,7 +215,13 @@ async def _invalid_create(request: Request, exc: _ValidationRefused) -> JSONResp
     return _validation_error(exc.errors)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
+# The router calls its tiers over gRPC by default (`tier_calls`); gRPC caps a message at 4 MiB unless told otherwise,
+# and a result carries the clip's MP4: the router takes results up to RESULT_MAX_BYTES.
+RESULT_MAX_BYTES = 256 * 1024 * 1024
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": {
+    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(RESULT_MAX_BYTES)}}}, max_ongoing_requests=200)
 @serve.ingress(api)
 class Router:
     async def __init__(self, config: dict, edge, cloud, board, insecure_local: bool = False):
@@ -225,7 +232,8 @@ class Router:
         self.admission = CallerAdmission()
         self.adapters = AdapterCatalog(min(tier.alias_poll_s for tier in self.cfg.tiers.values()))
         # streaming handles, made once: each `options()` call makes a new handle with its own request router
-        self.handles = {"edge": edge.options(stream=True), "cloud": cloud.options(stream=True)}
+        self.handles = {tier: handle.options(stream=True, _by_reference=self.cfg.tier_calls == "object_store")
+                        for tier, handle in (("edge", edge), ("cloud", cloud))}
         self.board = board
         self.renders = AsyncRenderStore(self.cfg.renders_uri)
         self.outstanding = {"edge": 0, "cloud": 0}
@@ -547,9 +555,7 @@ class Router:
         if "rejected" in result:
             return self._failed(record, result.get("code", "prompt_rejected"),
                                 f"{result.get('param', 'prompt')}: {result['rejected']}")
-        await asyncio.gather(self.renders.write_video(record.id, result["mp4"]),
-                             self.renders.write_thumbnail(record.id, result["jpeg"]),
-                             self.renders.write_spritesheet(record.id, result["spritesheet"]))
+        await self.renders.write_outputs(record.id, result["mp4"], result["jpeg"], result["spritesheet"])
         return record.model_copy(update={"status": "completed", "progress": 100, "replica": result["replica"],
                                          "model": result["model"], "completed_at": time.time(), "lease_until": None})
 
@@ -582,7 +588,14 @@ class Router:
     @api.get("/v1/videos/{video_id}", response_model=VideoObject, summary="A video's status and progress",
              responses={404: {"description": "no such video"}}, dependencies=[Depends(authorized)])
     async def retrieve_video(self, request: Request, video_id: str = Path(pattern=RENDER_ID_PATTERN)):
-        return self._video(await self._record(video_id, caller_of(request)))
+        caller = caller_of(request)
+        record = await self._record(video_id, caller)
+        if (render := self.running.get(video_id)) is not None:
+            # A render this router runs: the poll is held until it ends (at most POLL_HOLD_S), so a client needs
+            # fewer polls, each an HTTP request through the proxy and the router
+            await asyncio.wait({render}, timeout=POLL_HOLD_S)
+            record = await self._record(video_id, caller)
+        return self._video(record)
 
     @api.delete("/v1/videos/{video_id}", response_model=VideoDeleted,
                 summary="Delete a video: a queued render never runs, a running one stops at its next step",

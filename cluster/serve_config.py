@@ -266,6 +266,9 @@ class ServeConfig(BaseModel):
                                                          "this long after its last lease renewal")
     renders_retention_s: float = Field(7 * 86_400, gt=0, description="asynchronous renders (status and MP4) are "
                                                                      "deleted this long after they were made")
+    tier_calls: Literal["grpc", "object_store"] = Field(
+        "grpc", description="how the router calls its tiers' replicas: over gRPC (Ray Serve's `_by_reference=False`: "
+                            "less CPU a request) or through Ray's object store (Ray's default)")
     report_every_s: float = Field(0.25, gt=0, description="how often each replica reports its queue and timing")
     stale_after_s: float = Field(3.0, gt=0, description="a replica silent this long no longer counts")
 

@@ -33,6 +33,10 @@ LORA_HEADER = "X-Vidgen-Lora"  # the adapter a render was asked with, on its vid
 # serve.py (e): polling every quarter estimate from the start halved the clips/s of the edge tier). Never more often
 # than every 20 ms (an edge clip renders in tens of ms) nor rarer than every 5 s.
 POLL_SHARE, MIN_POLL_MS, MAX_POLL_MS = 0.25, 20, 5000
+# A poll of a render that the answering router runs is held until the render ends, for at most this long: an edge
+# render then needs one poll instead of one and a half on average under 8 clients (benchmarks/serve.py (e)), and a
+# progress bar still moves every second or so.
+POLL_HOLD_S = 1.0
 
 ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
                429: "rate_limit_error"}

@@ -35,11 +35,11 @@ def test_renders_past_their_retention_are_swept(tmp_path):
     async def scenario():
         for render_id in (old, new):
             await store.write_status(RenderStatus(id=render_id, status="completed", tier="edge", reason="r"))
-            await store.write_video(render_id, b"mp4")
+            await store.write_outputs(render_id, b"mp4", b"jpg", b"sprites")
         return await store.sweep(retention_s=86_400)
 
-    assert asyncio.run(scenario()) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{new}.json", f"{new}.mp4"]
+    assert asyncio.run(scenario()) == 4  # the old one's record, video, thumbnail and spritesheet
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{new}.{s}" for s in ("jpg", "json", "mp4", "sprites.jpg")]
 
 
 def test_render_ids_are_unguessable_and_never_repeat():
@@ -57,8 +57,7 @@ def test_a_deleted_render_leaves_a_tombstone_and_no_outputs(tmp_path):
     async def scenario():
         for record in (mine, later, theirs):
             await store.write_status(record)
-            await store.write_video(record.id, b"mp4")
-            await store.write_thumbnail(record.id, b"jpg")
+            await store.write_outputs(record.id, b"mp4", b"jpg", b"sprites")
         await store.delete(mine)
         return await store.records("a", retention_s=86_400), await store.read_status(mine.id)
 

@@ -40,15 +40,14 @@ def test_the_sweep_removes_an_expired_renders_files_and_its_idempotency_key(tmp_
     async def scenario():
         for render_id, key in ((old, "k-old"), (young, "k-young")):
             await store.write_status(RenderStatus(id=render_id, owner="a", status="completed", tier="edge", reason="r"))
-            await store.write_video(render_id, b"mp4")
-            await store.write_thumbnail(render_id, b"jpg")
+            await store.write_outputs(render_id, b"mp4", b"jpg", b"sprites")
             await store.claim_idempotency("a", key, render_id, "sha")
         swept = await store.sweep(retention_s=DAY)
         return swept, await store.idempotency_bound("a", "k-old"), await store.idempotency_bound("a", "k-young")
 
     swept, old_key, young_key = asyncio.run(scenario())
-    assert swept == 4 and old_key is None and young_key == (young, "sha")
+    assert swept == 5 and old_key is None and young_key == (young, "sha")
     left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert [name for name in left if not name.startswith("idempotency/")] == [f"{young}.{s}" for s in
-                                                                               ("jpg", "json", "mp4")]
+                                                                               ("jpg", "json", "mp4", "sprites.jpg")]
     assert len([name for name in left if name.startswith("idempotency/")]) == 1

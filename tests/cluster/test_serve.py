@@ -20,6 +20,7 @@ from tests.cluster.serve_page_checks import (  # noqa: F401 (collected here, on 
     test_the_playground_renders_a_prompt_into_a_playing_video_and_deletes_it,
 )
 from tests.cluster.videos_sdk_checks import (  # noqa: F401 (collected here, on this module's deployment)
+    test_a_poll_of_a_running_render_is_held_until_it_ends,
     test_sdk_create_and_poll_ends_completed_and_downloads_the_asked_size,
     test_sdk_create_retried_with_its_idempotency_key_renders_once,
     test_sdk_delete_stops_a_running_render_early_and_a_queued_one_never_runs,

@@ -64,12 +64,12 @@ def test_a_stored_spritesheet_goes_with_its_render_when_deleted_or_swept(tmp_pat
     async def scenario():
         for record in (deleted, expired, kept):
             await store.write_status(record)
-            await store.write_video(record.id, b"mp4")
-            await store.write_spritesheet(record.id, spritesheet(flat_clip(8, 16, 16)))
+            await store.write_outputs(record.id, b"mp4", b"jpg", spritesheet(flat_clip(8, 16, 16)))
         await store.delete(deleted)
         await store.sweep(retention_s=86_400)
         return await store.read_video(kept.id, ".sprites.jpg")
 
     assert Image.open(io.BytesIO(asyncio.run(scenario()))).size == (64, 32)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{deleted.id}.json", f"{kept.id}.json",
-                                                                 f"{kept.id}.mp4", f"{kept.id}.sprites.jpg"])
+                                                                 f"{kept.id}.jpg", f"{kept.id}.mp4",
+                                                                 f"{kept.id}.sprites.jpg"])
