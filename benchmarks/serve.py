@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import requests
@@ -241,6 +243,30 @@ def part_d(tmp: str, clients: int, clips: int, rounds: int, wait_s: float, threa
     print(f"ratio batched / one by one: {rate['batched'] / rate['one by one']:.2f}x (goal >= 2.5x)")
 
 
+def cpu_seconds_by_process() -> dict[int, tuple[str, float]]:
+    """{pid: (process title, CPU seconds used so far)} of every process of this machine (Linux /proc): Ray names its
+    workers by what they run (`ray::ServeReplica:vidgen:Router`, `ray::ProxyActor`)."""
+    found, tick = {}, os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        found[int(pid)] = (title, (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+def cpu_ms_a_clip(before: dict, after: dict, clips: int) -> dict[str, float]:
+    """CPU ms a clip of the Serve processes between two `cpu_seconds_by_process` samples, by process title."""
+    used: dict[str, float] = {}
+    for pid, (title, seconds) in after.items():
+        if title.startswith("ray::ServeReplica") or title.startswith("ray::ProxyActor"):
+            name = title.removeprefix("ray::ServeReplica:vidgen:").removeprefix("ray::")
+            used[name] = used.get(name, 0.0) + 1000 * (seconds - before.get(pid, (title, 0.0))[1]) / clips
+    return used
+
+
 def part_e(tmp: str, clients: int, clips: int, rounds: int, tier_calls: str) -> None:
     """The Videos API on the edge tier at `clients` concurrent clients: create latency beside a bare Serve request's
     under the same load, and clips/s through create + poll + download against the synchronous route."""
@@ -287,6 +313,7 @@ def part_e(tmp: str, clients: int, clips: int, rounds: int, tier_calls: str) -> 
 
     ways = {"sync": sync, "videos api": through_api}
     rates: dict[str, list[float]] = {name: [] for name in ways}
+    cpu: dict[str, list[dict[str, float]]] = {name: [] for name in ways}
     for way in ways.values():  # warm: replicas measured, connections open
         client(way, list(range(clients)))
     create_latencies.clear()
@@ -297,10 +324,11 @@ def part_e(tmp: str, clients: int, clips: int, rounds: int, tier_calls: str) -> 
             stop = threading.Event()
             prober = threading.Thread(target=probe, args=(stop, bare_latencies if name == "videos api" else []))
             prober.start()
-            started = time.perf_counter()
+            started, used_before = time.perf_counter(), cpu_seconds_by_process()
             with ThreadPoolExecutor(clients) as pool:
                 list(pool.map(client, [ways[name]] * clients, shares))
             rates[name].append(clips / (time.perf_counter() - started))
+            cpu[name].append(cpu_ms_a_clip(used_before, cpu_seconds_by_process(), clips))
             stop.set()
             prober.join()
     rate = {name: statistics.median(r) for name, r in rates.items()}
@@ -308,6 +336,10 @@ def part_e(tmp: str, clients: int, clips: int, rounds: int, tier_calls: str) -> 
         print(f"(e) edge, {clients} clients, {tier_calls} tier calls, {name:<10}: {rate[name]:.2f} clips/s (median of "
               f"{rounds} rounds: {', '.join(f'{r:.2f}' for r in runs)})")
     print(f"polls a clip: {statistics.mean(polls):.2f}")
+    for name, rounds_used in cpu.items():
+        means = {proc: statistics.mean(r.get(proc, 0.0) for r in rounds_used) for proc in rounds_used[0]}
+        print(f"CPU ms a clip, {name:<10}: " + ", ".join(f"{proc} {ms:.1f}" for proc, ms in
+                                                       sorted(means.items(), key=lambda kv: -kv[1]) if ms >= 0.5))
     print(f"create latency over {len(create_latencies)} creates: p50 {1000 * percentile(create_latencies, 50):.1f} ms"
           f" p99 {1000 * percentile(create_latencies, 99):.1f} ms (goal p99 <= 20 ms)")
     print(f"bare Serve request under the same load, {len(bare_latencies)} requests: p50 "
