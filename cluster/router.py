@@ -297,10 +297,11 @@ class Router:
         """The fresh reports of one tier's replicas; they load the same model, so the first says what it makes."""
         return [r for r in self.reports if r.tier == tier]
 
-    async def _stream(self, tier: str, request: VideoRequest, on_step) -> dict:
-        """The replica's result, `on_step(step, steps)` called as its sampler reports; cancelling the caller cancels
-        the replica's call (a queued render leaves its queue, a running one stops at its next step)."""
-        events = self.handles[tier].render_stream.remote(request)
+    async def _stream(self, tier: str, request: VideoRequest, on_step, stills: bool) -> dict:
+        """The replica's result (with the thumbnail and spritesheet when `stills`), `on_step(step, steps)` called
+        as its sampler reports; cancelling the caller cancels the replica's call (a queued render leaves its queue,
+        a running one stops at its next step)."""
+        events = self.handles[tier].render_stream.remote(request, stills=stills)
         ended = False
         try:
             async for event in events:
@@ -314,20 +315,20 @@ class Router:
             if not ended:
                 events.cancel()
 
-    async def _render(self, tier: str, request: VideoRequest, retry: bool, on_step=None) -> dict:
-        """The tier's answer to `request`; a replica dying under it is RenderTookReplicaDown unless `retry`
-        (`retries_after_replica_death`), when the render is tried once more."""
+    async def _render(self, tier: str, request: VideoRequest, retry: bool, on_step=None, stills: bool = False) -> dict:
+        """The tier's answer to `request` (`_stream`); a replica dying under it is RenderTookReplicaDown unless
+        `retry` (`retries_after_replica_death`), when the render is tried once more."""
         self.outstanding[tier] += 1
         try:
             try:
-                return await self._stream(tier, request, on_step)
+                return await self._stream(tier, request, on_step, stills)
             except RayActorError as exc:
                 if not retry:
                     log.warning("%s replica died rendering a clip larger than the tier's default (%s); not retried",
                                 tier, exc)
                     raise RenderTookReplicaDown(tier) from exc
                 log.warning("%s replica died during a render (%s); retrying once", tier, exc)
-                return await self._stream(tier, request, on_step)
+                return await self._stream(tier, request, on_step, stills)
         finally:
             self.outstanding[tier] -= 1
 
@@ -520,8 +521,8 @@ class Router:
         renewing = asyncio.get_running_loop().create_task(self._renew_lease(record.id, writing, finished))
         try:
             try:
-                result = await self._render(record.tier, request, retry,
-                                            lambda step, steps: self._stepped(record.id, step, steps))
+                result = await self._render(record.tier, request, retry, stills=True,
+                                            on_step=lambda step, steps: self._stepped(record.id, step, steps))
                 done = await self._finished(record, result)
             except RenderTookReplicaDown as exc:
                 done = self._failed(record, "replica_lost", str(exc))

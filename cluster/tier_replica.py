@@ -75,14 +75,16 @@ class Cancelled:
     """The result of a request cancelled while it was sampled."""
 
 
-def clip_outputs(frames) -> tuple[bytes, bytes, bytes]:
+def clip_outputs(frames, stills: bool = True) -> tuple[bytes, bytes | None, bytes | None]:
     """(the MP4, a JPEG of its middle frame: the thumbnail, the spritesheet: `cluster.spritesheet`) of uint8 frames
-    (T, H, W, 3)."""
+    (T, H, W, 3); the MP4 alone (None, None for the stills) unless `stills`."""
     from PIL import Image
 
     from cluster.spritesheet import spritesheet
     from storage.video import encode
 
+    if not stills:
+        return encode(frames), None, None
     jpeg = io.BytesIO()
     Image.fromarray(frames[len(frames) // 2]).save(jpeg, format="JPEG", quality=90)
     return encode(frames), jpeg.getvalue(), spritesheet(frames)
@@ -318,19 +320,21 @@ class TierReplica:
                 log.warning("report to the tier board failed: %s", exc)
             await asyncio.sleep(self.report_every_s)
 
-    async def render(self, request: ClipRequest) -> dict:
-        """`render_stream`'s result alone (the synchronous route)."""
+    async def render(self, request: ClipRequest, stills: bool = True) -> dict:
+        """`render_stream`'s result alone."""
         result = None
-        async for event in self.render_stream(request):
+        async for event in self.render_stream(request, stills):
             result = event
         return result
 
-    async def render_stream(self, request: ClipRequest):
+    async def render_stream(self, request: ClipRequest, stills: bool = True):
         """Render the clip `request` asks for (the router's VideoRequest, checked against this model already: only
         its ClipRequest fields count here). Yields `{"step": i, "steps": n}` after each sampler step, then the result:
-        MP4 and JPEG thumbnail bytes and facts, or `rejected` with the reason when the model cannot make it or the
-        prompt cannot be encoded. Cancelling the call (the caller gone, or its render deleted) cancels the job: it
-        never reaches the sampler if still queued, and stops the sampler at its next step if it is alone there."""
+        the MP4's bytes, with `stills` its thumbnail and spritesheet (JPEGs: what an asynchronous render keeps; the
+        synchronous route answers the MP4 alone, sparing ~0.8 ms of an edge clip's ~30), and facts; or `rejected`
+        with the reason when the model cannot make it or the prompt cannot be encoded. Cancelling the call (the
+        caller gone, or its render deleted) cancels the job: it never reaches the sampler if still queued, and stops
+        the sampler at its next step if it is alone there."""
         loaded = self.loaded
         clip, problems = resolve_clip(request, loaded.capabilities)
         if problems:
@@ -367,7 +371,7 @@ class TierReplica:
                 yield {"rejected": str(made), "tier": self.tier, "replica": self.replica}
                 return
             frames, seconds, loaded = made
-            mp4, jpeg, sprites = await asyncio.to_thread(clip_outputs, frames)
+            mp4, jpeg, sprites = await asyncio.to_thread(clip_outputs, frames, stills)
         finally:
             self.held -= 1
             if not batch.done():  # the caller cancelled: leave the batch, stop the sampler if alone in its call
