@@ -148,11 +148,12 @@ class TierReplica:
         return loaded
 
     def _warm_up(self, loaded: LoadedModel) -> float:
-        """On the sampler thread: sample one clip of one step (what pays the first call's costs; the tier's full steps
-        cost the cloud tier ~0.8 s more and teach nothing a step does not), and return its seconds per unit of work,
-        the estimate the first renders refine."""
+        """On the sampler thread: sample one clip of one step and encode its outputs (what pays the first call's
+        costs, PyAV's and PIL's imports among them; the tier's full steps cost the cloud tier ~0.8 s more and teach
+        nothing a step does not), and return its seconds per unit of work, the estimate the first renders refine."""
         clip, _ = resolve_clip(ClipRequest(prompt="a red square moving right", steps=1), loaded.capabilities)
-        _, seconds = self._sample([RenderJob(clip)], loaded)
+        made, seconds = self._sample([RenderJob(clip)], loaded)
+        clip_outputs(made[0])
         return seconds / clip_work(*loaded.capabilities.shape, clip.steps)
 
     def _adapter_slots(self, model: VerifiedModel, pipeline) -> AdapterSlots | None:
