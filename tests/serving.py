@@ -13,9 +13,12 @@ TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROMPT = "a red square moving right"
 # Deadline for a new replica to come up (or a replica to load a model's next version): a new replica's process,
-# imports, model, drift reference and warm-up clip took 36 s here with four clients loading the other replica on 2
-# cores, and CI machines have run twice as slow as this one.
-REPLICA_START_S = 180
+# imports, model, cached drift reference and warm-up clip take ~5 s here idle and ~6 s with four clients loading the
+# other replica (benchmarks/replica_start.py; 36 s before issue 28), and CI machines have run twice as slow as this
+# one while the rest of the suite loads them.
+REPLICA_START_S = 60
+# Deadline for `vidgen serve up` to start its own Ray and deploy the whole app (four deployments, both tiers' models).
+DEPLOY_S = 180
 
 
 def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.25, explain=None):

@@ -16,7 +16,7 @@ import yaml
 
 from cluster.launcher import free_ports
 from cluster.serve_config import deploy_file_path
-from tests.serving import REPLICA_START_S, wait_for
+from tests.serving import DEPLOY_S, wait_for
 
 
 @pytest.mark.slow
@@ -32,7 +32,7 @@ def test_sigterm_stops_serve_up_and_every_process_of_its_ray(tmp_path):
                            "--insecure-local"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: "serving in the foreground" in (tmp_path / "console.txt").read_text() or up.poll() is not None,
-                 REPLICA_START_S, "serve up to deploy", explain=lambda: (tmp_path / "console.txt").read_text()[-2000:])
+                 DEPLOY_S, "serve up to deploy", explain=lambda: (tmp_path / "console.txt").read_text()[-2000:])
         assert up.poll() is None, (tmp_path / "console.txt").read_text()
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
         ray_processes = psutil.Process(up.pid).children(recursive=True)

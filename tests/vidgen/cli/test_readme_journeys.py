@@ -22,7 +22,7 @@ import yaml
 
 from cluster.launcher import free_ports
 from cluster.serve_config import deploy_file_path
-from tests.serving import REPLICA_START_S, wait_for
+from tests.serving import DEPLOY_S, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 CHATTER = ("Token authentication is enabled", "core_worker.cc", "constructor arguments in the object store",
@@ -82,7 +82,7 @@ def test_render_then_serve_up_request_and_sigterm_are_quiet(tmp_path):
                               stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: "serving in the foreground" in console_file.read_text() or up.poll() is not None,
-                 REPLICA_START_S, "serve up to deploy", explain=lambda: console_file.read_text()[-2000:])
+                 DEPLOY_S, "serve up to deploy", explain=lambda: console_file.read_text()[-2000:])
         clip = requests.post(f"http://127.0.0.1:{port}/v1/videos/sync", timeout=120,
                              json={"prompt": "a red square moving right", "quality": "draft"})
         assert clip.status_code == 200 and clip.content[4:8] == b"ftyp", clip.text[:300]
