@@ -51,6 +51,10 @@ def test_bad_configs_name_the_problem(tmp_path):
                                               "cloud": {"cost_per_clip": 2}}})
     with pytest.raises(ValueError, match="stepz"):
         ServeConfig.model_validate({"tiers": {"edge": {"cost_per_clip": 1, "stepz": 3}, "cloud": {"cost_per_clip": 2}}})
+    tiers = {"edge": {"cost_per_clip": 1}, "cloud": {"cost_per_clip": 2}}
+    assert ServeConfig.model_validate({"tiers": tiers}).tier_calls == "grpc"
+    with pytest.raises(ValueError, match="tier_calls"):
+        ServeConfig.model_validate({"tiers": tiers, "tier_calls": "http"})
     (tmp_path / "other.yaml").write_text("applications: [{name: x, import_path: other:app}]\n")
     with pytest.raises(ValueError, match="cluster.serve_app:build_app"):
         read_deploy_file(tmp_path / "other.yaml")
