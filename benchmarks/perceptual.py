@@ -66,6 +66,25 @@ def corrupt(clips: np.ndarray, specs: list[synth.ClipSpec], kind: str, level: fl
     raise ValueError(f"unknown corruption {kind!r}; choose from {sorted(LEVELS)}")
 
 
+class SeenFrameFeatures:
+    """Frame features of clips, computed once per distinct frame: shuffled clips are frames already seen, and so is
+    the first frame of a clip re-rendered at another speed (the image network is the table's slow part)."""
+
+    def __init__(self, network):
+        self.network, self.seen = network, {}
+
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        """Per-frame features (B, T, D) of uint8 clips (B, T, H, W, 3), as `frame_features` gives them."""
+        b, t = clips.shape[:2]
+        frames = clips.reshape(b * t, 1, *clips.shape[2:])  # (B*T, 1, H, W, 3): each frame a one-frame clip
+        keys = [frame.tobytes() for frame in frames]
+        new = list({key: i for i, key in enumerate(keys) if key not in self.seen}.items())
+        if new:
+            got = frame_features(self.network, frames[[i for _, i in new]])  # (N, 1, D)
+            self.seen.update((key, row[0]) for (key, _), row in zip(new, got, strict=True))
+        return np.stack([self.seen[key] for key in keys]).reshape(b, t, -1)
+
+
 def scores(reference: dict, clips: np.ndarray, frame_net, video_net, frame_clips: int) -> dict[str, float]:
     """Every metric of `clips` against the reference's features (`features` of the reference clips)."""
     got = features(clips, frame_net, video_net, frame_clips)
@@ -75,8 +94,8 @@ def scores(reference: dict, clips: np.ndarray, frame_net, video_net, frame_clips
 
 
 def features(clips: np.ndarray, frame_net, video_net, frame_clips: int) -> dict[str, np.ndarray]:
-    """Frame features of the first `frame_clips` clips (the image network is the slow part), video features of all."""
-    return {"frames": frame_features(frame_net, clips[:frame_clips]), "video": video_features(video_net, clips)}
+    """Frame features of the first `frame_clips` clips (`frame_net`: a `SeenFrameFeatures`), video features of all."""
+    return {"frames": frame_net(clips[:frame_clips]), "video": video_features(video_net, clips)}
 
 
 def sensitivity(n: int, frame_clips: int | None = None, kinds=tuple(LEVELS), seed: int = 0) -> dict:
@@ -85,7 +104,7 @@ def sensitivity(n: int, frame_clips: int | None = None, kinds=tuple(LEVELS), see
     frame_clips = frame_clips or n
     from vidgen.runs.feature_nets import efficientnet_lite0, video_feature_net
 
-    frame_net, video_net = efficientnet_lite0(), video_feature_net()
+    frame_net, video_net = SeenFrameFeatures(efficientnet_lite0()), video_feature_net()
     reference = features(synth.render_batch(synth.sample_specs(n, 30_000_000 + seed)), frame_net, video_net,
                          frame_clips)
     specs = synth.sample_specs(n, 40_000_000 + seed)

@@ -182,8 +182,11 @@ class _Faults(FinetuneHooks):
 def test_sigterm_checkpoints_its_step_and_a_lost_worker_resumes_from_the_last_checkpoint(ray_cluster, footage,
                                                                                       tiny_pipelines, tmp_path):
     runs = tmp_path / "runs"
+    # what is asserted is steps, checkpoints and metrics rows: one validation batch, and the checkpoints' renders
+    # with 2 sampler steps instead of the Wan pipeline's default 50
     cfg = FinetuneConfig(model=str(tiny_pipelines["wan"]), data=footage, runs=str(runs), steps=6, workers=2,
-                         lora={"rank": 2}, validate_every=6, checkpoint_every=6, max_failures=2, num_to_keep=5)
+                         lora={"rank": 2}, validate_every=6, checkpoint_every=6, max_failures=2, num_to_keep=5,
+                         validation_batches=1, validation_steps=2)
     faults = _Faults(tmp_path)
     summary = run_finetune(cfg, hooks=faults)
     assert faults.sigterm.exists() and faults.died.exists() and summary["steps"] == 6
