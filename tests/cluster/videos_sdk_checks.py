@@ -92,20 +92,22 @@ def test_sdk_create_retried_with_its_idempotency_key_renders_once(server):
 
 @sdk_warnings
 def test_a_poll_of_a_running_render_is_held_until_it_ends(server):
-    """A retrieve of a render the router runs answers when the render ends, at most POLL_HOLD_S later: a short
-    render needs one poll, a long one still reports its progress every second or so."""
+    """A retrieve of a render the router runs answers when the render ends or POLL_HOLD_S has passed, whichever is
+    first: a short render is done at the first poll (on a machine that is not too slow), a long one still reports
+    its progress every second or so."""
     from cluster.videos_api import POLL_HOLD_S
 
     base, _ = server
     videos = client(base).videos
-    short = videos.create(prompt=PROMPT, extra_body={"quality": "draft", "seed": 7})
-    assert videos.retrieve(short.id).status == "completed"
-    long = videos.create(prompt=PROMPT, extra_body={"quality": "high", "steps": 200, "seed": 8})
-    started = time.perf_counter()
-    polled = videos.retrieve(long.id)
-    held_s = time.perf_counter() - started
-    assert polled.status in ("queued", "in_progress") and held_s >= 0.9 * POLL_HOLD_S
-    assert videos.delete(long.id).deleted
+    short, long = {"quality": "draft", "seed": 7}, {"quality": "high", "steps": 200, "seed": 8}  # tens of ms; seconds
+    for extra in (short, long):
+        video = videos.create(prompt=PROMPT, extra_body=extra)
+        started = time.perf_counter()
+        polled = videos.retrieve(video.id)
+        held_s = time.perf_counter() - started
+        assert polled.status == "completed" or held_s >= 0.9 * POLL_HOLD_S, (extra, polled.status, held_s)
+    assert polled.status in ("queued", "in_progress") and held_s >= 0.9 * POLL_HOLD_S  # the long one, held
+    assert videos.delete(video.id).deleted
 
 
 def _cloud_steps() -> int:
