@@ -425,32 +425,18 @@ def main() -> None:
     from ray import serve
 
     tmp = tempfile.mkdtemp(prefix="vidgen-bench-", dir="/tmp")
-    if args.videos_api:
-        try:
-            part_e(tmp, args.clients, args.batch_clips, args.rounds, args.tier_calls)
-        finally:
-            serve.shutdown()
-            ray.shutdown()
-        return
-    if args.cancel:
-        try:
-            part_f(tmp, args.cancel)
-        finally:
-            serve.shutdown()
-            ray.shutdown()
-        return
-    if args.batching:
-        try:
-            part_d(tmp, args.clients, args.batch_clips, args.rounds, args.batch_wait_s, args.threads)
-        finally:
-            serve.shutdown()
-            ray.shutdown()
-        return
-    base, _ = start(tmp)
     try:
-        part_a(base, args.clips)
-        part_b(base, args.trivial)
-        part_c(base, args.accuracy_clips)
+        if args.videos_api:
+            part_e(tmp, args.clients, args.batch_clips, args.rounds, args.tier_calls)
+        elif args.cancel:
+            part_f(tmp, args.cancel)
+        elif args.batching:
+            part_d(tmp, args.clients, args.batch_clips, args.rounds, args.batch_wait_s, args.threads)
+        else:
+            base, _ = start(tmp)
+            part_a(base, args.clips)
+            part_b(base, args.trivial)
+            part_c(base, args.accuracy_clips)
     finally:
         serve.shutdown()
         ray.shutdown()
