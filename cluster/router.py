@@ -241,6 +241,7 @@ class Router:
         self.background: set[asyncio.Task] = set()
         self.live: dict[str, RenderStatus] = {}  # renders this router is running: their freshest record
         self.running: dict[str, asyncio.Task] = {}
+        self.held_polls: set[str] = set()  # renders one of whose polls is being held (at most one each)
         self.started = int(time.time())
         self.metrics = RouterMetrics()
         self._spawn(self._refresh_forever())
@@ -591,10 +592,16 @@ class Router:
     async def retrieve_video(self, request: Request, video_id: str = Path(pattern=RENDER_ID_PATTERN)):
         caller = caller_of(request)
         record = await self._record(video_id, caller)
-        if (render := self.running.get(video_id)) is not None:
+        if (render := self.running.get(video_id)) is not None and video_id not in self.held_polls:
             # A render this router runs: the poll is held until it ends (at most POLL_HOLD_S), so a client needs
-            # fewer polls, each an HTTP request through the proxy and the router
-            await asyncio.wait({render}, timeout=POLL_HOLD_S)
+            # fewer polls, each an HTTP request through the proxy and the router. One poll a render is held at a
+            # time (another answers at once), so polling many times at once holds no more of the router's request
+            # slots than the renders a caller may have running (its max_concurrent_renders).
+            self.held_polls.add(video_id)
+            try:
+                await asyncio.wait({render}, timeout=POLL_HOLD_S)
+            finally:
+                self.held_polls.discard(video_id)
             record = await self._record(video_id, caller)
         return self._video(record)
 

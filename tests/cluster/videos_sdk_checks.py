@@ -6,6 +6,7 @@ second app. Every SDK method warns that OpenAI's own hosted service is going awa
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ def test_sdk_create_retried_with_its_idempotency_key_renders_once(server):
 def test_a_poll_of_a_running_render_is_held_until_it_ends(server):
     """A retrieve of a render the router runs answers when the render ends or POLL_HOLD_S has passed, whichever is
     first: a short render is done at the first poll (on a machine that is not too slow), a long one still reports
-    its progress every second or so."""
+    its progress every second or so. A second poll of a render while one is held is answered at once."""
     from cluster.videos_api import POLL_HOLD_S
 
     base, _ = server
@@ -107,6 +108,14 @@ def test_a_poll_of_a_running_render_is_held_until_it_ends(server):
         held_s = time.perf_counter() - started
         assert polled.status == "completed" or held_s >= 0.9 * POLL_HOLD_S, (extra, polled.status, held_s)
     assert polled.status in ("queued", "in_progress") and held_s >= 0.9 * POLL_HOLD_S  # the long one, held
+    # one poll of a render is held at a time: a second one while the first waits answers at once
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(videos.retrieve, video.id)
+        wait_for(lambda: first.running(), 10, "the first poll to be sent", every_s=0.01)
+        time.sleep(0.2)  # it reaches the router and is held
+        second = videos.retrieve(video.id)
+        assert not first.done() and second.status in ("queued", "in_progress")
+        assert first.result().status in ("queued", "in_progress")
     assert videos.delete(video.id).deleted
 
 
