@@ -11,7 +11,12 @@ In one run, with the same prompts and seeds, the same sampler steps and 2 cores:
 `--backend vidgen` renders with the shipped demo model; `--backend diffusers` with a tiny random-weight Wan
 pipeline saved by examples/tiny_pipelines.py (9x32x32 clips).
 
+`--whole-command N` (diffusers) times what a user waits for instead, N rounds alternating, each a fresh process:
+`vidgen render` (its own local Ray, every import, the ledger and report) against benchmarks/diffusers_direct.py
+(import diffusers, load the pipeline, call it over the same manifest).
+
     python benchmarks/render.py --rows 64 --batch 8 [--backend diffusers]
+    python benchmarks/render.py --backend diffusers --rows 256 --steps 4 --whole-command 3
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,22 +52,27 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=2, help="render actors; actors x cpus = the 2 cores")
     parser.add_argument("--cpus-per-actor", type=int, default=1)
     parser.add_argument("--backend", choices=("vidgen", "diffusers"), default="vidgen")
+    parser.add_argument("--whole-command", type=int, default=0, metavar="ROUNDS",
+                        help="diffusers: time `vidgen render` and the direct script as whole fresh processes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
     prompts = [SAMPLE_PROMPTS[i % len(SAMPLE_PROMPTS)] for i in range(args.rows)]
     seeds = list(range(args.rows))
+    if args.whole_command:
+        if args.backend != "diffusers":
+            parser.error("--whole-command compares against a diffusers pipeline: add --backend diffusers")
+        whole_command(prompts, seeds, args)
+        return
 
-    connect_ray(None, num_cpus=2)
+    connect_ray(None, num_cpus=2, dashboard=False)  # as render() would start it
     with tempfile.TemporaryDirectory() as tmp:
         if args.backend == "diffusers":
             folder = tiny_wan(Path(tmp) / "tiny-wan")
             shape, baselines = {"frames": 9, "height": 32, "width": 32}, diffusers_baselines
         else:
             folder, shape, baselines = resolve_model(None), {}, vidgen_baselines
-        manifest = Path(tmp) / "manifest.jsonl"
-        manifest.write_text("".join(json.dumps({"id": f"r{i:04d}", "prompt": p, "seed": s}) + "\n"
-                                    for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))))
+        manifest = write_manifest(Path(tmp) / "manifest.jsonl", prompts, seeds)
         arrivals: list[tuple[float, int]] = []  # (time, rows) as batches come back to the driver
         pipeline_start = time.perf_counter()
         summary = render(RenderConfig(manifest=str(manifest), model=str(folder), out=str(Path(tmp) / "out"),
@@ -89,6 +101,37 @@ def main() -> None:
           "steady (goal >= 3 at batch 8)")
 
 
+def write_manifest(path: Path, prompts: list[str], seeds: list[int]) -> Path:
+    path.write_text("".join(json.dumps({"id": f"r{i:04d}", "prompt": p, "seed": s}) + "\n"
+                            for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))))
+    return path
+
+
+def whole_command(prompts: list[str], seeds: list[int], args) -> None:
+    """Rounds alternating `vidgen render` and the direct script, each a fresh process timed from outside."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = tiny_wan(Path(tmp) / "tiny-wan")
+        manifest = write_manifest(Path(tmp) / "manifest.jsonl", prompts, seeds)
+        direct = [sys.executable, str(Path(__file__).with_name("diffusers_direct.py")), str(manifest), str(folder),
+                  "--steps", str(args.steps), "--batch", str(args.batch)]
+        times: dict[str, list[float]] = {"vidgen render": [], "direct": []}
+        for n in range(args.whole_command):
+            ours = [sys.executable, "-m", "vidgen.cli", "render", str(manifest), "--model", str(folder),
+                    "--out", str(Path(tmp) / f"out{n}"), "--steps", str(args.steps), "--frames", "9",
+                    "--height", "32", "--width", "32", "--batch-size", str(args.batch), "--actors", str(args.actors),
+                    "--set", f"cpus_per_actor={args.cpus_per_actor}"]
+            for name, command in (("vidgen render", ours), ("direct", direct)):
+                start = time.perf_counter()
+                subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                times[name].append(time.perf_counter() - start)
+                print(f"  round {n + 1} {name:<14}{times[name][-1]:7.2f} s", flush=True)
+    ours_s, direct_s = statistics.median(times["vidgen render"]), statistics.median(times["direct"])
+    print(f"{args.rows} rows, batch {args.batch}, {args.steps} sampler steps, tiny Wan pipeline; whole commands, "
+          f"median of {args.whole_command}: vidgen render {ours_s:.2f} s ({args.actors} actors, its own local Ray), "
+          f"direct script {direct_s:.2f} s (one process, 2 threads)")
+    print(f"ratio direct / vidgen render (throughput, whole command): {direct_s / ours_s:.3f}")
+
+
 def tiny_wan(folder: Path) -> Path:
     """A tiny random-weight Wan pipeline folder, saved by the example script a user would run."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -115,22 +158,18 @@ def vidgen_baselines(folder: Path, prompts: list[str], seeds: list[int], args) -
 def diffusers_baselines(folder: Path, prompts: list[str], seeds: list[int], args) -> tuple[float, float]:
     """The same with the diffusers pipeline object called directly, as its documentation calls it."""
     from diffusers import DiffusionPipeline
-
-    def call(pipe, batch_prompts, batch_seeds):
-        pipe(prompt=batch_prompts, num_frames=9, height=32, width=32, num_inference_steps=args.steps,
-             generator=[torch.Generator().manual_seed(s) for s in batch_seeds], output_type="np")
+    from diffusers_direct import call_batches
 
     pipe = DiffusionPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     start = time.perf_counter()
-    for i in range(0, args.rows, args.batch):
-        call(pipe, prompts[i:i + args.batch], seeds[i:i + args.batch])
+    call_batches(pipe, prompts, seeds, args.steps, args.batch)
     sampler_s = time.perf_counter() - start
     start = time.perf_counter()
     for i in range(args.naive_rows):
         one = DiffusionPipeline.from_pretrained(folder)
         one.set_progress_bar_config(disable=True)
-        call(one, [prompts[i]], [seeds[i]])
+        call_batches(one, [prompts[i]], [seeds[i]], args.steps, 1)
     return sampler_s, args.naive_rows / (time.perf_counter() - start)
 
 

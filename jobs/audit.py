@@ -238,7 +238,7 @@ def audit(cfg: AuditConfig, address: str | None = None,
 
     store = ObjectStore(cfg.s3)
     dataset = open_dataset(store, cfg.uri)
-    connect_ray(address, credentials=cfg.s3.credentials_env())
+    connect_ray(address, credentials=cfg.s3.credentials_env(), dashboard=False)
     rows = [{"shard": json.dumps(asdict(s)), "uri": dataset.shard_uri(s)} for s in dataset.index.shards]
     config = {**cfg.model_dump(mode="json", exclude={"s3"}), "s3": cfg.s3.public()}
     facts, clip_blocks, frame_blocks, mp4s = [], [], [], []

@@ -126,7 +126,7 @@ def configure_data_context() -> None:
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None, resources: dict[str, float] | None = None,
                 token_file: str | None = None, log_to_driver: bool = True,
-                credentials: dict[str, str] | None = None) -> None:
+                credentials: dict[str, str] | None = None, dashboard: bool = True) -> None:
     """Use the Ray this process is already connected to; else join `address` (`auto`, `HOST:PORT`), presenting the
     cluster's token, or start a local Ray (`None`) with `num_cpus` and custom `resources`.
 
@@ -136,6 +136,10 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, resourc
     `credentials` (S3 credentials a config gave, as AWS_* variables) go into this process's environment, where a
     local Ray started here inherits them as its node's own: Ray never carries them (its dashboard and state API show
     every runtime_env). The nodes of a cluster joined by address use their own credential chain.
+
+    `dashboard=False`: a local start runs without Ray's dashboard. The batch jobs ask for that: their cluster lives
+    as long as one command, which shows its own progress, and the dashboard is ~1 s of a local Ray's ~5 s start on
+    2 cores (docs/BENCHMARKS.md, "Render start, profiled").
     """
     os.environ.update(credentials or {})
     if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
@@ -145,7 +149,8 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, resourc
 
         console_logging.filter_native_stderr()  # Ray's C++ core worker writes to fd 2 from ray.init on
         console_logging.route_library_loggers()  # the token notice is logged during ray.init
-        local = {"num_cpus": num_cpus, "resources": resources} if address is None else {}
+        local = ({"num_cpus": num_cpus, "resources": resources, "include_dashboard": None if dashboard else False}
+                 if address is None else {})
         try:
             ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=log_to_driver, **local)
         except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -143,7 +143,7 @@ def filter_dataset(cfg: FilterConfig, address: str | None = None) -> dict:
     store.ensure_bucket(out)
     if store.exists(out.join(INDEX_FILE)):
         raise StorageError(f"{out.uri} already holds a data set: choose another --out or delete it first")
-    connect_ray(address, credentials=cfg.s3.credentials_env())
+    connect_ray(address, credentials=cfg.s3.credentials_env(), dashboard=False)
     rows = [{"shard": json.dumps(asdict(s))} for s in source.index.shards]
     config = {**cfg.model_dump(mode="json", exclude={"s3"}), "s3": cfg.s3.public()}
     entries, dropped = [], Counter()

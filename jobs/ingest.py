@@ -383,7 +383,7 @@ def _file_results(tasks: list[dict], cfg: IngestConfig, address: str | None,
         return
     import ray
 
-    connect_ray(address, credentials=cfg.s3.credentials_env())
+    connect_ray(address, credentials=cfg.s3.credentials_env(), dashboard=False)
     config = {**cfg.model_dump(mode="json", exclude={"s3"}), "s3": cfg.s3.public()}
     context = ray.data.DataContext.get_current()
     preserved = context.execution_options.preserve_order

@@ -149,7 +149,7 @@ def prepare(cfg: PrepareConfig, address: str | None = None,
     store.ensure_bucket(out)
     if store.exists(out.join(INDEX_FILE)):
         raise StorageError(f"{out.uri} already holds a data set: choose another --out or delete it first")
-    connect_ray(address, credentials=cfg.s3.credentials_env())
+    connect_ray(address, credentials=cfg.s3.credentials_env(), dashboard=False)
     # The tasks get the config without S3 credentials: they find them in their node's own chain
     shards = ray.data.from_items(plans, override_num_blocks=len(plans)).map(
         _make_shard_row, fn_kwargs={"config": {**cfg.model_dump(mode="json", exclude={"s3"}), "s3": cfg.s3.public()}})

@@ -286,7 +286,7 @@ def render(cfg: RenderConfig, address: str | None = None,
     rendered, failed, preview = set(), [], []
     if batches:
         connect_ray(address, num_cpus=max(os.cpu_count() or 1, cfg.actors * cfg.cpus_per_actor),
-                    credentials=cfg.s3.credentials_env())
+                    credentials=cfg.s3.credentials_env(), dashboard=False)
         stream = ray.data.from_items([{"clips": [asdict(c) for c in b]} for b in batches],
                                      override_num_blocks=len(batches))
         stream = stream.map_batches(

@@ -44,3 +44,32 @@ def test_a_submission_never_carries_credentials_files(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "other.yaml").write_text("secret_access_key: x\n")  # excluded from the upload anyway
     assert [p.name for p in files_with_secrets(tmp_path)] == ["creds.json", "job.yaml"]
+
+
+def test_a_batch_jobs_local_ray_runs_without_the_dashboard():
+    """The batch jobs start their local Ray with `dashboard=False` (its start is ~2 s of a short render on 2 cores):
+    a real local start in a fresh process, asked the same way, serves no dashboard (Ray keeps a head process for
+    usage stats only, with its frontend off)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    probe = ("import psutil, ray\n"
+             "from jobs.connection import connect_ray\n"
+             "connect_ray(None, num_cpus=1, dashboard=False)\n"
+             "node = ray._private.worker.global_worker.node\n"
+             "served = [p for p in psutil.Process().children(recursive=True)\n"
+             "          if any('dashboard/dashboard.py' in part for part in p.cmdline())\n"
+             "          and '--disable-frontend' not in p.cmdline()]\n"
+             "print(repr(node.webui_url), len(served))\n"
+             "ray.shutdown()\n")
+    temp_dir = tempfile.mkdtemp(prefix="vg-dash-", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "RAY_TMPDIR": temp_dir})
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] in (["None", "0"], ["''", "0"]), done.stdout
