@@ -31,9 +31,11 @@ from jobs.render import RenderConfig, render
 from storage.objectstore import ObjectStore, S3Config, parse_uri
 from vidgen.diffusion import SamplerConfig
 from vidgen.distill import DistillConfig, Trajectories, teacher_steps_at
+from vidgen.pipelines.options import PipelineOptions
 from vidgen.pipelines.packages import load_package
 from vidgen.pipelines.references import model_label, resolve_model
 from vidgen.pipelines.vidgen_package import VidgenPipeline
+from vidgen.precision import Precision
 from vidgen.runs.distillation import (
     judge,
     load_trajectories,
@@ -59,6 +61,8 @@ class DistillJobConfig(BaseModel):
     trajectories: int = Field(2048, ge=1, description="teacher clips to render and learn from")
     teacher_steps: int = Field(24, ge=1, description="the teacher's Euler steps (the cloud tier's setting)")
     teacher_guidance: float | None = Field(None, description="the teacher's guidance (default: the teacher's own)")
+    teacher_dtype: Precision = Field("auto", description="the precision the teacher renders in (vidgen.precision; "
+                                                         "auto: bfloat16 on GPUs and CPUs with bf16 matmuls)")
     distill: DistillConfig = Field(default_factory=DistillConfig)
     eval_clips: int = Field(96, ge=1, description="clips per split to judge teacher and student on")
     perceptual_clips: int = Field(48, ge=2, description="clips of seen prompts for the perceptual metrics")
@@ -98,7 +102,8 @@ def render_trajectories(cfg: DistillJobConfig, guidance: float, address: str | N
 
     summary = render(RenderConfig(manifest=work.join("manifest.jsonl").uri, model=cfg.teacher, out=work.uri,
                                   steps=cfg.teacher_steps, guidance=guidance, batch_size=cfg.batch_size,
-                                  actors=cfg.actors, seed=cfg.seed, trajectory_steps=keep, s3=cfg.s3),
+                                  actors=cfg.actors, seed=cfg.seed, trajectory_steps=keep, s3=cfg.s3,
+                                  pipeline=PipelineOptions(dtype=cfg.teacher_dtype)),
                      address, rendered)
     if summary["errors"]:
         raise RuntimeError(f"{summary['errors']} teacher clips failed to render; see {work.join('errors.jsonl').uri}")

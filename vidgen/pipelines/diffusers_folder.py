@@ -358,9 +358,11 @@ class DiffusersPipeline(VideoPipeline):
         return cls(model, device, options, int8)
 
     @staticmethod
-    def describe(model: VerifiedModel) -> ModelInfo:
+    def describe(model: VerifiedModel, options: PipelineOptions) -> ModelInfo:
+        """What the model makes, as `load` on a CPU with `options` would report it (its dtype included)."""
         pipe = model_skeleton(model)
-        return ModelInfo(model.folder, "diffusers", type(pipe).__name__, model.label, capabilities_of(pipe))
+        dtype = str(compute_dtype(options.dtype, "cpu")).removeprefix("torch.")
+        return ModelInfo(model.folder, "diffusers", type(pipe).__name__, model.label, capabilities_of(pipe, dtype))
 
     def encode(self, prompts: Sequence[str]) -> tuple[list[str] | None, dict[int, str]]:
         """The prompts the pipeline's tokenizer takes whole (in order), and why it refuses each other one: a prompt

@@ -59,7 +59,7 @@ def describe_model(ref: str | Path | VerifiedModel | None, options: PipelineOpti
     in `options` (`lora`), the adapter is verified and checked against the model too, and the label names both, as
     the loaded pipeline's does."""
     model = ref if isinstance(ref, VerifiedModel) else verify_model(ref)
-    info = _backend(model).describe(model)
+    info = _backend(model).describe(model, options or PipelineOptions())
     if options is None or options.lora is None:
         return info
     if info.backend != "diffusers":

@@ -58,7 +58,7 @@ class VidgenPipeline(VideoPipeline):
         return cls(model, caps, label, None, encoder, next(model.parameters()).device, options)
 
     @staticmethod
-    def describe(model: VerifiedModel) -> ModelInfo:
+    def describe(model: VerifiedModel, options: PipelineOptions) -> ModelInfo:
         return ModelInfo(model.folder, "vidgen", "VideoDiT", model.label, capabilities(read_config(model.verified)))
 
     def encode(self, prompts: Sequence[str]) -> tuple[TextEmbedding | None, dict[int, str]]:

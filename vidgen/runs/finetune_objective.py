@@ -114,10 +114,17 @@ def _loss_at(objective: Objective, transformer, latents: Latents, text: TextEmbe
              noise: torch.Tensor) -> torch.Tensor:
     x0 = latents.values
     noisy, timesteps, target = _noised(objective, x0, noise, levels, latents.grid)
-    parameter = next(transformer.parameters())
-    prediction = objective.recipe.predict(transformer, noisy.to(parameter.dtype), timesteps,
-                                          text.to(x0.device, parameter.dtype), latents.grid, objective.geometry)
+    dtype = _input_dtype(transformer)
+    prediction = objective.recipe.predict(transformer, noisy.to(dtype), timesteps, text.to(x0.device, dtype),
+                                          latents.grid, objective.geometry)
     return F.mse_loss(prediction.float(), target.float())
+
+
+def _input_dtype(transformer) -> torch.dtype:
+    """The dtype a transformer takes its inputs in: diffusers' own answer (`ModelMixin.dtype` skips the modules it
+    keeps in float32 when the weights are bfloat16, which may come first), else its first parameter's."""
+    dtype = getattr(transformer, "dtype", None)
+    return dtype if isinstance(dtype, torch.dtype) else next(transformer.parameters()).dtype
 
 
 def training_loss(objective: Objective, transformer, latents: Latents, text: TextEmbeddings,
