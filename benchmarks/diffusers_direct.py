@@ -3,7 +3,7 @@ pipeline once, call it on batches of rows with one torch.Generator per clip (its
 frames as arrays. `benchmarks/render.py` uses `call_batches` as its in-process baseline and runs this file as a
 fresh process for its whole-command comparison.
 
-    python benchmarks/diffusers_direct.py MANIFEST.jsonl PIPELINE_FOLDER --steps 4 --batch 8
+    python benchmarks/diffusers_direct.py MANIFEST.jsonl PIPELINE_FOLDER --steps 4 --batch 8 [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="the weights' dtype")
     args = parser.parse_args()
     from diffusers import DiffusionPipeline
 
     torch.set_num_threads(args.threads)
     with open(args.manifest) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    pipe = DiffusionPipeline.from_pretrained(args.folder)
+    pipe = DiffusionPipeline.from_pretrained(args.folder, dtype=getattr(torch, args.dtype))
     pipe.set_progress_bar_config(disable=True)
     call_batches(pipe, [r["prompt"] for r in rows], [r["seed"] for r in rows], args.steps, args.batch)
 

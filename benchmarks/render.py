@@ -9,7 +9,8 @@ In one run, with the same prompts and seeds, the same sampler steps and 2 cores:
   naive     one row at a time, loading the model for each row (what scripts that call a generate() per prompt do)
 
 `--backend vidgen` renders with the shipped demo model; `--backend diffusers` with a tiny random-weight Wan
-pipeline saved by examples/tiny_pipelines.py (9x32x32 clips).
+pipeline saved by examples/tiny_pipelines.py (9x32x32 clips). Every path runs at `--dtype` (default auto, as vidgen
+resolves it: bfloat16 on CPUs with bf16 matmuls, float32 elsewhere; the diffusers baselines load in the same dtype).
 
 `--whole-command N` (diffusers) times what a user waits for instead, N rounds alternating, each a fresh process:
 `vidgen render` (its own local Ray, every import, the ledger and report) against benchmarks/diffusers_direct.py
@@ -38,7 +39,7 @@ from jobs.render import RenderConfig, render
 from vidgen.diffusion import sample
 from vidgen.pipelines.packages import load_model
 from vidgen.pipelines.references import resolve_model
-from vidgen.precision import autocast_dtype
+from vidgen.precision import autocast_dtype, compute_dtype
 from vidgen.runs.eval_runs import SAMPLE_PROMPTS
 from vidgen.text import TextEncoder
 
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=2, help="render actors; actors x cpus = the 2 cores")
     parser.add_argument("--cpus-per-actor", type=int, default=1)
     parser.add_argument("--backend", choices=("vidgen", "diffusers"), default="vidgen")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="precision of every path (vidgen.precision: auto is bfloat16 on CPUs with bf16 matmuls)")
     parser.add_argument("--whole-command", type=int, default=0, metavar="ROUNDS",
                         help="diffusers: time `vidgen render` and the direct script as whole fresh processes")
     args = parser.parse_args()
@@ -77,6 +80,7 @@ def main() -> None:
         pipeline_start = time.perf_counter()
         summary = render(RenderConfig(manifest=str(manifest), model=str(folder), out=str(Path(tmp) / "out"),
                                       batch_size=args.batch, steps=args.steps, actors=args.actors,
+                                      pipeline={"dtype": args.dtype},
                                       cpus_per_actor=args.cpus_per_actor, **shape),
                          on_batch=lambda results, left: arrivals.append((time.perf_counter(), len(results))))
         pipeline_s = time.perf_counter() - pipeline_start
@@ -113,13 +117,13 @@ def whole_command(prompts: list[str], seeds: list[int], args) -> None:
         folder = tiny_wan(Path(tmp) / "tiny-wan")
         manifest = write_manifest(Path(tmp) / "manifest.jsonl", prompts, seeds)
         direct = [sys.executable, str(Path(__file__).with_name("diffusers_direct.py")), str(manifest), str(folder),
-                  "--steps", str(args.steps), "--batch", str(args.batch)]
+                  "--steps", str(args.steps), "--batch", str(args.batch), "--dtype", resolved_dtype(args.dtype)]
         times: dict[str, list[float]] = {"vidgen render": [], "direct": []}
         for n in range(args.whole_command):
             ours = [sys.executable, "-m", "vidgen.cli", "render", str(manifest), "--model", str(folder),
                     "--out", str(Path(tmp) / f"out{n}"), "--steps", str(args.steps), "--frames", "9",
                     "--height", "32", "--width", "32", "--batch-size", str(args.batch), "--actors", str(args.actors),
-                    "--set", f"cpus_per_actor={args.cpus_per_actor}"]
+                    "--set", f"cpus_per_actor={args.cpus_per_actor}", "--set", f"pipeline.dtype={args.dtype}"]
             for name, command in (("vidgen render", ours), ("direct", direct)):
                 start = time.perf_counter()
                 subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -132,6 +136,11 @@ def whole_command(prompts: list[str], seeds: list[int], args) -> None:
     print(f"ratio direct / vidgen render (throughput, whole command): {direct_s / ours_s:.3f}")
 
 
+def resolved_dtype(precision: str) -> str:
+    """The dtype `precision` means on this machine's CPU, as the render resolves it."""
+    return str(compute_dtype(precision, "cpu")).removeprefix("torch.")
+
+
 def tiny_wan(folder: Path) -> Path:
     """A tiny random-weight Wan pipeline folder, saved by the example script a user would run."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -142,7 +151,7 @@ def tiny_wan(folder: Path) -> Path:
 
 def vidgen_baselines(folder: Path, prompts: list[str], seeds: list[int], args) -> tuple[float, float]:
     """(seconds for the batched sampler over every row, naive clips/s) with a vidgen package."""
-    dtype = autocast_dtype("auto")
+    dtype = autocast_dtype(args.dtype)
     model, encoder = load_model(folder), TextEncoder()
     start = time.perf_counter()
     for i in range(0, args.rows, args.batch):
@@ -160,14 +169,15 @@ def diffusers_baselines(folder: Path, prompts: list[str], seeds: list[int], args
     from diffusers import DiffusionPipeline
     from diffusers_direct import call_batches
 
-    pipe = DiffusionPipeline.from_pretrained(folder)
+    dtype = getattr(torch, resolved_dtype(args.dtype))
+    pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     start = time.perf_counter()
     call_batches(pipe, prompts, seeds, args.steps, args.batch)
     sampler_s = time.perf_counter() - start
     start = time.perf_counter()
     for i in range(args.naive_rows):
-        one = DiffusionPipeline.from_pretrained(folder)
+        one = DiffusionPipeline.from_pretrained(folder, dtype=dtype)
         one.set_progress_bar_config(disable=True)
         call_batches(one, [prompts[i]], [seeds[i]], args.steps, 1)
     return sampler_s, args.naive_rows / (time.perf_counter() - start)
