@@ -51,8 +51,8 @@ from cluster.launcher import free_ports
 from vidgen.clip_request import ClipRequest
 
 EDGE_MODEL = "shapes-tiny-k1"
-EDGE = {"model": EDGE_MODEL, "int8": False, "torch_threads": 1, "cost_per_clip": 1, "num_cpus": 0.5,
-        "resources": {"edge": 1}, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
+EDGE = {"model": EDGE_MODEL, "int8": False, "text_dtype": "auto", "torch_threads": 1, "cost_per_clip": 1,
+        "num_cpus": 0.5, "resources": {"edge": 1}, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
 CLOUD = {"int8": False, "torch_threads": 1, "cost_per_clip": 10, "num_cpus": 0.5, "resources": {"cloud": 1},
          "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
 PROMPT = "a red square moving right"
@@ -122,7 +122,7 @@ def in_process_edge():
     if EDGE["int8"]:
         model = quantize_int8(model)
     caps = capabilities(read_config(folder))
-    encoder = TextEncoder()
+    encoder = TextEncoder(dtype=EDGE["text_dtype"])
     dtype = autocast_dtype("auto")
 
     def render(seed: int) -> bytes:
@@ -419,7 +419,10 @@ def main() -> None:
     parser.add_argument("--cancel", type=int, default=0, help="run only (f), this many cancels of a running render")
     parser.add_argument("--tier-calls", choices=("grpc", "object_store"), default="grpc",
                         help="how the router calls the tiers in (e) (ServeConfig.tier_calls)")
+    parser.add_argument("--text-dtype", choices=("float32", "bfloat16", "auto"), default=EDGE["text_dtype"],
+                        help="the edge tier's text encoder (TierConfig.text_dtype), in (a) in process too")
     args = parser.parse_args()
+    EDGE["text_dtype"] = args.text_dtype
     logging.basicConfig(level=logging.WARNING)
     import ray
     from ray import serve

@@ -141,6 +141,10 @@ class TierConfig(ClipDefaults):
     torch_threads: int = Field(1, ge=1)
     text_cache_entries: int = Field(1024, ge=0, description="prompt embeddings a replica keeps (LRU, ~26 KB each, "
                                                             "keyed by the prompt's sha256: no prompt text is kept)")
+    text_dtype: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32", description="what a vidgen model's text encoder computes in (auto: bfloat16 on CPUs with bf16 "
+                               "matmuls): bfloat16 encodes a new prompt ~1.45x faster there, embeddings ~1% off the "
+                               "float32 ones the models were trained on")
     cost_per_clip: float = Field(ge=0, description="relative cost the placement policy minimises")
     regions: list[str] = Field(default_factory=list, description="regions it may serve; empty means any")
     num_cpus: float = Field(1.0, ge=0)

