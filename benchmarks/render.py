@@ -39,7 +39,7 @@ from jobs.render import RenderConfig, render
 from vidgen.diffusion import sample
 from vidgen.pipelines.packages import load_model
 from vidgen.pipelines.references import resolve_model
-from vidgen.precision import autocast_dtype, compute_dtype
+from vidgen.precision import autocast_dtype, dtype_name
 from vidgen.runs.eval_runs import SAMPLE_PROMPTS
 from vidgen.text import TextEncoder
 
@@ -117,7 +117,7 @@ def whole_command(prompts: list[str], seeds: list[int], args) -> None:
         folder = tiny_wan(Path(tmp) / "tiny-wan")
         manifest = write_manifest(Path(tmp) / "manifest.jsonl", prompts, seeds)
         direct = [sys.executable, str(Path(__file__).with_name("diffusers_direct.py")), str(manifest), str(folder),
-                  "--steps", str(args.steps), "--batch", str(args.batch), "--dtype", resolved_dtype(args.dtype)]
+                  "--steps", str(args.steps), "--batch", str(args.batch), "--dtype", dtype_name(args.dtype)]
         times: dict[str, list[float]] = {"vidgen render": [], "direct": []}
         for n in range(args.whole_command):
             ours = [sys.executable, "-m", "vidgen.cli", "render", str(manifest), "--model", str(folder),
@@ -134,11 +134,6 @@ def whole_command(prompts: list[str], seeds: list[int], args) -> None:
           f"median of {args.whole_command}: vidgen render {ours_s:.2f} s ({args.actors} actors, its own local Ray), "
           f"direct script {direct_s:.2f} s (one process, 2 threads)")
     print(f"ratio direct / vidgen render (throughput, whole command): {direct_s / ours_s:.3f}")
-
-
-def resolved_dtype(precision: str) -> str:
-    """The dtype `precision` means on this machine's CPU, as the render resolves it."""
-    return str(compute_dtype(precision, "cpu")).removeprefix("torch.")
 
 
 def tiny_wan(folder: Path) -> Path:
@@ -169,7 +164,7 @@ def diffusers_baselines(folder: Path, prompts: list[str], seeds: list[int], args
     from diffusers import DiffusionPipeline
     from diffusers_direct import call_batches
 
-    dtype = getattr(torch, resolved_dtype(args.dtype))
+    dtype = getattr(torch, dtype_name(args.dtype))
     pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     start = time.perf_counter()

@@ -24,6 +24,11 @@ def compute_dtype(precision: Precision = "auto", device_type: str = "cpu"):
     return torch.bfloat16 if device_type == "cuda" or (device_type == "cpu" and _cpu_has_bf16()) else torch.float32
 
 
+def dtype_name(precision: Precision = "auto", device_type: str = "cpu") -> str:
+    """`compute_dtype` by its name (`float32`, `bfloat16`, ...), as configs and capabilities spell it."""
+    return str(compute_dtype(precision, device_type)).removeprefix("torch.")
+
+
 def autocast_dtype(precision: Precision = "auto", device_type: str = "cpu"):
     """`compute_dtype` as vidgen's samplers and trainers take it: None means plain float32 (no autocast)."""
     import torch

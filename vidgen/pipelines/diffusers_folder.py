@@ -32,7 +32,7 @@ from vidgen.pipelines.base import ModelInfo, VideoPipeline
 from vidgen.pipelines.diffusers_cache import enable_step_cache
 from vidgen.pipelines.options import PipelineOptions
 from vidgen.pipelines.references import VerifiedModel
-from vidgen.precision import compute_dtype
+from vidgen.precision import compute_dtype, dtype_name
 
 log = logging.getLogger(__name__)
 MAX_FRAMES, MAX_PIXELS_SIDE = 1024, 4096  # ClipRequest's own ceilings
@@ -361,8 +361,8 @@ class DiffusersPipeline(VideoPipeline):
     def describe(model: VerifiedModel, options: PipelineOptions) -> ModelInfo:
         """What the model makes, as `load` on a CPU with `options` would report it (its dtype included)."""
         pipe = model_skeleton(model)
-        dtype = str(compute_dtype(options.dtype, "cpu")).removeprefix("torch.")
-        return ModelInfo(model.folder, "diffusers", type(pipe).__name__, model.label, capabilities_of(pipe, dtype))
+        return ModelInfo(model.folder, "diffusers", type(pipe).__name__, model.label,
+                         capabilities_of(pipe, dtype_name(options.dtype, "cpu")))
 
     def encode(self, prompts: Sequence[str]) -> tuple[list[str] | None, dict[int, str]]:
         """The prompts the pipeline's tokenizer takes whole (in order), and why it refuses each other one: a prompt

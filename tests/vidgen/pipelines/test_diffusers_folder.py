@@ -10,7 +10,7 @@ import pytest
 from storage.package import ModelFileError, write_sums
 from vidgen.clip_request import ClipRequest, resolve_clip
 from vidgen.pipelines.load import describe_model, load_pipeline
-from vidgen.precision import compute_dtype
+from vidgen.precision import dtype_name
 
 # what each pipeline class checks: Wan 16-pixel multiples (VAE 8 x patch 2), LTX 32 (its check_inputs), CogVideoX 16
 MULTIPLES = {"wan": 16, "ltx": 32, "cogvideox": 16}
@@ -36,7 +36,7 @@ def test_capabilities_come_from_the_pipeline_and_planning_loads_no_weights(kind,
     assert pipeline.backend == "diffusers" and pipeline.pipeline_class == CLASSES[kind]
     assert (caps.frames.multiple, caps.frames.remainder) == (4, 1)  # 4k+1 frames: the VAE compresses time 4x
     assert caps.height.multiple == caps.width.multiple == MULTIPLES[kind]
-    auto = str(compute_dtype("auto", "cpu")).removeprefix("torch.")  # float32, or bfloat16 on CPUs with bf16 matmuls
+    auto = dtype_name("auto", "cpu")  # float32, or bfloat16 on CPUs with bf16 matmuls
     assert caps.negative_prompt and caps.dtype == auto and caps.device == "cpu"
     planned = describe_model(tiny_pipelines[kind])  # built on the meta device: nothing loaded
     assert planned.capabilities == caps and planned.label == pipeline.label
